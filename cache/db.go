@@ -1,0 +1,212 @@
+package cache
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+)
+
+// DB is the open database. Its methods are safe for concurrent use.
+type DB struct {
+	sql  *sql.DB
+	path string
+	log  *slog.Logger
+}
+
+// migrations are applied in order, each once; never edit a released one, append.
+var migrations = []string{
+	// 1: outbox, applications, devices, counters
+	`CREATE TABLE outbox (
+		id              INTEGER PRIMARY KEY AUTOINCREMENT,
+		application     TEXT    NOT NULL,
+		kind            TEXT    NOT NULL,
+		target          TEXT    NOT NULL,
+		body            BLOB    NOT NULL,
+		enqueued_at     INTEGER NOT NULL,
+		attempts        INTEGER NOT NULL DEFAULT 0,
+		next_attempt_at INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE INDEX outbox_application_id ON outbox(application, id);
+	CREATE TABLE applications (
+		eui        TEXT PRIMARY KEY,
+		source     TEXT    NOT NULL,
+		info       BLOB    NOT NULL,
+		updated_at INTEGER NOT NULL
+	);
+	CREATE TABLE devices (
+		deveui    TEXT PRIMARY KEY,
+		appeui    TEXT    NOT NULL,
+		joineui   TEXT    NOT NULL DEFAULT '',
+		last_seen INTEGER NOT NULL
+	);
+	CREATE TABLE counters (
+		application TEXT NOT NULL,
+		name        TEXT NOT NULL,
+		value       INTEGER NOT NULL,
+		PRIMARY KEY (application, name)
+	);`,
+}
+
+// Options tunes Open.
+type Options struct {
+	Logger *slog.Logger
+	// Now is the clock used for the name of a moved-aside corrupt file; nil = time.Now.
+	Now func() time.Time
+}
+
+// Open opens or creates the database at path (WAL, synchronous=FULL, busy
+// timeout) and migrates it. A corrupt or unreadable file is moved aside as
+// "<path>.corrupt-<UTC timestamp>" (with its -wal and -shm files) and a new
+// database is created, with one error log line.
+func Open(ctx context.Context, path string, opt Options) (*DB, error) {
+	log := opt.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	now := opt.Now
+	if now == nil {
+		now = time.Now
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("cache: create directory for %s: %w", path, err)
+	}
+	db, err := openChecked(ctx, path, log)
+	if err == nil {
+		return db, nil
+	}
+	if !recoverable(err) {
+		return nil, err
+	}
+	aside := fmt.Sprintf("%s.corrupt-%s", path, now().UTC().Format("20060102T150405Z"))
+	if mvErr := os.Rename(path, aside); mvErr != nil {
+		return nil, fmt.Errorf("cache: %s is unusable (%v) and could not be moved aside: %w", path, err, mvErr)
+	}
+	for _, sfx := range []string{"-wal", "-shm"} {
+		if _, statErr := os.Stat(path + sfx); statErr == nil {
+			_ = os.Rename(path+sfx, aside+sfx)
+		}
+	}
+	log.Error("database unusable, moved aside and starting a new one",
+		"path", path, "moved_to", aside, "err", err)
+	return openChecked(ctx, path, log)
+}
+
+// errCorrupt marks a failure that a fresh database file cures.
+var errCorrupt = errors.New("database corrupt")
+
+func recoverable(err error) bool {
+	if errors.Is(err, errCorrupt) {
+		return true
+	}
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		switch se.Code {
+		case sqlite3.ErrCorrupt, sqlite3.ErrNotADB, sqlite3.ErrCantOpen, sqlite3.ErrPerm, sqlite3.ErrIoErr:
+			return true
+		}
+	}
+	return false
+}
+
+func openChecked(ctx context.Context, path string, log *slog.Logger) (*DB, error) {
+	dsn := "file:" + url.PathEscape(path) + "?" + url.Values{
+		"_journal_mode": {"WAL"},
+		"_synchronous":  {"FULL"},
+		"_busy_timeout": {"10000"},
+		"_txlock":       {"immediate"},
+		"_foreign_keys": {"on"},
+	}.Encode()
+	sdb, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("cache: open %s: %w", path, err)
+	}
+	sdb.SetMaxOpenConns(4)
+	sdb.SetConnMaxIdleTime(0)
+	db := &DB{sql: sdb, path: path, log: log}
+	if err := db.check(ctx); err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("cache: %s: %w", path, err)
+	}
+	if err := db.migrate(ctx); err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("cache: %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func (db *DB) check(ctx context.Context) error {
+	var mode string
+	if err := db.sql.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return err
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("%w: journal mode is %q, not wal", errCorrupt, mode)
+	}
+	var res string
+	if err := db.sql.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&res); err != nil {
+		return err
+	}
+	if res != "ok" {
+		return fmt.Errorf("%w: quick_check: %s", errCorrupt, res)
+	}
+	return nil
+}
+
+func (db *DB) migrate(ctx context.Context) error {
+	if _, err := db.sql.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("schema_version: %w", err)
+	}
+	var v int
+	if err := db.sql.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&v); err != nil {
+		return fmt.Errorf("schema version: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this program knows (%d): downgrade refused", v, len(migrations))
+	}
+	for i := v; i < len(migrations); i++ {
+		tx, err := db.sql.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, i+1); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %d: commit: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+// SchemaVersion is the version the database is at.
+func (db *DB) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := db.sql.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&v)
+	return v, err
+}
+
+// Path is the database file.
+func (db *DB) Path() string { return db.path }
+
+// Close closes the database.
+func (db *DB) Close() error { return db.sql.Close() }
+
+// SQLiteVersion is the version of the SQLite library linked in.
+func SQLiteVersion() string {
+	v, _, _ := sqlite3.Version()
+	return v
+}

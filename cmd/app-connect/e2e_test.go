@@ -1,0 +1,423 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/sim"
+	"github.com/lorawan-gateway/app-connect/internal/testpeer"
+)
+
+const testUUID = "029998E06156CDD44523264B523115C1"
+
+// harness is a simulated Conduit around app-connect: a real Mosquitto, the
+// mPower API, the mts-io files and the remote HTTP sink.
+type harness struct {
+	t      *testing.T
+	broker *testpeer.Mosquitto
+	mpower *sim.MPower
+	sink   *sim.Sink
+	fleet  *sim.Fleet
+	dir    string
+	cfg    config.Config
+	logs   *syncBuffer
+}
+
+func newHarness(t *testing.T, devices int) *harness {
+	t.Helper()
+	return newHarnessWith(t, devices, testpeer.MosquittoOptions{})
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func newHarnessWith(t *testing.T, devices int, bo testpeer.MosquittoOptions) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: t.TempDir(), logs: &syncBuffer{}}
+	h.broker = testpeer.StartMosquitto(t, bo)
+	h.sink = sim.NewSink("/tenant")
+	sinkSrv := httptest.NewServer(h.sink)
+	t.Cleanup(sinkSrv.Close)
+	h.fleet = sim.NewFleet(devices, "16-ea-76-f6-ab-66-3d-80", "00-80-00-00-d0-00-01-ff", 1)
+	h.mpower = sim.NewMPower()
+	h.mpower.SetDefaultApp(sim.DefaultApp(sinkSrv.URL + "/tenant"))
+	h.mpower.SetLoraNetwork(sim.LoraNetwork("00-80-00-00-d0-00-01-ff", "127.0.0.1", h.broker.Port))
+	mpSrv := httptest.NewServer(h.mpower)
+	t.Cleanup(mpSrv.Close)
+	sysfs := filepath.Join(h.dir, "mts-io")
+	if err := sim.WriteMtsIO(sysfs, testUUID, "19186550"); err != nil {
+		t.Fatal(err)
+	}
+	h.cfg = config.Default()
+	h.cfg.LNS.Broker = h.broker.URL()
+	h.cfg.MPower.API = mpSrv.URL
+	h.cfg.Gateway.SysfsRoot = sysfs
+	h.cfg.Storage.Database = filepath.Join(h.dir, "app-connect.db")
+	h.cfg.Admin.Listen = ""
+	h.cfg.Delivery.RetryMin = 50 * time.Millisecond
+	h.cfg.Delivery.RetryMax = 400 * time.Millisecond
+	h.cfg.Delivery.HTTPTimeout = 5 * time.Second
+	return h
+}
+
+// start runs app-connect in this process until the returned stop is called.
+func (h *harness) start() (stop func()) {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	go func() { done <- run(ctx, h.cfg, log) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					h.t.Errorf("run: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				h.t.Errorf("run did not stop within 30s")
+			}
+		})
+	}
+	h.t.Cleanup(stop)
+	h.waitSubscribed(1)
+	return stop
+}
+
+// waitSubscribed waits until app-connect has subscribed n times in total
+// (messages published before the first subscription have no receiver).
+func (h *harness) waitSubscribed(n int) {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(h.logs.String(), "local broker connected") < n {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("app-connect did not subscribe within 30s:\n%s", h.logs.tail(30))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// publishRate is what the tests' simulated network server sends, in messages
+// per second: far above a real gateway's radio load, yet within what the
+// broker's default queue (max_queued_messages 1000) absorbs while app-connect
+// commits under the race detector. Bursts beyond it are measured by make bench.
+const publishRate = 1500
+
+// publish sends every device's joined event and perDevice uplinks to the broker.
+func (h *harness) publish(ctx context.Context, perDevice int) sim.RunStats {
+	h.t.Helper()
+	p, err := sim.NewPublisher(ctx, h.broker.URL())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer p.Close()
+	st, err := p.Run(ctx, h.fleet, perDevice, publishRate)
+	if err != nil {
+		h.t.Fatalf("publish: %v", err)
+	}
+	return st
+}
+
+func (h *harness) waitAll(timeout time.Duration) {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := h.sink.Wait(ctx, h.fleet.Expected()); err != nil {
+		h.t.Fatalf("%v; sink %+v\nlogs:\n%s", err, h.sink.Stats(), h.logs.tail(40))
+	}
+}
+
+// checkOrder verifies that each device's uplinks arrived in FCnt order
+// (duplicates of already-delivered rows allowed after a crash).
+func (h *harness) checkOrder(allowDuplicates bool) {
+	h.t.Helper()
+	for _, d := range h.fleet.Devices() {
+		got := h.sink.Received(d.DevEUI)
+		max := int64(-1)
+		for _, f := range got {
+			if int64(f) <= max {
+				if !allowDuplicates {
+					h.t.Fatalf("device %s: fcnt %d after %d", d.DevEUI, f, max)
+				}
+				continue
+			}
+			if int64(f) != max+1 {
+				h.t.Fatalf("device %s: fcnt %d after %d (gap: order broken)", d.DevEUI, f, max)
+			}
+			max = int64(f)
+		}
+	}
+	if s := h.sink.Stats(); s.OutOfOrder != 0 {
+		h.t.Fatalf("sink saw %d out-of-order uplinks", s.OutOfOrder)
+	}
+}
+
+func TestForwardsEveryUplinkInOrder(t *testing.T) {
+	h := newHarness(t, 50)
+	h.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st := h.publish(ctx, 100) // 5,000 uplinks from 50 devices
+	if st.Uplinks != 5000 {
+		t.Fatalf("published %d uplinks", st.Uplinks)
+	}
+	h.waitAll(2 * time.Minute)
+	h.checkOrder(false)
+	s := h.sink.Stats()
+	if s.Duplicates != 0 || s.Unique != 5000 || s.Joined != 50 || s.Inits != 1 {
+		t.Fatalf("sink stats %+v", s)
+	}
+	// Uplinks are forwarded byte for byte, to the device's AppEUI path, with the protocol's headers.
+	d := h.fleet.Devices()[0]
+	var up *sim.Request
+	for _, r := range h.sink.Recorded() {
+		if strings.HasSuffix(r.Path, "/"+d.DevEUI+"/up") {
+			up = &r
+			break
+		}
+	}
+	if up == nil {
+		t.Fatal("no uplink recorded")
+	}
+	if want := "/tenant/api/v1/lorawan/" + d.AppEUI + "/" + d.DevEUI + "/up"; up.Path != want {
+		t.Fatalf("path %s, want %s", up.Path, want)
+	}
+	if up.Header.Get("Content-Type") != "application/json" || up.Header.Get("Accept") != "text/plain" {
+		t.Fatalf("headers %v", up.Header)
+	}
+	bodies := h.sink.Bodies(d.DevEUI)
+	if len(bodies) == 0 || !bytes.Contains(bodies[0], []byte(`"deveui":"`+d.DevEUI+`"`)) {
+		t.Fatalf("bodies %q", bodies)
+	}
+}
+
+func TestRecoversFromRemoteOutage(t *testing.T) {
+	h := newHarness(t, 10)
+	h.sink.FailFor(3*time.Second, http.StatusServiceUnavailable)
+	h.start()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h.publish(ctx, 50)
+	h.waitAll(time.Minute)
+	h.checkOrder(false)
+	s := h.sink.Stats()
+	if s.Failed == 0 {
+		t.Fatalf("the outage was not seen: %+v", s)
+	}
+	if s.Duplicates != 0 || s.Unique != 500 {
+		t.Fatalf("sink stats %+v", s)
+	}
+}
+
+func TestPermanentRefusalDeadLettersOneUplink(t *testing.T) {
+	h := newHarness(t, 5)
+	bad := h.fleet.Devices()[2].DevEUI
+	h.sink.FailUplink(bad, 7, http.StatusBadRequest)
+	h.start()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h.publish(ctx, 20)
+	exp := h.fleet.Expected()
+	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+	defer wcancel()
+	for h.sink.Missing(exp) > 1 && wctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if m := h.sink.Missing(exp); m != 1 {
+		t.Fatalf("missing %d, want exactly the refused one", m)
+	}
+	got := h.sink.Received(bad)
+	if len(got) != 19 || got[7] != 8 {
+		t.Fatalf("device %s received %v", bad, got)
+	}
+	if !strings.Contains(h.logs.String(), "dead-lettered") || !strings.Contains(h.logs.String(), "HTTP 400") {
+		t.Fatalf("no dead-letter log line:\n%s", h.logs.tail(20))
+	}
+}
+
+func TestMalformedLocalPayloadsDoNotBlockTheStream(t *testing.T) {
+	h := newHarness(t, 1)
+	h.start()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := sim.NewPublisher(ctx, h.broker.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	f, err := os.Open("testdata/bad-inputs.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dev := h.fleet.Devices()[0]
+	var bad [][]byte
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		bad = append(bad, []byte(line))
+	}
+	if len(bad) < 5 {
+		t.Fatalf("only %d bad inputs", len(bad))
+	}
+	topicJ, payloadJ := h.fleet.Joined(0)
+	if err := p.Publish(ctx, topicJ, payloadJ); err != nil {
+		t.Fatal(err)
+	}
+	sent := 0
+	for _, b := range bad {
+		for _, topic := range []string{
+			"lora/" + dev.AppEUI + "/" + dev.DevEUI + "/up",
+			"lora/" + dev.DevEUI + "/joined",
+			"lora/" + dev.AppEUI + "/" + dev.DevEUI + "/moved",
+		} {
+			topicU, good, _ := h.fleet.Uplink(0)
+			if err := p.Publish(ctx, topicU, good); err != nil {
+				t.Fatal(err)
+			}
+			sent++
+			if err := p.Publish(ctx, topic, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	h.waitAll(time.Minute)
+	h.checkOrder(false)
+	if s := h.sink.Stats(); s.Unique != sent || s.Joined != 1 {
+		t.Fatalf("sink %+v, want %d uplinks and 1 joined", s, sent)
+	}
+	refused := strings.Count(h.logs.String(), "local message refused")
+	if refused != 3*len(bad) {
+		t.Fatalf("%d refusal log lines, want %d:\n%s", refused, 3*len(bad), h.logs.tail(20))
+	}
+}
+
+func TestCorruptDatabaseBetweenRuns(t *testing.T) {
+	h := newHarness(t, 3)
+	stop := h.start()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h.publish(ctx, 10)
+	h.waitAll(time.Minute)
+	stop()
+	if err := os.WriteFile(h.cfg.Storage.Database, bytes.Repeat([]byte("garbage!"), 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(h.cfg.Storage.Database + "-wal")
+	os.Remove(h.cfg.Storage.Database + "-shm")
+	h.start()
+	h.publish(ctx, 10)
+	h.waitAll(time.Minute)
+	matches, _ := filepath.Glob(h.cfg.Storage.Database + ".corrupt-*")
+	if len(matches) != 1 {
+		t.Fatalf("corrupt file not moved aside: %v", matches)
+	}
+	if n := strings.Count(h.logs.String(), "database unusable"); n != 1 {
+		t.Fatalf("%d 'database unusable' lines", n)
+	}
+}
+
+// TestKilledMidStreamLosesNothing runs the real binary and SIGKILLs it while
+// uplinks flow: after a restart every uplink arrives (duplicates allowed).
+func TestKilledMidStreamLosesNothing(t *testing.T) {
+	bin := buildBinary(t)
+	// While app-connect is down the broker queues its session's messages; with
+	// the default max_queued_messages (1000) a burst publisher would overflow
+	// that queue, which is the broker's loss, not app-connect's.
+	h := newHarnessWith(t, 20, testpeer.MosquittoOptions{MaxQueued: ptr(0)})
+	cfgFile := filepath.Join(h.dir, "app-connect.yml")
+	yml := fmt.Sprintf("lns:\n  broker: %s\nmpower:\n  api: %s\ngateway:\n  sysfs_root: %s\nstorage:\n  database: %s\nadmin:\n  listen: \"\"\ndelivery:\n  retry_min: 50ms\n  retry_max: 400ms\n",
+		h.cfg.LNS.Broker, h.cfg.MPower.API, h.cfg.Gateway.SysfsRoot, h.cfg.Storage.Database)
+	if err := os.WriteFile(cfgFile, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.sink.SetDelay(time.Millisecond) // keep a backlog in the outbox when the kill comes
+	startProc := func() *exec.Cmd {
+		cmd := exec.Command(bin, "run", "--config", cfgFile)
+		cmd.Stdout, cmd.Stderr = h.logs, h.logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	proc := startProc()
+	h.waitSubscribed(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pubDone := make(chan sim.RunStats, 1)
+	go func() { pubDone <- h.publish(ctx, 100) }()
+	// Kill once part of the stream went through.
+	for h.sink.Stats().Unique < 300 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	proc.Process.Kill()
+	proc.Wait()
+	atKill := h.sink.Stats().Unique
+	proc = startProc()
+	defer func() { proc.Process.Kill(); proc.Wait() }()
+	st := <-pubDone
+	if st.Uplinks != 2000 {
+		t.Fatalf("published %d", st.Uplinks)
+	}
+	h.waitAll(2 * time.Minute)
+	h.checkOrder(true)
+	s := h.sink.Stats()
+	t.Logf("killed after %d unique; final %+v", atKill, s)
+	if atKill >= 2000 {
+		t.Fatalf("the kill came after the stream ended; the test proves nothing")
+	}
+}
+
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "app-connect")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) tail(n int) string {
+	lines := strings.Split(s.String(), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/lorawan-gateway/app-connect/cache"
+	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/forward"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
+)
+
+// retry calls f until it succeeds or ctx ends, with backoff, logging the
+// first failure and every tenth: no start-up step ends the process.
+func retry[T any](ctx context.Context, log *slog.Logger, what string, f func(context.Context) (T, error)) (T, error) {
+	delay := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		v, err := f(ctx)
+		if err == nil {
+			return v, nil
+		}
+		if ctx.Err() != nil {
+			return v, fmt.Errorf("%s: %w", what, ctx.Err())
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			log.Error(what+" failed, retrying", "attempt", attempt, "err", err)
+		}
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return v, fmt.Errorf("%s: %w", what, ctx.Err())
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// run is the daemon: it returns nil on a clean stop (ctx cancelled).
+func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	log.Info("app-connect starting", "version", version, "database", cfg.Storage.Database, "broker", cfg.LNS.Broker)
+
+	db, err := retry(ctx, log, "opening the database", func(ctx context.Context) (*cache.DB, error) {
+		return cache.Open(ctx, cfg.Storage.Database, cache.Options{Logger: log})
+	})
+	if err != nil {
+		return nilIfCancelled(ctx, err)
+	}
+	defer db.Close()
+	outbox, err := db.NewOutbox(ctx, cache.Limits{MaxRows: cfg.Storage.OutboxMaxRows, MaxBytes: cfg.Storage.OutboxMaxBytes})
+	if err != nil {
+		return err
+	}
+	defer outbox.Close()
+
+	ident, err := retry(ctx, log, "reading the gateway identity", func(context.Context) (lnsbridge.Identity, error) {
+		return lnsbridge.ReadIdentity(cfg.Gateway.SysfsRoot)
+	})
+	if err != nil {
+		return nilIfCancelled(ctx, err)
+	}
+
+	mp := lnsbridge.NewMPower(cfg.MPower.API, cfg.MPower.Timeout, log)
+	gwEUIs := gatewayEUIs(ctx, mp, log)
+	defApp, err := loadDefaultApp(ctx, mp, db, log)
+	if err != nil {
+		return nilIfCancelled(ctx, err)
+	}
+
+	id := forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, GatewayEUIs: gwEUIs}
+	var app *forward.Application
+	switch {
+	case !defApp.Enabled:
+		log.Warn("mPower default app is disabled: nothing will be forwarded")
+	default:
+		app, err = forward.NewApplication(forward.AppSettings{
+			EUI: defApp.EUI, Name: "default", APIVersion: defApp.APIVersion, URL: defApp.URL,
+			Options: defApp.Options, Delivery: cfg.Delivery,
+		}, id, outbox, log)
+		if err != nil {
+			log.Error("default app cannot be set up; its events are not forwarded", "err", err)
+			app = nil
+		}
+	}
+	router := forward.NewRouter(app, defApp)
+	intake := forward.NewIntake(outbox, db, router, log)
+
+	clientID := cfg.LNS.ClientID
+	if clientID == "" {
+		clientID = lnsbridge.ClientIDFor(ident)
+	}
+	local := lnsbridge.NewLocal(lnsbridge.LocalOptions{
+		Broker: cfg.LNS.Broker, ClientID: clientID, Username: cfg.LNS.Username, Password: cfg.LNS.Password, Logger: log,
+	})
+
+	st := &state{started: time.Now(), local: local, intake: intake, outbox: outbox, router: router}
+	adminStop, err := startAdmin(cfg.Admin.Listen, st, log)
+	if err != nil {
+		return err
+	}
+	defer adminStop()
+
+	// Delivery loops run until the shutdown deadline; intake stops first.
+	deliverCtx, stopDelivery := context.WithCancel(context.Background())
+	defer stopDelivery()
+	var deliveries sync.WaitGroup
+	for _, a := range router.Applications() {
+		deliveries.Add(1)
+		go func() { defer deliveries.Done(); a.Run(deliverCtx) }()
+	}
+
+	intakeCtx, stopIntake := context.WithCancel(ctx)
+	defer stopIntake()
+	msgs := make(chan forward.Message, 1024)
+	var intakeDone sync.WaitGroup
+	intakeDone.Add(2)
+	go func() { defer intakeDone.Done(); intake.Run(intakeCtx, msgs) }()
+	go func() {
+		defer intakeDone.Done()
+		for {
+			select {
+			case <-intakeCtx.Done():
+				return
+			case in := <-local.Events():
+				ev := in.Event
+				select {
+				case msgs <- forward.Message{Kind: string(ev.Kind), DevEUI: ev.DevEUI, AppEUI: ev.AppEUI, JoinEUI: ev.JoinEUI, FCnt: ev.FCnt, Body: ev.Body, Ack: in.Ack}:
+				case <-intakeCtx.Done():
+					return
+				}
+			}
+		}
+	}()
+	if err := local.Start(ctx); err != nil {
+		return err
+	}
+	log.Info("app-connect running", "gateway", ident.UUID, "apps", len(router.Applications()))
+
+	<-ctx.Done()
+	log.Info("stopping: no new local messages; flushing deliveries", "deadline", cfg.Delivery.ShutdownTimeout)
+	local.Stop()
+	stopIntake()
+	intakeDone.Wait()
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), cfg.Delivery.ShutdownTimeout)
+	defer cancelFlush()
+	waitDrained(flushCtx, router, outbox)
+	stopDelivery()
+	deliveries.Wait()
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelClose()
+	for _, a := range router.Applications() {
+		a.Close(closeCtx)
+	}
+	outbox.Close()
+	for _, a := range router.Applications() {
+		s := outbox.Stats(a.Settings.EUI)
+		log.Info("stopped", "app", a.Settings.EUI, "forwarded", a.Counters.Forwarded.Load(), "queued_for_next_start", s.Rows)
+	}
+	return nil
+}
+
+func nilIfCancelled(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// waitDrained waits until every application's queue is empty or ctx ends.
+func waitDrained(ctx context.Context, r *forward.Router, q *cache.Outbox) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		empty := true
+		for _, a := range r.Applications() {
+			if q.Stats(a.Settings.EUI).Rows > 0 {
+				empty = false
+			}
+		}
+		if empty {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// gatewayEUIs are the EUIs sent in init: loraNetwork's lora.eui_1 (lora-query's
+// gateway list arrives with the applications work).
+func gatewayEUIs(ctx context.Context, mp *lnsbridge.MPower, log *slog.Logger) []string {
+	raw, err := retry(ctx, log, "reading mPower loraNetwork", func(ctx context.Context) (json.RawMessage, error) {
+		return mp.Get(ctx, lnsbridge.PathLoraNetwork)
+	})
+	if err != nil {
+		return nil
+	}
+	ln, err := config.ParseLoraNetwork(raw)
+	if err != nil {
+		log.Error("mPower loraNetwork unreadable", "err", err)
+		return nil
+	}
+	if eui, err := config.NormalizeEUI(ln.Lora.EUI1); err == nil {
+		return []string{eui}
+	}
+	return []string{}
+}
+
+// loadDefaultApp reads mPower's defaultApp, waiting for the API at boot. When
+// a snapshot is cached from an earlier run, it is used if mPower has not
+// answered within 30 s, so a rebooted gateway without backhaul forwards anyway.
+func loadDefaultApp(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, log *slog.Logger) (config.DefaultApp, error) {
+	cached, haveCached, err := db.GetApplication(ctx, "default")
+	if err != nil {
+		log.Warn("cached default app unreadable", "err", err)
+	}
+	wctx := ctx
+	if haveCached {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	raw, err := retry(wctx, log, "reading mPower defaultApp", func(ctx context.Context) (json.RawMessage, error) {
+		return mp.Get(ctx, lnsbridge.PathDefaultApp)
+	})
+	if err != nil {
+		if ctx.Err() != nil || !haveCached {
+			return config.DefaultApp{}, err
+		}
+		log.Warn("mPower API not answering; using the cached default app", "updated", cached.UpdatedAt)
+		raw = cached.Info
+	}
+	d, err := config.ParseDefaultApp(raw)
+	if err != nil {
+		return d, fmt.Errorf("mPower defaultApp: %w", err)
+	}
+	if err := db.PutApplication(ctx, cache.Application{EUI: "default", Source: "default", Info: raw}); err != nil {
+		log.Warn("caching the default app failed", "err", err)
+	}
+	return d, nil
+}
+
+// state is what the admin endpoint reports.
+type state struct {
+	started time.Time
+	local   *lnsbridge.Local
+	intake  *forward.Intake
+	outbox  *cache.Outbox
+	router  *forward.Router
+}
+
+type appStatus struct {
+	EUI          string `json:"eui"`
+	Name         string `json:"name"`
+	State        string `json:"state"`
+	LastError    string `json:"last_error,omitempty"`
+	QueueRows    int    `json:"queue_rows"`
+	QueueBytes   int64  `json:"queue_bytes"`
+	Queued       uint64 `json:"queued"`
+	Forwarded    uint64 `json:"forwarded"`
+	DeadLettered int64  `json:"dead_lettered"`
+	Dropped      int64  `json:"dropped"`
+}
+
+type statusDoc struct {
+	Version      string               `json:"version"`
+	Uptime       string               `json:"uptime"`
+	Local        lnsbridge.LocalStats `json:"local"`
+	Intake       forward.IntakeStats  `json:"intake"`
+	Applications []appStatus          `json:"applications"`
+}
+
+func (s *state) status() statusDoc {
+	doc := statusDoc{Version: version, Uptime: time.Since(s.started).Round(time.Second).String(), Local: s.local.Stats(), Intake: s.intake.Stats(), Applications: []appStatus{}}
+	for _, a := range s.router.Applications() {
+		st, le := a.State()
+		q := s.outbox.Stats(a.Settings.EUI)
+		doc.Applications = append(doc.Applications, appStatus{
+			EUI: a.Settings.EUI, Name: a.Settings.Name, State: st, LastError: le,
+			QueueRows: q.Rows, QueueBytes: q.Bytes, Queued: a.Counters.Queued.Load(), Forwarded: a.Counters.Forwarded.Load(),
+			DeadLettered: q.DeadLettered, Dropped: q.Dropped,
+		})
+	}
+	return doc
+}
+
+func startAdmin(addr string, st *state, log *slog.Logger) (func(), error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(st.status())
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		writeMetrics(w, st.status())
+	})
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin server failed", "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}, nil
+}
+
+func writeMetrics(w http.ResponseWriter, d statusDoc) {
+	fmt.Fprintf(w, "# TYPE appconnect_local_received_total counter\nappconnect_local_received_total %d\n", d.Local.Received)
+	fmt.Fprintf(w, "# TYPE appconnect_local_malformed_total counter\nappconnect_local_malformed_total %d\n", d.Local.Malformed)
+	fmt.Fprintf(w, "# TYPE appconnect_unrouted_total counter\nappconnect_unrouted_total %d\n", d.Intake.Unrouted)
+	fmt.Fprintf(w, "# TYPE appconnect_outbox_commits_total counter\nappconnect_outbox_commits_total %d\n", d.Intake.Commits)
+	series := []struct {
+		name, typ string
+		val       func(appStatus) float64
+	}{
+		{"appconnect_uplinks_queued_total", "counter", func(a appStatus) float64 { return float64(a.Queued) }},
+		{"appconnect_forwarded_total", "counter", func(a appStatus) float64 { return float64(a.Forwarded) }},
+		{"appconnect_dead_lettered_total", "counter", func(a appStatus) float64 { return float64(a.DeadLettered) }},
+		{"appconnect_dropped_total", "counter", func(a appStatus) float64 { return float64(a.Dropped) }},
+		{"appconnect_queue_rows", "gauge", func(a appStatus) float64 { return float64(a.QueueRows) }},
+		{"appconnect_queue_bytes", "gauge", func(a appStatus) float64 { return float64(a.QueueBytes) }},
+	}
+	for _, s := range series {
+		fmt.Fprintf(w, "# TYPE %s %s\n", s.name, s.typ)
+		for _, a := range d.Applications {
+			fmt.Fprintf(w, "%s{app=%q} %g\n", s.name, a.EUI, s.val(a))
+		}
+	}
+}

@@ -1,0 +1,222 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Config mirrors the program's YAML file (app-connect.yml) one to one.
+// Every key has a gateway default (see Default), so an empty or absent file works.
+type Config struct {
+	LNS      LNS      `yaml:"lns"`
+	MPower   MPower   `yaml:"mpower"`
+	Gateway  Gateway  `yaml:"gateway"`
+	Storage  Storage  `yaml:"storage"`
+	Delivery Delivery `yaml:"delivery"`
+	Admin    Admin    `yaml:"admin"`
+	Log      Log      `yaml:"log"`
+	Join     Join     `yaml:"join"`
+}
+
+// LNS is the gateway's local MQTT broker, where the embedded network server publishes.
+type LNS struct {
+	Broker   string `yaml:"broker"`    // tcp://host:port
+	Username string `yaml:"username"`  // usually empty: the local broker is anonymous
+	Password string `yaml:"password"`  //
+	ClientID string `yaml:"client_id"` // empty: derived from the gateway UUID
+}
+
+// MPower is the gateway's local REST API.
+type MPower struct {
+	API          string        `yaml:"api"`           // base URL, http://127.0.0.1
+	PollInterval time.Duration `yaml:"poll_interval"` // how often defaultApp/loraNetwork are re-read
+	Timeout      time.Duration `yaml:"timeout"`       // per request
+}
+
+// Gateway is how the program finds the gateway's identity and tools.
+type Gateway struct {
+	SysfsRoot string `yaml:"sysfs_root"` // directory holding mts-io's uuid and device-id
+	LoraQuery string `yaml:"lora_query"` // path or name of the lora-query command
+}
+
+// Storage is the on-gateway SQLite database and the bounds of its outbox.
+type Storage struct {
+	Database string `yaml:"database"`
+	// Per-application outbox caps; beyond them the oldest rows of that application
+	// are dropped and counted.
+	OutboxMaxRows  int   `yaml:"outbox_max_rows"`
+	OutboxMaxBytes int64 `yaml:"outbox_max_bytes"`
+}
+
+// Delivery tunes how queued rows reach the remote applications.
+type Delivery struct {
+	RetryMin        time.Duration `yaml:"retry_min"`        // first retry delay
+	RetryMax        time.Duration `yaml:"retry_max"`        // retry delay ceiling
+	HTTPTimeout     time.Duration `yaml:"http_timeout"`     // per HTTP request (the init reply's timeout overrides it)
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // how long a stop waits for in-flight deliveries
+}
+
+// Admin is the loopback-only HTTP endpoint for health, status and metrics.
+type Admin struct {
+	Listen string `yaml:"listen"` // empty disables it
+}
+
+// Log selects the log level and destination.
+type Log struct {
+	Level string `yaml:"level"` // debug, info, warn, error
+}
+
+// Default returns the configuration of a stock Conduit with no YAML file.
+func Default() Config {
+	return Config{
+		LNS:    LNS{Broker: "tcp://127.0.0.1:1883"},
+		MPower: MPower{API: "http://127.0.0.1", PollInterval: 60 * time.Second, Timeout: 10 * time.Second},
+		Gateway: Gateway{
+			SysfsRoot: "/sys/devices/platform/mts-io",
+			LoraQuery: "lora-query",
+		},
+		Storage: Storage{
+			Database:       "/var/config/app/app-connect/app-connect.db",
+			OutboxMaxRows:  100_000,
+			OutboxMaxBytes: 32 << 20,
+		},
+		Delivery: Delivery{
+			RetryMin:        time.Second,
+			RetryMax:        60 * time.Second,
+			HTTPTimeout:     20 * time.Second,
+			ShutdownTimeout: 5 * time.Second,
+		},
+		Admin: Admin{Listen: "127.0.0.1:8650"},
+		Log:   Log{Level: "info"},
+		Join:  DefaultJoin(),
+	}
+}
+
+// Validate checks every value; each problem is one FieldError naming its key.
+func (c Config) Validate() []FieldError {
+	var errs []FieldError
+	if err := checkURL(c.LNS.Broker, "tcp", "mqtt"); err != nil {
+		errs = append(errs, FieldError{Key: "lns.broker", Err: err})
+	}
+	if err := checkURL(c.MPower.API, "http", "https"); err != nil {
+		errs = append(errs, FieldError{Key: "mpower.api", Err: err})
+	}
+	if c.MPower.PollInterval < time.Second {
+		errs = append(errs, fieldErr("mpower.poll_interval", "must be at least 1s, got %s", c.MPower.PollInterval))
+	}
+	if c.MPower.Timeout <= 0 {
+		errs = append(errs, fieldErr("mpower.timeout", "must be positive, got %s", c.MPower.Timeout))
+	}
+	if c.Gateway.SysfsRoot == "" {
+		errs = append(errs, fieldErr("gateway.sysfs_root", "must not be empty"))
+	}
+	if c.Gateway.LoraQuery == "" {
+		errs = append(errs, fieldErr("gateway.lora_query", "must not be empty"))
+	}
+	if c.Storage.Database == "" {
+		errs = append(errs, fieldErr("storage.database", "must not be empty"))
+	}
+	if c.Storage.OutboxMaxRows < 1 {
+		errs = append(errs, fieldErr("storage.outbox_max_rows", "must be at least 1, got %d", c.Storage.OutboxMaxRows))
+	}
+	if c.Storage.OutboxMaxBytes < 1024 {
+		errs = append(errs, fieldErr("storage.outbox_max_bytes", "must be at least 1024, got %d", c.Storage.OutboxMaxBytes))
+	}
+	if c.Delivery.RetryMin <= 0 {
+		errs = append(errs, fieldErr("delivery.retry_min", "must be positive, got %s", c.Delivery.RetryMin))
+	}
+	if c.Delivery.RetryMax < c.Delivery.RetryMin {
+		errs = append(errs, fieldErr("delivery.retry_max", "must not be below retry_min (%s), got %s", c.Delivery.RetryMin, c.Delivery.RetryMax))
+	}
+	if c.Delivery.HTTPTimeout <= 0 {
+		errs = append(errs, fieldErr("delivery.http_timeout", "must be positive, got %s", c.Delivery.HTTPTimeout))
+	}
+	if c.Delivery.ShutdownTimeout <= 0 {
+		errs = append(errs, fieldErr("delivery.shutdown_timeout", "must be positive, got %s", c.Delivery.ShutdownTimeout))
+	}
+	if c.Admin.Listen != "" {
+		if err := CheckLoopback(c.Admin.Listen); err != nil {
+			errs = append(errs, FieldError{Key: "admin.listen", Err: err})
+		}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fieldErr("log.level", "must be one of debug, info, warn, error; got %q", c.Log.Level))
+	}
+	errs = append(errs, c.Join.Validate()...)
+	return errs
+}
+
+func checkURL(raw string, schemes ...string) error {
+	if raw == "" {
+		return errors.New("must not be empty")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("not a URL: %w", err)
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			if u.Host == "" {
+				return fmt.Errorf("%q has no host", raw)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("scheme %q not supported (want %v)", u.Scheme, schemes)
+}
+
+// CheckLoopback accepts only host:port addresses on the loopback interface, so
+// admin and proxy endpoints are never reachable from the network.
+func CheckLoopback(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if port == "" {
+		return fmt.Errorf("%q has no port", addr)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address (use 127.0.0.1 or [::1])", addr)
+	}
+	return nil
+}
+
+// Load reads the YAML file at path over the defaults. An empty path means
+// "no file": the defaults. Every problem is reported as Errors naming file,
+// line and key.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	if path == "" {
+		return cfg, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse is Load for data already read; name is used in error messages.
+func Parse(name string, data []byte) (Config, error) {
+	cfg := Default()
+	doc, err := decodeStrict(name, data, &cfg)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Join = cfg.Join.Resolve(filepath.Dir(name))
+	if fe := cfg.Validate(); len(fe) > 0 {
+		return cfg, locate(name, doc, fe)
+	}
+	return cfg, nil
+}

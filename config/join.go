@@ -1,0 +1,140 @@
+package config
+
+import (
+	"crypto/tls"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Join is the `join:` section of app-connect.yml: join forwarding from the
+// gateway's network server to remote Join Servers (package joinclient).
+//
+// The KEK file named by kek_file is a YAML document:
+//
+//	keks:
+//	  - label: "000013"                            # non-empty, unique, case-sensitive
+//	    key: "000102030405060708090A0B0C0D0E0F"    # exactly 32 hex digits
+//
+// Its content is parsed by joinclient.LoadKEKFile; keys are never logged.
+type Join struct {
+	// Enabled starts the loopback Backend Interfaces proxy. Off by default: the
+	// network server's local join path is then the only one.
+	Enabled bool `yaml:"enabled"`
+	// ProxyListen is the proxy's address; loopback only.
+	ProxyListen string `yaml:"proxy_listen"`
+	// Budget is the whole-join time budget, from the network server's request
+	// to its answer (500ms..10s).
+	Budget time.Duration `yaml:"budget"`
+	// NetID is the SenderID towards Join Servers (6 hex digits); empty = the
+	// mPower loraNetwork NetID, filled in by the caller.
+	NetID string `yaml:"net_id"`
+	// NSID is the global NSID for BI1.1 Join Servers (16 hex digits); a Join
+	// Server file's sender-ns-id overrides it.
+	NSID string `yaml:"ns_id"`
+	// ASID is the SenderID of AppSKeyReq; required when an `as` entry exists.
+	ASID string `yaml:"as_id"`
+	// InteropDir is the interop repository (The Things Stack format).
+	InteropDir string `yaml:"interop_dir"`
+	// KEKFile maps KEK labels to keys (format above); empty = no KEK.
+	KEKFile string `yaml:"kek_file"`
+	// ClientCertFile and ClientKeyFile are the gateway's default client
+	// certificate (PEM), used by Join Server files with `tls.source: key-vault`.
+	ClientCertFile string `yaml:"client_cert_file"`
+	ClientKeyFile  string `yaml:"client_key_file"`
+}
+
+// Join defaults and limits.
+const (
+	DefaultJoinBudget      = 3 * time.Second
+	DefaultJoinProxyListen = "127.0.0.1:8651"
+	MinJoinBudget          = 500 * time.Millisecond
+	MaxJoinBudget          = 10 * time.Second
+)
+
+// DefaultJoin returns the join defaults: disabled, budget 3s, proxy on 127.0.0.1:8651.
+func DefaultJoin() Join {
+	return Join{
+		ProxyListen: DefaultJoinProxyListen,
+		Budget:      DefaultJoinBudget,
+	}
+}
+
+// Resolve returns j with its relative file and directory paths made relative
+// to baseDir (the directory of app-connect.yml). Call it before Validate.
+func (j Join) Resolve(baseDir string) Join {
+	r := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(baseDir, p)
+	}
+	j.InteropDir = r(j.InteropDir)
+	j.KEKFile = r(j.KEKFile)
+	j.ClientCertFile = r(j.ClientCertFile)
+	j.ClientKeyFile = r(j.ClientKeyFile)
+	return j
+}
+
+// Validate checks the join settings. It reads only the files it is pointed at
+// (the KEK file's readability, the default client certificate and key, the
+// interop directory's config.yml); the content of the interop repository and of
+// the KEK file is checked by joinclient.
+func (j Join) Validate() []FieldError {
+	var errs []FieldError
+	if err := CheckLoopback(j.ProxyListen); err != nil {
+		errs = append(errs, FieldError{Key: "join.proxy_listen", Err: err})
+	}
+	if j.Budget < MinJoinBudget || j.Budget > MaxJoinBudget {
+		errs = append(errs, fieldErr("join.budget", "must be between %s and %s, got %s", MinJoinBudget, MaxJoinBudget, j.Budget))
+	}
+	if j.NetID != "" && !isHex(j.NetID, 3) {
+		errs = append(errs, fieldErr("join.net_id", "must be 6 hex digits, got %q", j.NetID))
+	}
+	if j.NSID != "" && !isHex(j.NSID, 8) {
+		errs = append(errs, fieldErr("join.ns_id", "must be an EUI-64 of 16 hex digits, got %q", j.NSID))
+	}
+	if len(j.ASID) > 255 {
+		errs = append(errs, fieldErr("join.as_id", "must be at most 255 characters"))
+	}
+	if j.Enabled && j.InteropDir == "" {
+		errs = append(errs, fieldErr("join.interop_dir", "must be set when join.enabled is true"))
+	}
+	if j.InteropDir != "" {
+		if fi, err := os.Stat(j.InteropDir); err != nil {
+			errs = append(errs, fieldErr("join.interop_dir", "%v", err))
+		} else if !fi.IsDir() {
+			errs = append(errs, fieldErr("join.interop_dir", "%s is not a directory", j.InteropDir))
+		} else if _, err := os.Stat(filepath.Join(j.InteropDir, "config.yml")); err != nil {
+			errs = append(errs, fieldErr("join.interop_dir", "no config.yml: %v", err))
+		}
+	}
+	if j.KEKFile != "" {
+		if f, err := os.Open(j.KEKFile); err != nil {
+			errs = append(errs, fieldErr("join.kek_file", "%v", err))
+		} else {
+			f.Close()
+		}
+	}
+	switch {
+	case j.ClientCertFile == "" && j.ClientKeyFile == "":
+	case j.ClientCertFile == "":
+		errs = append(errs, fieldErr("join.client_cert_file", "must be set together with join.client_key_file"))
+	case j.ClientKeyFile == "":
+		errs = append(errs, fieldErr("join.client_key_file", "must be set together with join.client_cert_file"))
+	default:
+		if _, err := tls.LoadX509KeyPair(j.ClientCertFile, j.ClientKeyFile); err != nil {
+			errs = append(errs, fieldErr("join.client_cert_file", "certificate %s with key %s: %v", j.ClientCertFile, j.ClientKeyFile, err))
+		}
+	}
+	return errs
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != 2*n {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}

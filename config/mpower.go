@@ -1,0 +1,258 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// CatchAll is the AppEUI filter that matches every device.
+const CatchAll = "ff-ff-ff-ff-ff-ff-ff-ff"
+
+// API versions of the remote protocol, as mPower spells them.
+const (
+	API10  = "1.0"
+	API11  = "1.1"
+	API111 = "1.1.1"
+)
+
+// DefaultApp is mPower's loraNetwork.defaultApp ("Cloud Connector" settings),
+// JSON camelCase as mPower sends it.
+type DefaultApp struct {
+	Enabled        bool           `json:"enabled"`
+	EUI            string         `json:"eui"`
+	APIVersion     string         `json:"apiVersion"`
+	URL            string         `json:"url"`
+	EncodeHex      bool           `json:"encodeHex"`
+	Options        AppOptions     `json:"options"`
+	RequestOptions RequestOptions `json:"requestOptions"`
+	BackhaulDetect BackhaulDetect `json:"backhaulDetect"`
+	Log            AppLog         `json:"log"`
+}
+
+// AppOptions is defaultApp.options (also the options of a Lens appnet).
+type AppOptions struct {
+	ServerCert               string `json:"server_cert"`
+	ClientCert               string `json:"client_cert"`
+	APIKey                   string `json:"apikey"` // the client private key (UI "Client Key")
+	CheckHostname            *bool  `json:"check_hostname"`
+	ClientID                 string `json:"client_id"`
+	CleanSession             bool   `json:"clean_session"`
+	Username                 string `json:"username"`
+	Password                 string `json:"password"`
+	UplinkTopic              string `json:"uplinkTopic"`
+	DownlinkTopic            string `json:"downlinkTopic"`
+	OverrideTopicsForAllApps bool   `json:"overrideTopicsForAllApps"`
+	CloudService             string `json:"cloudService"`
+}
+
+// RequestOptions enables remote management requests.
+type RequestOptions struct {
+	API  bool `json:"api"`
+	Lora bool `json:"lora"`
+	Log  bool `json:"log"`
+}
+
+// BackhaulDetect is defaultApp.backhaulDetect.
+type BackhaulDetect struct {
+	Enabled bool   `json:"enabled"`
+	Port    int    `json:"port"`
+	Payload string `json:"payload"`
+	Timeout int    `json:"timeout"`
+}
+
+// AppLog is defaultApp.log.
+type AppLog struct {
+	Destination string `json:"destination"`
+	Level       int    `json:"level"`
+	Path        string `json:"path"`
+}
+
+// ParseDefaultApp decodes and normalises a defaultApp object (the envelope's
+// result). The EUI is re-dashed lowercase, forced to the catch-all for any API
+// version but 1.0, and the API version defaults to 1.0.
+func ParseDefaultApp(data []byte) (DefaultApp, error) {
+	var d DefaultApp
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&d); err != nil {
+		return d, fmt.Errorf("defaultApp: %w", err)
+	}
+	if d.APIVersion == "" {
+		d.APIVersion = API10
+	}
+	switch d.APIVersion {
+	case API10, API11, API111:
+	default:
+		return d, fmt.Errorf("defaultApp: apiVersion %q not supported (want 1.0, 1.1 or 1.1.1)", d.APIVersion)
+	}
+	if d.APIVersion != API10 {
+		d.EUI = CatchAll
+	} else if d.EUI == "" {
+		d.EUI = CatchAll
+	} else {
+		eui, err := NormalizeEUI(d.EUI)
+		if err != nil {
+			return d, fmt.Errorf("defaultApp: eui: %w", err)
+		}
+		d.EUI = eui
+	}
+	if d.BackhaulDetect.Port == 0 {
+		d.BackhaulDetect.Port = 1
+	}
+	if d.BackhaulDetect.Payload == "" {
+		d.BackhaulDetect.Payload = "FF"
+	}
+	if d.BackhaulDetect.Timeout == 0 {
+		d.BackhaulDetect.Timeout = 600
+	}
+	return d, nil
+}
+
+// FilterOff reports whether every LNS event goes to this application whatever its AppEUI.
+func (d DefaultApp) FilterOff() bool {
+	return d.APIVersion != API10 || d.EUI == CatchAll
+}
+
+// LoraNetwork is the part of mPower's /api/loraNetwork the program uses.
+type LoraNetwork struct {
+	Lora struct {
+		Enabled             bool   `json:"enabled"`
+		BasicStationMode    bool   `json:"basicStationMode"`
+		PacketForwarderMode bool   `json:"packetForwarderMode"`
+		NetID               string `json:"netID"`
+		EUI1                string `json:"eui_1"`
+	} `json:"lora"`
+	Log struct {
+		Level int `json:"level"`
+	} `json:"log"`
+	MQTT struct {
+		Enabled  bool   `json:"enabled"`
+		Host     string `json:"host"`
+		Port     int    `json:"port"`
+		Username string `json:"username"`
+		Password string `json:"password"`
+	} `json:"mqtt"`
+	DefaultApp json.RawMessage `json:"defaultApp"`
+}
+
+// ParseLoraNetwork decodes a loraNetwork object (the envelope's result).
+func ParseLoraNetwork(data []byte) (LoraNetwork, error) {
+	var n LoraNetwork
+	if err := json.Unmarshal(data, &n); err != nil {
+		return n, fmt.Errorf("loraNetwork: %w", err)
+	}
+	return n, nil
+}
+
+// LNSAvailable reports whether the embedded network server runs (not basic
+// station nor packet-forwarder mode).
+func (n LoraNetwork) LNSAvailable() bool {
+	return n.Lora.Enabled && !n.Lora.BasicStationMode && !n.Lora.PacketForwarderMode
+}
+
+// NormalizeEUI accepts an EUI-64 with any of the usual separators (-, :, none)
+// and returns it dashed lowercase ("00-80-00-00-d0-00-01-ff").
+func NormalizeEUI(s string) (string, error) {
+	hex := strings.NewReplacer("-", "", ":", "", " ", "").Replace(strings.TrimSpace(s))
+	if len(hex) != 16 {
+		return "", fmt.Errorf("%q is not an EUI-64 (want 16 hex digits)", s)
+	}
+	var b strings.Builder
+	b.Grow(23)
+	for i := 0; i < 16; i++ {
+		c := hex[i]
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
+		case c >= 'A' && c <= 'F':
+			c += 'a' - 'A'
+		default:
+			return "", fmt.Errorf("%q is not an EUI-64 (want 16 hex digits)", s)
+		}
+		if i > 0 && i%2 == 0 {
+			b.WriteByte('-')
+		}
+		b.WriteByte(c)
+	}
+	return b.String(), nil
+}
+
+// Transport kinds selected by an application URL.
+const (
+	TransportHTTP = "http"
+	TransportMQTT = "mqtt"
+)
+
+// Endpoint is an application URL parsed as conduit.md §5.3 says.
+type Endpoint struct {
+	Scheme    string // http, https, mqtt, mqtts, wss
+	Transport string // TransportHTTP or TransportMQTT
+	Host      string // without brackets for IPv6
+	Port      int
+	Path      string   // HTTP prefix without trailing "/", or the WebSocket path
+	Warnings  []string // ignored URL parts (user info, query, fragment)
+}
+
+// Address is host:port, bracketed for IPv6.
+func (e Endpoint) Address() string { return net.JoinHostPort(e.Host, strconv.Itoa(e.Port)) }
+
+// BaseURL is scheme://host:port/prefix for HTTP endpoints.
+func (e Endpoint) BaseURL() string { return e.Scheme + "://" + e.Address() + e.Path }
+
+// ParseEndpoint parses an application URL with net/url (never by splitting on ":").
+func ParseEndpoint(raw string) (Endpoint, error) {
+	var e Endpoint
+	if strings.TrimSpace(raw) == "" {
+		return e, errors.New("url is empty")
+	}
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return e, fmt.Errorf("url %q: %w", raw, err)
+	}
+	e.Scheme = strings.ToLower(u.Scheme)
+	var defPort int
+	switch e.Scheme {
+	case "http":
+		e.Transport, defPort = TransportHTTP, 80
+	case "https":
+		e.Transport, defPort = TransportHTTP, 443
+	case "mqtt", "tcp":
+		e.Scheme, e.Transport, defPort = "mqtt", TransportMQTT, 1883
+	case "mqtts", "ssl", "tls":
+		e.Scheme, e.Transport, defPort = "mqtts", TransportMQTT, 8883
+	case "wss":
+		e.Transport, defPort = TransportMQTT, 443
+	default:
+		return e, fmt.Errorf("url %q: scheme %q not supported (want http, https, mqtt, mqtts or wss)", raw, u.Scheme)
+	}
+	e.Host = u.Hostname()
+	if e.Host == "" {
+		return e, fmt.Errorf("url %q has no host", raw)
+	}
+	e.Port = defPort
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return e, fmt.Errorf("url %q: port %q out of range", raw, p)
+		}
+		e.Port = n
+	}
+	e.Path = strings.TrimRight(u.EscapedPath(), "/")
+	if e.Scheme == "wss" && e.Path == "" {
+		e.Path = "/mqtt"
+	}
+	if u.User != nil {
+		e.Warnings = append(e.Warnings, "user info ignored")
+	}
+	if u.RawQuery != "" {
+		e.Warnings = append(e.Warnings, "query ignored")
+	}
+	if u.Fragment != "" {
+		e.Warnings = append(e.Warnings, "fragment ignored")
+	}
+	return e, nil
+}

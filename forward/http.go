@@ -1,0 +1,156 @@
+package forward
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/lorawan-gateway/app-connect/cache"
+	"github.com/lorawan-gateway/app-connect/config"
+)
+
+// StatusError is a non-2xx answer of the remote HTTP API.
+type StatusError struct {
+	Method string
+	Path   string
+	Status int
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s %s: HTTP %d", e.Method, e.Path, e.Status)
+}
+
+// Permanent reports whether retrying cannot help: any 4xx but 408 and 429.
+func (e *StatusError) Permanent() bool {
+	return e.Status >= 400 && e.Status < 500 && e.Status != http.StatusRequestTimeout && e.Status != http.StatusTooManyRequests
+}
+
+// IsPermanent reports whether err is a delivery failure that must not be retried.
+func IsPermanent(err error) bool {
+	var se *StatusError
+	return errors.As(err, &se) && se.Permanent()
+}
+
+// maxReply bounds what is read of a remote answer.
+const maxReply = 1 << 20
+
+// HTTPTransport speaks the original program's HTTP(S) protocol (conduit.md §6).
+type HTTPTransport struct {
+	base    string // scheme://host:port/prefix
+	client  *http.Client
+	timeout time.Duration
+}
+
+// NewHTTPTransport builds the transport for an http:// or https:// endpoint.
+func NewHTTPTransport(ep config.Endpoint, opts config.AppOptions, timeout time.Duration) (*HTTPTransport, error) {
+	tr := &http.Transport{
+		Proxy:               nil, // a gateway talks to its cloud directly
+		MaxIdleConnsPerHost: 1,   // one keep-alive connection per application
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 15 * time.Second,
+		ForceAttemptHTTP2:   false,
+	}
+	if ep.Scheme == "https" {
+		tc, err := TLSConfig(ep.Host, opts)
+		if err != nil {
+			return nil, fmt.Errorf("forward: %s: %w", ep.BaseURL(), err)
+		}
+		tr.TLSClientConfig = tc
+	}
+	return &HTTPTransport{base: ep.BaseURL(), client: &http.Client{Transport: tr}, timeout: timeout}, nil
+}
+
+// Post sends body to path; a non-2xx status is a *StatusError. The reply body
+// (up to 1 MiB) is returned for 2xx answers.
+func (h *HTTPTransport) Post(ctx context.Context, path string, body []byte, timeout time.Duration) ([]byte, error) {
+	return h.do(ctx, http.MethodPost, path, body, timeout)
+}
+
+func (h *HTTPTransport) do(ctx context.Context, method, path string, body []byte, timeout time.Duration) ([]byte, error) {
+	if timeout <= 0 {
+		timeout = h.timeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, h.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/plain")
+	req.ContentLength = int64(len(body))
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxReply))
+	// Drain a little more so the connection can be reused.
+	io.CopyN(io.Discard, resp.Body, 64<<10)
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, &StatusError{Method: method, Path: path, Status: resp.StatusCode}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: reading reply: %w", method, path, err)
+	}
+	return reply, nil
+}
+
+// Deliver posts the head row to its own path.
+func (h *HTTPTransport) Deliver(ctx context.Context, rows []cache.Row) (int, []byte, error) {
+	r := rows[0]
+	reply, err := h.Post(ctx, r.Target, r.Body, 0)
+	if err != nil {
+		return 0, nil, err
+	}
+	return 1, reply, nil
+}
+
+// initReply is the optional answer to init.
+type initReply struct {
+	Timeout               *float64 `json:"timeout"`
+	QueueSize             *int     `json:"queue_size"`
+	DownlinkQueryInterval *float64 `json:"downlink_query_interval"`
+}
+
+// Init posts the gateway EUIs; a JSON reply's timeout becomes the request timeout.
+func (h *HTTPTransport) Init(ctx context.Context, path string, gatewayEUIs []string) error {
+	if gatewayEUIs == nil {
+		gatewayEUIs = []string{}
+	}
+	body, _ := json.Marshal(map[string][]string{"gateways_euis": gatewayEUIs})
+	reply, err := h.Post(ctx, path, body, 0)
+	if err != nil {
+		return err
+	}
+	var ir initReply
+	if json.Unmarshal(reply, &ir) == nil && ir.Timeout != nil && *ir.Timeout > 0 && *ir.Timeout < 3600 {
+		h.timeout = time.Duration(*ir.Timeout * float64(time.Second))
+	}
+	return nil
+}
+
+// Close posts the close notice with a 5 s timeout.
+func (h *HTTPTransport) Close(ctx context.Context, path string) error {
+	_, err := h.Post(ctx, path, nil, 5*time.Second)
+	h.client.CloseIdleConnections()
+	return err
+}
+
+// httpPaths builds the paths of one application (relative to its URL prefix).
+type httpPaths struct{ app, gw string }
+
+func (p httpPaths) init() string  { return "/api/v1/lorawan/" + p.app + "/" + p.gw + "/init" }
+func (p httpPaths) close() string { return "/api/v1/lorawan/" + p.app + "/" + p.gw + "/close" }
+func uplinkPath(appEUI, devEUI string) string {
+	return "/api/v1/lorawan/" + appEUI + "/" + devEUI + "/up"
+}
+func joinedPath(appEUI, devEUI string) string {
+	return "/api/v1/lorawan/" + appEUI + "/" + devEUI + "/joined"
+}
+

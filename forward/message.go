@@ -1,0 +1,21 @@
+package forward
+
+import "context"
+
+// Message is one LNS event handed to the intake. Ack is called once the rows
+// it produced are committed (or it was refused for good).
+type Message struct {
+	Kind    string // "up", "joined", "moved"
+	DevEUI  string
+	AppEUI  string
+	JoinEUI string
+	FCnt    uint32
+	Body    []byte // what is forwarded (the LNS bytes for uplinks)
+	Ack     func()
+}
+
+// DownlinkSink takes validated downlinks to the local network server.
+type DownlinkSink interface {
+	Publish(ctx context.Context, devEUI string, payload []byte) error
+	Clear(ctx context.Context, devEUI string) error
+}

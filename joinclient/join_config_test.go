@@ -1,0 +1,91 @@
+package joinclient_test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/lorawan-gateway/app-connect/config"
+	jc "github.com/lorawan-gateway/app-connect/joinclient"
+)
+
+func TestJoinConfigValidate(t *testing.T) {
+	if errs := config.DefaultJoin().Validate(); len(errs) != 0 {
+		t.Fatalf("defaults invalid: %v", errs)
+	}
+	var j config.Join
+	if err := yaml.Unmarshal([]byte("budget: 2500ms\nproxy_listen: '[::1]:8651'\nnet_id: '000013'\n"), &j); err != nil || j.Budget != 2500*time.Millisecond {
+		t.Fatalf("decode: %+v %v", j, err)
+	}
+	good := config.Join{
+		Enabled: true, ProxyListen: "127.0.0.1:8651", Budget: 3 * time.Second, NetID: "000013", NSID: "70B3D5FFFE000001",
+		ASID: "conduit-1.example.com", InteropDir: "interop", KEKFile: "keks.yml",
+		ClientCertFile: "interop/semtech/cert.pem", ClientKeyFile: "interop/semtech/key.pem",
+	}.Resolve("testdata")
+	if errs := good.Validate(); len(errs) != 0 {
+		t.Fatalf("valid config refused: %v", errs)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*config.Join)
+		key  string
+		msg  string
+	}{
+		{"non-loopback listen", func(j *config.Join) { j.ProxyListen = "0.0.0.0:8651" }, "join.proxy_listen", "not a loopback address"},
+		{"budget too small", func(j *config.Join) { j.Budget = 100 * time.Millisecond }, "join.budget", "between"},
+		{"budget too large", func(j *config.Join) { j.Budget = time.Minute }, "join.budget", "between"},
+		{"net_id", func(j *config.Join) { j.NetID = "13" }, "join.net_id", "6 hex digits"},
+		{"ns_id", func(j *config.Join) { j.NSID = "XYZ" }, "join.ns_id", "16 hex digits"},
+		{"interop_dir required when enabled", func(j *config.Join) { j.InteropDir = "" }, "join.interop_dir", "must be set"},
+		{"interop_dir without config.yml", func(j *config.Join) { j.InteropDir = "testdata/interop/tti" }, "join.interop_dir", "no config.yml"},
+		{"kek_file missing", func(j *config.Join) { j.KEKFile = "testdata/nope.yml" }, "join.kek_file", "no such file"},
+		{"cert without key", func(j *config.Join) { j.ClientKeyFile = "" }, "join.client_key_file", "together"},
+		{"cert and key mismatch", func(j *config.Join) { j.ClientKeyFile = "testdata/keks.yml" }, "join.client_cert_file", "certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := good
+			tc.mod(&j)
+			errs := j.Validate()
+			if len(errs) != 1 || errs[0].Key != tc.key || !strings.Contains(errs[0].Err.Error(), tc.msg) {
+				t.Fatalf("errors %v, want %s: %s", errs, tc.key, tc.msg)
+			}
+		})
+	}
+}
+
+func TestFromConfigAndRoutingTable(t *testing.T) {
+	cfg := config.Join{
+		Enabled: true, ProxyListen: "127.0.0.1:8651", Budget: 3 * time.Second, NetID: "000013", NSID: "70B3D5FFFE000001",
+		ASID: "conduit-1.example.com", InteropDir: "interop", KEKFile: "keks.yml",
+		ClientCertFile: "interop/semtech/cert.pem", ClientKeyFile: "interop/semtech/key.pem",
+	}.Resolve("testdata")
+	svc, err := jc.FromConfig(cfg, jc.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !svc.KEKs.Has("000013") || svc.Proxy == nil || svc.Router == nil || len(svc.Repository.Entries) != 4 {
+		t.Fatalf("service %+v", svc)
+	}
+	var buf bytes.Buffer
+	if err := jc.WriteRoutingTable(&buf, svc.Repository); err != nil || !strings.Contains(buf.String(), "0000000000000000/0   fallback/js  as,ns       BI1.0     http://127.0.0.1:8652") {
+		t.Fatalf("table:\n%s", buf.String())
+	}
+
+	cfg.InteropDir = "testdata/interop-keyvault"
+	if _, err := jc.FromConfig(cfg, jc.Options{}); err != nil {
+		t.Fatalf("key-vault with the default certificate: %v", err)
+	}
+	noCert := cfg
+	noCert.ClientCertFile, noCert.ClientKeyFile = "", ""
+	if _, err := jc.FromConfig(noCert, jc.Options{}); err == nil || !strings.Contains(err.Error(), "key-vault needs") {
+		t.Fatalf("key-vault without default certificate: %v", err)
+	}
+	noAS := cfg
+	noAS.ASID = ""
+	if _, err := jc.FromConfig(noAS, jc.Options{}); err == nil || !strings.Contains(err.Error(), "join.as_id is required") {
+		t.Fatalf("as entry without as_id: %v", err)
+	}
+}

@@ -1,0 +1,504 @@
+package joinclient_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/brocaar/lorawan"
+
+	"github.com/lorawan-gateway/app-connect/internal/jstest"
+	jc "github.com/lorawan-gateway/app-connect/joinclient"
+)
+
+type proxyEnv struct {
+	url string
+	rec *recorder
+}
+
+// startProxy serves a proxy on a free loopback port through Listen and Server.
+func startProxy(t *testing.T, repo *jc.Repository, keks *jc.KEKStore, budget time.Duration, nsLabel string) proxyEnv {
+	t.Helper()
+	rec := newRecorder()
+	p, err := jc.NewProxy(jc.ProxyConfig{
+		Router: jc.NewRouter(repo, clientOpts()), KEKs: keks, NetID: katNetID, Budget: budget, NSKEKLabel: nsLabel, Recorder: rec,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ln, err := jc.Listen(ctx, "127.0.0.1:0")
+	jstest.RequirePeer(t, "loopback listener", err)
+	srv := jc.NewServer(p)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return proxyEnv{url: "http://" + ln.Addr().String() + "/", rec: rec}
+}
+
+// nsJoinReq is the body the network server sends.
+func nsJoinReq(t *testing.T, pv string, d jstest.Device, devNonce uint16) map[string]any {
+	t.Helper()
+	r := joinReq(t, d, devNonce)
+	m := map[string]any{
+		"ProtocolVersion": pv, "SenderID": "000013", "ReceiverID": jc.EUI64(d.JoinEUI).String(), "TransactionID": 77,
+		"MessageType": "JoinReq", "MACVersion": string(r.MACVersion), "PHYPayload": r.PHYPayload.String(),
+		"DevEUI": r.DevEUI.String(), "DevAddr": "26011234", "DLSettings": strings.ToLower(hexByte(byte(r.DLSettings))), "RxDelay": 1,
+		"SenderToken": "ABCD",
+	}
+	if pv == "1.1" {
+		m["SenderNSID"] = "0102030405060708"
+	}
+	return m
+}
+
+func hexByte(b byte) string {
+	return strings.ToUpper(string("0123456789ABCDEF"[b>>4]) + string("0123456789ABCDEF"[b&15]))
+}
+
+// post sends body to the proxy as the network server would and decodes the answer.
+func post(t *testing.T, url string, body any) (int, map[string]any, time.Duration) {
+	t.Helper()
+	var b []byte
+	switch v := body.(type) {
+	case []byte:
+		b = v
+	default:
+		b, _ = json.Marshal(v)
+	}
+	start := time.Now()
+	resp, err := http.Post(url, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	elapsed := time.Since(start)
+	var m map[string]any
+	_ = json.Unmarshal(data, &m)
+	return resp.StatusCode, m, elapsed
+}
+
+func resultCode(m map[string]any) string {
+	if r, ok := m["Result"].(map[string]any); ok {
+		s, _ := r["ResultCode"].(string)
+		return s
+	}
+	s, _ := m["ResultCode"].(string)
+	return s
+}
+
+func plainKeyOf(t *testing.T, m map[string]any, field string) lorawan.AES128Key {
+	t.Helper()
+	env, ok := m[field].(map[string]any)
+	if !ok || env["KEKLabel"] != "" {
+		t.Fatalf("%s: not a plaintext envelope: %v", field, m[field])
+	}
+	var k lorawan.AES128Key
+	if err := k.UnmarshalText([]byte(env["AESKey"].(string))); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func phy(t *testing.T, m map[string]any) []byte {
+	t.Helper()
+	var h jc.HEXBytes
+	if err := h.UnmarshalText([]byte(m["PHYPayload"].(string))); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// The whole chain: network server → proxy → brocaar's Join Server → proxy →
+// network server, the device verifying the join-accept, within the budget.
+func TestProxyChainBrocaar(t *testing.T) {
+	js := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{
+		Devices: []jstest.Device{katDevice, device11}, FirstJoinNonce: 5, KEKs: map[string][]byte{"000013": katNSKEK},
+	}))
+	repo := testRepo(t, jc.RepositoryOptions{}, jsSpec{name: "brocaar", url: js.URL, protocol: "BI1.0", prefixes: []string{"0000000000000000/0"}, components: []string{"ns"}})
+	const budget = 3 * time.Second
+	env := startProxy(t, repo, kekStore(t, map[string][]byte{"000013": katNSKEK}), budget, "")
+
+	t.Run("BI1.0 network server, LoRaWAN 1.0.3 device", func(t *testing.T) {
+		status, ans, elapsed := post(t, env.url, nsJoinReq(t, "1.0", katDevice, 7))
+		if status != 200 || resultCode(ans) != "Success" || elapsed >= budget {
+			t.Fatalf("status %d answer %v after %s", status, ans, elapsed)
+		}
+		if ans["PHYPayload"] != katJoinAccept || ans["ProtocolVersion"] != "1.0" || ans["MessageType"] != "JoinAns" ||
+			ans["SenderID"] != "0011223300000001" || ans["ReceiverID"] != "000013" || ans["ReceiverToken"] != "ABCD" {
+			t.Fatalf("answer %v", ans)
+		}
+		if _, has := ans["ReceiverNSID"]; has {
+			t.Fatal("ReceiverNSID in a BI1.0 answer")
+		}
+		if _, has := ans["SessionKeyID"]; has {
+			t.Fatal("a local SessionKeyID was sent to the network server")
+		}
+		sk, err := katDevice.VerifyJoinAccept(phy(t, ans), 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nwk, app := plainKeyOf(t, ans, "NwkSKey"), plainKeyOf(t, ans, "AppSKey")
+		if nwk != sk.FNwkSIntKey || app != sk.AppSKey || strings.ToUpper(nwk.String()) != katNwkSKey || strings.ToUpper(app.String()) != katAppSKey {
+			t.Fatal("keys to the network server differ from the device's")
+		}
+		last := env.rec.next(t)
+		if last.Result != "Success" || last.JoinServer != "brocaar" || last.DevEUI != jc.EUI64(katDevEUI) ||
+			last.JoinEUI != jc.EUI64(katJoinEUI) || !last.SessionKeyIDLocal || !bytes.HasPrefix(last.SessionKeyID, []byte("ac-local:")) {
+			t.Fatalf("attempt %+v", last)
+		}
+	})
+	t.Run("BI1.1 network server, LoRaWAN 1.1 device", func(t *testing.T) {
+		status, ans, _ := post(t, env.url, nsJoinReq(t, "1.1", device11, 3))
+		env.rec.next(t)
+		if status != 200 || resultCode(ans) != "Success" || ans["ProtocolVersion"] != "1.1" || ans["ReceiverNSID"] != "0102030405060708" {
+			t.Fatalf("answer %v", ans)
+		}
+		sk, err := device11.VerifyJoinAccept(phy(t, ans), 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if plainKeyOf(t, ans, "FNwkSIntKey") != sk.FNwkSIntKey || plainKeyOf(t, ans, "SNwkSIntKey") != sk.SNwkSIntKey ||
+			plainKeyOf(t, ans, "NwkSEncKey") != sk.NwkSEncKey || plainKeyOf(t, ans, "AppSKey") != sk.AppSKey {
+			t.Fatal("1.1 keys differ from the device's")
+		}
+		if _, has := ans["NwkSKey"]; has {
+			t.Fatal("NwkSKey for a 1.1 device")
+		}
+	})
+	t.Run("MICFailed and UnknownDevEUI pass through", func(t *testing.T) {
+		d := katDevice
+		d.NwkKey[0] ^= 1
+		if _, ans, _ := post(t, env.url, nsJoinReq(t, "1.0", d, 9)); resultCode(ans) != "MICFailed" || env.rec.next(t).Result != "MICFailed" {
+			t.Fatalf("answer %v", ans)
+		}
+		d = katDevice
+		d.DevEUI[0] = 0x01
+		if _, ans, _ := post(t, env.url, nsJoinReq(t, "1.0", d, 9)); resultCode(ans) != "UnknownDevEUI" || env.rec.next(t).Result != "UnknownDevEUI" {
+			t.Fatalf("answer %v", ans)
+		}
+	})
+}
+
+func TestProxyStrict(t *testing.T) {
+	keks := map[string][]byte{
+		"ns:000013:conduit": {0x10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+		"as:conduit-1":      {0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+		"nsproxy":           {0x30, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+	}
+	strict, peer := startStrict(t, jstest.StrictConfig{})
+	asStrict, asPeer := startStrict(t, jstest.StrictConfig{})
+	_ = asStrict
+	repo := testRepo(t, jc.RepositoryOptions{NSID: nsid},
+		jsSpec{name: "ns", url: peer.URL, protocol: "BI1.1", prefixes: []string{"0011223300000000/32"}, components: []string{"ns"}},
+		jsSpec{name: "as", url: asPeer.URL, protocol: "BI1.1", prefixes: []string{"0011223300000000/32"}, components: []string{"as"}, extra: "paths:\n  app-s-key: 'as/appskey'\n"},
+		jsSpec{name: "nsonly", url: peer.URL, protocol: "BI1.1", prefixes: []string{"0011223300000001/64"}, components: []string{"ns"}},
+	)
+	const budget = 2 * time.Second
+	env := startProxy(t, repo, kekStore(t, keks), budget, "")
+	otherJoinEUI := katJoinEUI
+	otherJoinEUI[3] = 0x34 // in neither ns nor as entries
+	devOther := katDevice
+	devOther.JoinEUI = otherJoinEUI
+	devNoAS := katDevice // 0011223300000001/64 has an ns entry only... and the /32 as entry
+	_ = devNoAS
+
+	t.Run("wrapped keys with KEK labels reach the network server in plaintext", func(t *testing.T) {
+		strict.Configure(func(c *jstest.StrictConfig) {
+			*c = jstest.StrictConfig{Mode: jstest.KeysWrapped, KEKs: keks, NSKEKLabel: "ns:000013:conduit", ASKEKLabel: "as:conduit-1"}
+		})
+		_, ans, _ := post(t, env.url, nsJoinReq(t, "1.1", device11, 11))
+		if resultCode(ans) != "Success" || env.rec.next(t).Result != "Success" {
+			t.Fatalf("answer %v", ans)
+		}
+		sk, err := device11.VerifyJoinAccept(phy(t, ans), 11)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if plainKeyOf(t, ans, "FNwkSIntKey") != sk.FNwkSIntKey || plainKeyOf(t, ans, "AppSKey") != sk.AppSKey {
+			t.Fatal("keys differ")
+		}
+	})
+	t.Run("SessionKeyID only: AppSKeyReq to the as Join Server", func(t *testing.T) {
+		mode := jstest.StrictConfig{Mode: jstest.KeysSessionKeyID, KEKs: keks, NSKEKLabel: "ns:000013:conduit", ASKEKLabel: "as:conduit-1"}
+		strict.Configure(func(c *jstest.StrictConfig) { *c = mode })
+		// The as server must know the session: the ns server keeps it. Point
+		// the as entry at the same strict server by sharing its sessions: use
+		// a repository whose as entry is the ns server.
+		repo2 := testRepo(t, jc.RepositoryOptions{NSID: nsid},
+			jsSpec{name: "ns", url: peer.URL, protocol: "BI1.1", prefixes: []string{"0011223300000000/32"}, components: []string{"ns"}},
+			jsSpec{name: "as", url: peer.URL, protocol: "BI1.1", prefixes: []string{"0011223300000000/32"}, components: []string{"as"}, extra: "paths:\n  app-s-key: 'as/appskey'\n"},
+		)
+		env2 := startProxy(t, repo2, kekStore(t, keks), budget, "")
+		_, ans, _ := post(t, env2.url, nsJoinReq(t, "1.0", katDevice, 12))
+		if resultCode(ans) != "Success" {
+			t.Fatalf("answer %v", ans)
+		}
+		sk, err := katDevice.VerifyJoinAccept(phy(t, ans), 12)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if plainKeyOf(t, ans, "AppSKey") != sk.AppSKey || plainKeyOf(t, ans, "NwkSKey") != sk.FNwkSIntKey {
+			t.Fatal("keys differ")
+		}
+		if ans["SessionKeyID"] == nil {
+			t.Fatal("the Join Server's SessionKeyID was not passed on")
+		}
+		reqs := strict.Requests()
+		as := reqs[len(reqs)-1]
+		if as.Path != "/as/appskey" || as.Body["MessageType"] != "AppSKeyReq" || as.Body["SenderID"] != asID || as.Body["SessionKeyID"] != ans["SessionKeyID"] {
+			t.Fatalf("AppSKeyReq %s %v", as.Path, as.Body)
+		}
+		if _, has := as.Body["SenderNSID"]; has {
+			t.Fatal("AppSKeyReq with SenderNSID")
+		}
+		if last := env2.rec.next(t); last.SessionKeyIDLocal || last.Result != "Success" {
+			t.Fatalf("attempt %+v", last)
+		}
+	})
+	t.Run("SessionKeyID only without an as entry fails", func(t *testing.T) {
+		strict.Configure(func(c *jstest.StrictConfig) {
+			*c = jstest.StrictConfig{Mode: jstest.KeysSessionKeyID, KEKs: keks, NSKEKLabel: "ns:000013:conduit", ASKEKLabel: "as:conduit-1"}
+		})
+		repo3 := testRepo(t, jc.RepositoryOptions{NSID: nsid},
+			jsSpec{name: "ns", url: peer.URL, protocol: "BI1.1", prefixes: []string{"0011223300000000/32"}, components: []string{"ns"}})
+		env3 := startProxy(t, repo3, kekStore(t, keks), budget, "")
+		_, ans, _ := post(t, env3.url, nsJoinReq(t, "1.0", katDevice, 13))
+		if a := env3.rec.next(t); resultCode(ans) != "Other" || a.Result != "appskey_unavailable" {
+			t.Fatalf("answer %v, attempt %+v", ans, a)
+		}
+	})
+	t.Run("result codes in the network server's version", func(t *testing.T) {
+		for _, tc := range []struct{ js, nsVersion, want string }{
+			{"NoAction", "1.1", "NoAction"},
+			{"NoAction", "1.0", "Other"},
+			{"FrameReplayed", "1.0", "Other"},
+			{"FrameReplayed", "1.1", "FrameReplayed"},
+			{"MalformedMessage", "1.0", "MalformedRequest"},
+			{"MalformedMessage", "1.1", "MalformedMessage"},
+			{"UnknownReceiver", "1.1", "UnkownReceiver"},
+			{"ActivationDisallowed", "1.0", "ActivationDisallowed"},
+			{"SomethingNew", "1.1", "Other"},
+		} {
+			strict.Configure(func(c *jstest.StrictConfig) { *c = jstest.StrictConfig{Result: tc.js} })
+			status, ans, _ := post(t, env.url, nsJoinReq(t, tc.nsVersion, katDevice, 14))
+			if status != 200 || resultCode(ans) != tc.want || ans["ProtocolVersion"] != tc.nsVersion {
+				t.Errorf("JS %s to NS %s: %d %v", tc.js, tc.nsVersion, status, ans)
+			}
+			if last := env.rec.next(t); last.Result != tc.js {
+				t.Errorf("recorded %s, want %s", last.Result, tc.js)
+			}
+		}
+	})
+	t.Run("envelope faults fail the join without panics", func(t *testing.T) {
+		for _, fault := range []string{"label16", "iv8", "len25", "corrupt"} {
+			strict.Configure(func(c *jstest.StrictConfig) {
+				*c = jstest.StrictConfig{Mode: jstest.KeysWrapped, KEKs: keks, NSKEKLabel: "ns:000013:conduit", EnvelopeFault: fault}
+			})
+			_, ans, _ := post(t, env.url, nsJoinReq(t, "1.0", katDevice, 15))
+			if a := env.rec.next(t); resultCode(ans) != "Other" || a.Result != "kek" {
+				t.Errorf("%s: %v / %s", fault, ans, a.Result)
+			}
+		}
+		strict.Configure(func(c *jstest.StrictConfig) {
+			*c = jstest.StrictConfig{Mode: jstest.KeysWrapped, KEKs: map[string][]byte{"unknown": keks["nsproxy"]}, NSKEKLabel: "unknown"}
+		})
+		_, ans, _ := post(t, env.url, nsJoinReq(t, "1.0", katDevice, 16))
+		env.rec.next(t)
+		desc := ans["Result"].(map[string]any)["Description"].(string)
+		if resultCode(ans) != "Other" || !strings.Contains(desc, `no KEK for label "unknown"`) {
+			t.Errorf("unknown label: %v", ans)
+		}
+	})
+	t.Run("keys re-wrapped for the network server", func(t *testing.T) {
+		strict.Configure(func(c *jstest.StrictConfig) { *c = jstest.StrictConfig{} })
+		env4 := startProxy(t, repo, kekStore(t, keks), budget, "nsproxy")
+		_, ans, _ := post(t, env4.url, nsJoinReq(t, "1.0", katDevice, 17))
+		env, _ := ans["NwkSKey"].(map[string]any)
+		if resultCode(ans) != "Success" || env["KEKLabel"] != "nsproxy" || len(env["AESKey"].(string)) != 48 {
+			t.Fatalf("answer %v", ans)
+		}
+	})
+	t.Run("HomeNSReq: HNSID only to a BI1.1 network server", func(t *testing.T) {
+		strict.Configure(func(c *jstest.StrictConfig) { *c = jstest.StrictConfig{HNSID: "0A0B0C0D0E0F0102"} })
+		// brocaar's handler has no home-NetID callback here: inject through a dedicated server.
+		hn := lorawan.NetID{0, 0, 0x13}
+		s := jstest.NewStrict(jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{katDevice}, HomeNetID: &hn}), jstest.StrictConfig{HNSID: "0A0B0C0D0E0F0102"})
+		p := jstest.Serve(t, s)
+		r := testRepo(t, jc.RepositoryOptions{NSID: nsid}, jsSpec{name: "home", url: p.URL, protocol: "BI1.1", prefixes: []string{"0000000000000000/0"}})
+		e := startProxy(t, r, nil, budget, "")
+		for _, pv := range []string{"1.0", "1.1"} {
+			body := map[string]any{"ProtocolVersion": pv, "SenderID": "000013", "ReceiverID": "0011223300000001", "TransactionID": 5,
+				"MessageType": "HomeNSReq", "DevEUI": "AABBCCDDEEFF0011"}
+			if pv == "1.1" {
+				body["SenderNSID"] = "0102030405060708"
+			}
+			_, ans, _ := post(t, e.url, body)
+			_, hasHNSID := ans["HNSID"]
+			if resultCode(ans) != "Success" || ans["HNetID"] != "000013" || ans["MessageType"] != "HomeNSAns" || hasHNSID != (pv == "1.1") {
+				t.Errorf("%s: %v", pv, ans)
+			}
+		}
+	})
+	_ = devOther
+}
+
+func TestProxyIntake(t *testing.T) {
+	js := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{katDevice}}))
+	repo := testRepo(t, jc.RepositoryOptions{}, jsSpec{name: "b", url: js.URL, protocol: "BI1.0", prefixes: []string{"0011223300000000/32"}})
+	env := startProxy(t, repo, nil, time.Second, "")
+	mutate := func(pv string, f func(m map[string]any)) map[string]any {
+		m := nsJoinReq(t, pv, katDevice, 30)
+		f(m)
+		return m
+	}
+	for _, tc := range []struct {
+		name     string
+		body     any
+		status   int
+		code     string
+		recorded string
+	}{
+		{"no route: UnkownReceiver", mutate("1.0", func(m map[string]any) {
+			d := katDevice
+			d.JoinEUI[0] = 0x77
+			m["PHYPayload"] = jc.HEXBytes(d.JoinRequest(30)).String()
+			m["ReceiverID"] = "7711223300000001"
+		}), 200, "UnkownReceiver", "no_route"},
+		{"ReceiverID differs from the frame", mutate("1.0", func(m map[string]any) { m["ReceiverID"] = "0011223300000002" }), 200, "MalformedRequest", "malformed_request"},
+		{"DevEUI differs from the frame (1.1 spelling)", mutate("1.1", func(m map[string]any) { m["DevEUI"] = "AABBCCDDEEFF0012" }), 200, "MalformedMessage", "malformed_request"},
+		{"bad MACVersion", mutate("1.0", func(m map[string]any) { m["MACVersion"] = "1.2" }), 200, "MalformedRequest", "malformed_request"},
+		{"MACVersion 1.0.0 normalised", mutate("1.0", func(m map[string]any) { m["MACVersion"] = "1.0.0" }), 200, "Success", "Success"},
+		{"not a join-request frame", mutate("1.0", func(m map[string]any) { m["PHYPayload"] = "20A33CF11372C2B08D68A6B41FF9127299" }), 200, "MalformedRequest", "malformed_request"},
+		{"unsupported message type", mutate("1.0", func(m map[string]any) { m["MessageType"] = "AppSKeyReq" }), 200, "MalformedRequest", "malformed_request"},
+		{"unsupported protocol version", mutate("2.0", func(map[string]any) {}), 200, "InvalidProtocolVersion", "InvalidProtocolVersion"},
+		{"unreadable body", []byte("not json"), 400, "MalformedRequest", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, ans, _ := post(t, env.url, tc.body)
+			if status != tc.status || resultCode(ans) != tc.code {
+				t.Fatalf("status %d answer %v", status, ans)
+			}
+			if tc.recorded == "" {
+				return // never recorded: no header to record
+			}
+			if a := env.rec.next(t); a.Result != tc.recorded {
+				t.Fatalf("attempt %+v", a)
+			}
+			if tc.status == 200 && (ans["TransactionID"] != float64(77) || ans["MessageType"] == nil) {
+				t.Fatalf("answer header %v", ans)
+			}
+		})
+	}
+	resp, err := http.Get(env.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("GET: %d", resp.StatusCode)
+	}
+}
+
+// A Join Server that never answers: the proxy answers the network server
+// before the deadline.
+func TestProxyHangingJoinServer(t *testing.T) {
+	_, peer := startStrict(t, jstest.StrictConfig{Block: true})
+	repo := testRepo(t, jc.RepositoryOptions{}, jsSpec{name: "hang", url: peer.URL, protocol: "BI1.0", prefixes: []string{"0000000000000000/0"}})
+	const budget = 600 * time.Millisecond
+	env := startProxy(t, repo, nil, budget, "")
+	status, ans, elapsed := post(t, env.url, nsJoinReq(t, "1.0", katDevice, 40))
+	if status != 200 || resultCode(ans) != "Other" {
+		t.Fatalf("status %d answer %v", status, ans)
+	}
+	if elapsed >= budget {
+		t.Fatalf("answered after %s, budget %s", elapsed, budget)
+	}
+	if a := env.rec.next(t); a.Result != "timeout" || a.JoinServer != "hang" {
+		t.Fatalf("attempt %+v", a)
+	}
+}
+
+func TestListenRefusesNonLoopback(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:8651", "192.0.2.1:8651", ":8651"} {
+		if ln, err := jc.Listen(context.Background(), addr); err == nil {
+			ln.Close()
+			t.Errorf("%s accepted", addr)
+		}
+	}
+}
+
+func TestProxyRejoinBrocaar(t *testing.T) {
+	js := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{device11}}))
+	repo := testRepo(t, jc.RepositoryOptions{}, jsSpec{name: "brocaar", url: js.URL, protocol: "BI1.0", prefixes: []string{"0011223300000000/32"}})
+	env := startProxy(t, repo, nil, 3*time.Second, "")
+	for _, typ := range []int{0, 1} {
+		t.Run(fmt.Sprintf("type %d", typ), func(t *testing.T) {
+			frame := device11.RejoinRequest(typ, lorawan.NetID{0, 0, 0x13}, uint16(typ+1))
+			body := map[string]any{"ProtocolVersion": "1.1", "SenderID": "000013", "ReceiverID": "0011223300000001", "TransactionID": 9,
+				"MessageType": "RejoinReq", "SenderNSID": "0102030405060708", "MACVersion": "1.1.0", "PHYPayload": jc.HEXBytes(frame).String(),
+				"DevEUI": jc.EUI64(device11.DevEUI).String(), "DevAddr": "26011234", "DLSettings": "80", "RxDelay": 1}
+			_, ans, _ := post(t, env.url, body)
+			if resultCode(ans) != "Success" || ans["MessageType"] != "RejoinAns" {
+				t.Fatalf("answer %v", ans)
+			}
+			if err := device11.VerifyRejoinAccept(phy(t, ans), typ, uint16(typ+1)); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"FNwkSIntKey", "SNwkSIntKey", "NwkSEncKey", "AppSKey"} {
+				plainKeyOf(t, ans, k)
+			}
+			if a := env.rec.next(t); a.Result != "Success" || a.MessageType != jc.MsgRejoinReq {
+				t.Fatalf("attempt %+v", a)
+			}
+		})
+	}
+}
+
+func TestProxyBusy(t *testing.T) {
+	strict, peer := startStrict(t, jstest.StrictConfig{Block: true})
+	repo := testRepo(t, jc.RepositoryOptions{}, jsSpec{name: "hang", url: peer.URL, protocol: "BI1.0", prefixes: []string{"0000000000000000/0"}})
+	rec := newRecorder()
+	p, err := jc.NewProxy(jc.ProxyConfig{Router: jc.NewRouter(repo, clientOpts()), NetID: katNetID, Budget: time.Second, Recorder: rec, MaxInFlight: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	first := make(chan map[string]any, 1)
+	go func() {
+		b, _ := json.Marshal(nsJoinReq(t, "1.0", katDevice, 50))
+		resp, err := http.Post(srv.URL, "application/json", bytes.NewReader(b))
+		if err != nil {
+			first <- nil
+			return
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		first <- m
+	}()
+	for len(strict.Requests()) == 0 { // the first join is now in flight at the Join Server
+		time.Sleep(time.Millisecond)
+	}
+	_, ans, _ := post(t, srv.URL, nsJoinReq(t, "1.0", katDevice, 51))
+	if resultCode(ans) != "Other" || rec.next(t).Result != "busy" {
+		t.Fatalf("second join: %v", ans)
+	}
+	if m := <-first; resultCode(m) != "Other" || rec.next(t).Result != "timeout" {
+		t.Fatalf("first join: %v", m)
+	}
+}

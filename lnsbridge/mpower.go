@@ -1,0 +1,130 @@
+package lnsbridge
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// MPower is a client of the gateway's local mPower REST API.
+type MPower struct {
+	base   string
+	client *http.Client
+	log    *slog.Logger
+}
+
+// NewMPower returns a client for the API at base (http://127.0.0.1 on a gateway).
+func NewMPower(base string, timeout time.Duration, log *slog.Logger) *MPower {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &MPower{
+		base:   strings.TrimRight(base, "/"),
+		client: &http.Client{Timeout: timeout},
+		log:    log,
+	}
+}
+
+// APIError is a {"status":"fail"} answer.
+type APIError struct {
+	Path    string
+	Code    int
+	Message string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("mpower: GET %s: %d %s", e.Path, e.Code, e.Message)
+}
+
+type envelope struct {
+	Code   int             `json:"code"`
+	Status string          `json:"status"`
+	Result json.RawMessage `json:"result"`
+	Error  string          `json:"error"`
+}
+
+// maxAPIBody bounds an mPower answer (loraNetwork is a few KiB).
+const maxAPIBody = 4 << 20
+
+// Get fetches path and returns the envelope's result, read only when the status is "success".
+func (m *MPower) Get(ctx context.Context, path string) (json.RawMessage, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.base+path, nil)
+	if err != nil {
+		return nil, fmt.Errorf("mpower: GET %s: %w", path, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("mpower: GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAPIBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("mpower: GET %s: reading answer: %w", path, err)
+	}
+	if len(body) > maxAPIBody {
+		return nil, fmt.Errorf("mpower: GET %s: answer larger than %d bytes", path, maxAPIBody)
+	}
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return nil, fmt.Errorf("mpower: GET %s: HTTP %d, answer is not an mPower envelope: %w", path, resp.StatusCode, err)
+	}
+	if env.Status != "success" {
+		code := env.Code
+		if code == 0 {
+			code = resp.StatusCode
+		}
+		msg := env.Error
+		if msg == "" {
+			msg = fmt.Sprintf("status %q", env.Status)
+		}
+		return nil, &APIError{Path: path, Code: code, Message: msg}
+	}
+	if len(bytes.TrimSpace(env.Result)) == 0 {
+		return nil, fmt.Errorf("mpower: GET %s: success without a result", path)
+	}
+	return env.Result, nil
+}
+
+// Paths of the mPower API.
+const (
+	PathLoraNetwork     = "/api/loraNetwork"
+	PathDefaultApp      = "/api/loraNetwork/defaultApp"
+	PathAccessoryCards  = "/api/system/accessoryCards"
+	bootBackoffStart    = 500 * time.Millisecond
+	bootBackoffCeiling  = 30 * time.Second
+	bootLogEveryAttempt = 5
+)
+
+// GetRetry calls Get until it succeeds or ctx ends, with exponential backoff
+// and jitter, logging every few failures (mPower answers late during boot).
+func (m *MPower) GetRetry(ctx context.Context, path string) (json.RawMessage, error) {
+	delay := bootBackoffStart
+	for attempt := 1; ; attempt++ {
+		res, err := m.Get(ctx, path)
+		if err == nil {
+			return res, nil
+		}
+		if ctx.Err() != nil {
+			return nil, errors.Join(ctx.Err(), err)
+		}
+		if attempt == 1 || attempt%bootLogEveryAttempt == 0 {
+			m.log.Warn("mPower API not answering yet, retrying", "path", path, "attempt", attempt, "err", err)
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, errors.Join(ctx.Err(), err)
+		}
+		delay = min(delay*2, bootBackoffCeiling)
+	}
+}
