@@ -153,4 +153,3 @@ func uplinkPath(appEUI, devEUI string) string {
 func joinedPath(appEUI, devEUI string) string {
 	return "/api/v1/lorawan/" + appEUI + "/" + devEUI + "/joined"
 }
-
