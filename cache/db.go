@@ -54,6 +54,20 @@ var migrations = []string{
 		value       INTEGER NOT NULL,
 		PRIMARY KEY (application, name)
 	);`,
+	// 2: join attempts forwarded by the join proxy (never keys; see joins.go)
+	`CREATE TABLE join_attempts (
+		id                   INTEGER PRIMARY KEY,
+		at                   INTEGER NOT NULL,
+		message_type         TEXT    NOT NULL,
+		deveui               TEXT    NOT NULL,
+		joineui              TEXT    NOT NULL,
+		join_server          TEXT    NOT NULL,
+		result               TEXT    NOT NULL,
+		latency_ms           INTEGER NOT NULL,
+		session_key_id       BLOB,
+		session_key_id_local INTEGER NOT NULL DEFAULT 0
+	);
+	CREATE INDEX join_attempts_deveui ON join_attempts(deveui, id);`,
 }
 
 // Options tunes Open.

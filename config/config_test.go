@@ -1,0 +1,253 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadEmptyAndAbsentGiveDefaults(t *testing.T) {
+	for _, content := range []string{"", "\n# only a comment\n", "---\n"} {
+		cfg, err := Parse("app-connect.yml", []byte(content))
+		if err != nil {
+			t.Fatalf("%q: %v", content, err)
+		}
+		if cfg.LNS.Broker != "tcp://127.0.0.1:1883" || cfg.MPower.API != "http://127.0.0.1" ||
+			cfg.Gateway.SysfsRoot != "/sys/devices/platform/mts-io" || cfg.Gateway.LoraQuery != "lora-query" ||
+			cfg.Storage.Database != "/var/config/app/app-connect/app-connect.db" || cfg.Admin.Listen != "127.0.0.1:8650" {
+			t.Fatalf("defaults wrong: %+v", cfg)
+		}
+	}
+	cfg, err := Load("")
+	if err != nil || cfg.Delivery.RetryMax != time.Minute {
+		t.Fatalf("Load(\"\") = %+v, %v", cfg, err)
+	}
+}
+
+func TestLoadOverrides(t *testing.T) {
+	yml := `
+lns:
+  broker: tcp://10.0.0.1:1884
+mpower:
+  api: http://127.0.0.1:8080
+gateway:
+  sysfs_root: /tmp/mts-io
+  lora_query: /opt/bin/lora-query
+storage:
+  database: /tmp/x.db
+  outbox_max_rows: 10
+delivery:
+  retry_min: 250ms
+admin:
+  listen: "[::1]:9000"
+`
+	cfg, err := Parse("a.yml", []byte(yml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.LNS.Broker != "tcp://10.0.0.1:1884" || cfg.Gateway.LoraQuery != "/opt/bin/lora-query" ||
+		cfg.Storage.OutboxMaxRows != 10 || cfg.Delivery.RetryMin != 250*time.Millisecond ||
+		cfg.Admin.Listen != "[::1]:9000" || cfg.Storage.OutboxMaxBytes != Default().Storage.OutboxMaxBytes {
+		t.Fatalf("got %+v", cfg)
+	}
+}
+
+func TestLoadErrorsNameFileLineAndKey(t *testing.T) {
+	tests := []struct {
+		name string
+		yml  string
+		want []string // substrings, one per expected error, in order
+	}{
+		{"unknown top-level key", "lnss:\n  broker: x\n", []string{"a.yml:1: lnss: unknown key"}},
+		{"unknown nested key", "lns:\n  broker: tcp://h:1\n  brokr: x\n", []string{"a.yml:3: lns.brokr: unknown key"}},
+		{"duplicate key", "lns:\n  broker: tcp://h:1\n  broker: tcp://h:2\n", []string{"a.yml:3: lns.broker: given twice (first on line 2)"}},
+		{"wrong type", "storage:\n  outbox_max_rows: many\n", []string{"a.yml:2: storage.outbox_max_rows: cannot unmarshal"}},
+		{"bad duration", "delivery:\n  retry_min: soon\n", []string{"a.yml:2: delivery.retry_min:"}},
+		{"section not a mapping", "lns: 5\n", []string{"a.yml:1: lns: must be a mapping"}},
+		{"bad broker scheme", "lns:\n  broker: http://x\n", []string{"a.yml:2: lns.broker: scheme \"http\" not supported"}},
+		{"non-loopback admin", "admin:\n  listen: 0.0.0.0:8650\n", []string{"a.yml:2: admin.listen:", "not a loopback address"}},
+		{"several value errors", "storage:\n  outbox_max_rows: 0\nlog:\n  level: loud\n", []string{"a.yml:2: storage.outbox_max_rows", "a.yml:4: log.level"}},
+		{"retry max below min", "delivery:\n  retry_min: 10s\n  retry_max: 1s\n", []string{"a.yml:3: delivery.retry_max: must not be below retry_min"}},
+		{"syntax error", "lns:\n  broker: [\n", []string{"a.yml:", "invalid YAML"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("a.yml", []byte(tc.yml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Fatalf("error %q does not contain %q", msg, w)
+				}
+			}
+			var ce *Error
+			if !errors.As(err, &ce) || ce.File != "a.yml" {
+				t.Fatalf("error %T is not a located *Error", err)
+			}
+		})
+	}
+}
+
+func TestShippedConfigIsValid(t *testing.T) {
+	cfg, err := Load(filepath.Join("..", "packaging", "mpower", "app-connect.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default()
+	d.Join = d.Join.Resolve(filepath.Join("..", "packaging", "mpower"))
+	if cfg.LNS != d.LNS || cfg.Storage != d.Storage || cfg.Delivery != d.Delivery || cfg.MPower != d.MPower {
+		t.Fatalf("shipped config differs from the defaults:\n%+v\n%+v", cfg, d)
+	}
+}
+
+func TestParseDefaultAppFixtures(t *testing.T) {
+	tests := []struct {
+		file      string
+		enabled   bool
+		eui       string
+		api       string
+		filterOff bool
+		transport string
+	}{
+		{"defaultApp-http-v1_0.json", true, "16-ea-76-f6-ab-66-3d-80", "1.0", false, TransportHTTP},
+		{"defaultApp-mqtts-v1_1_1.json", true, CatchAll, "1.1.1", true, TransportMQTT},
+		{"defaultApp-disabled.json", false, CatchAll, "1.1.1", true, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.file, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join("testdata", tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var env struct {
+				Result json.RawMessage `json:"result"`
+			}
+			if err := json.Unmarshal(raw, &env); err != nil {
+				t.Fatal(err)
+			}
+			d, err := ParseDefaultApp(env.Result)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Enabled != tc.enabled || d.EUI != tc.eui || d.APIVersion != tc.api || d.FilterOff() != tc.filterOff {
+				t.Fatalf("got %+v", d)
+			}
+			if tc.transport != "" {
+				ep, err := ParseEndpoint(d.URL)
+				if err != nil || ep.Transport != tc.transport {
+					t.Fatalf("endpoint %+v %v", ep, err)
+				}
+			}
+		})
+	}
+}
+
+func TestParseDefaultAppRejects(t *testing.T) {
+	for _, tc := range []struct{ json, want string }{
+		{`{"apiVersion":"2.0"}`, "apiVersion"},
+		{`{"apiVersion":"1.0","eui":"12-34"}`, "eui"},
+		{`{"apiVersion":"1.0","eui":"zz-zz-zz-zz-zz-zz-zz-zz"}`, "eui"},
+		{`[1,2]`, "defaultApp"},
+		{`{"enabled":"yes"}`, "defaultApp"},
+	} {
+		if _, err := ParseDefaultApp([]byte(tc.json)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want mention of %q", tc.json, err, tc.want)
+		}
+	}
+}
+
+func TestNormalizeEUI(t *testing.T) {
+	for in, want := range map[string]string{
+		"16-EA-76-F6-AB-66-3D-80": "16-ea-76-f6-ab-66-3d-80",
+		"00:80:00:00:D0:00:01:FF": "00-80-00-00-d0-00-01-ff",
+		"0080000000d00001":        "00-80-00-00-00-d0-00-01",
+		" ff-ff-ff-ff-ff-ff-ff-ff": CatchAll,
+	} {
+		got, err := NormalizeEUI(in)
+		if err != nil || got != want {
+			t.Errorf("NormalizeEUI(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "00-11", "$(reboot)", "00-80-00-00-d0-00-01-fg", "00-80-00-00-d0-00-01-ff-00"} {
+		if _, err := NormalizeEUI(bad); err == nil {
+			t.Errorf("NormalizeEUI(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseEndpoint(t *testing.T) {
+	tests := []struct {
+		url, scheme, transport, host string
+		port                         int
+		path                         string
+		warnings                     int
+	}{
+		{"http://api.example.net", "http", TransportHTTP, "api.example.net", 80, "", 0},
+		{"https://api.example.net:8443/tenant-a/", "https", TransportHTTP, "api.example.net", 8443, "/tenant-a", 0},
+		{"https://api.example.net/tenant-a", "https", TransportHTTP, "api.example.net", 443, "/tenant-a", 0},
+		{"mqtt://broker", "mqtt", TransportMQTT, "broker", 1883, "", 0},
+		{"mqtts://broker", "mqtts", TransportMQTT, "broker", 8883, "", 0},
+		{"wss://broker", "wss", TransportMQTT, "broker", 443, "/mqtt", 0},
+		{"wss://broker:8084/ws", "wss", TransportMQTT, "broker", 8084, "/ws", 0},
+		{"http://[2001:db8::1]:8080/p", "http", TransportHTTP, "2001:db8::1", 8080, "/p", 0},
+		{"http://user:pw@h/p?q=1#f", "http", TransportHTTP, "h", 80, "/p", 3},
+	}
+	for _, tc := range tests {
+		t.Run(tc.url, func(t *testing.T) {
+			ep, err := ParseEndpoint(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ep.Scheme != tc.scheme || ep.Transport != tc.transport || ep.Host != tc.host || ep.Port != tc.port || ep.Path != tc.path || len(ep.Warnings) != tc.warnings {
+				t.Fatalf("got %+v", ep)
+			}
+		})
+	}
+	for _, bad := range []string{"", "ftp://h", "http://", "http://h:99999", "h:1883"} {
+		if _, err := ParseEndpoint(bad); err == nil {
+			t.Errorf("ParseEndpoint(%q) accepted", bad)
+		}
+	}
+	if ep, _ := ParseEndpoint("http://[::1]:80"); ep.Address() != "[::1]:80" {
+		t.Errorf("IPv6 address %q", ep.Address())
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("lns:\n  broker: tcp://127.0.0.1:1883\n"))
+	f.Add([]byte("storage:\n  outbox_max_rows: 5\n"))
+	f.Add([]byte("a: [1, {b: c}]\n"))
+	f.Add([]byte("lns: &a\n  broker: *a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("f.yml", data)
+		if err == nil {
+			if fe := cfg.Validate(); len(fe) != 0 {
+				t.Fatalf("accepted an invalid config: %v", fe)
+			}
+		}
+	})
+}
+
+func FuzzParseDefaultApp(f *testing.F) {
+	for _, name := range []string{"defaultApp-http-v1_0.json", "defaultApp-azure.json"} {
+		if raw, err := os.ReadFile(filepath.Join("testdata", name)); err == nil {
+			f.Add(raw)
+		}
+	}
+	f.Add([]byte(`{"apiVersion":"1.0","eui":"00-11-22-33-44-55-66-77"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := ParseDefaultApp(data)
+		if err != nil {
+			return
+		}
+		if _, err := NormalizeEUI(d.EUI); err != nil {
+			t.Fatalf("accepted EUI %q", d.EUI)
+		}
+	})
+}
