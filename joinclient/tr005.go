@@ -170,6 +170,9 @@ func setExt(q *DeviceQR, tag byte, v string, ownerTag byte) error {
 	if hasControl(v) {
 		return qrErr(field, "contains a control character")
 	}
+	if strings.TrimSpace(v) != v {
+		return qrErr(field, "has leading or trailing white space")
+	}
 	*dst = v
 	if tag == ownerTag {
 		q.OwnerToken = OwnerToken(tok)

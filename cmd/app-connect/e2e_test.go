@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -199,10 +200,42 @@ func TestForwardsEveryUplinkInOrder(t *testing.T) {
 	if up.Header.Get("Content-Type") != "application/json" || up.Header.Get("Accept") != "text/plain" {
 		t.Fatalf("headers %v", up.Header)
 	}
+	var init *sim.Request
+	for _, r := range h.sink.Recorded() {
+		if strings.HasSuffix(r.Path, "/init") {
+			init = &r
+			break
+		}
+	}
+	if init == nil || init.Path != "/tenant/api/v1/lorawan/ff-ff-ff-ff-ff-ff-ff-ff/"+testUUID+"/init" ||
+		string(init.Body) != `{"gateways_euis":["00-80-00-00-d0-00-01-ff"]}` {
+		t.Fatalf("init request %+v", init)
+	}
 	bodies := h.sink.Bodies(d.DevEUI)
 	if len(bodies) == 0 || !bytes.Contains(bodies[0], []byte(`"deveui":"`+d.DevEUI+`"`)) {
 		t.Fatalf("bodies %q", bodies)
 	}
+}
+
+// Without the LNS (packet-forwarder mode) the gateway EUIs come from the LoRa cards.
+func TestInitUsesAccessoryCardsWithoutLNS(t *testing.T) {
+	h := newHarness(t, 1)
+	h.mpower.SetLoraNetwork(json.RawMessage(`{"lora":{"enabled":true,"packetForwarderMode":true,"eui_1":"00:80:00:00:D0:00:01:FF"}}`))
+	h.mpower.SetAccessoryCards(sim.AccessoryCards("00-80-00-00-a0-00-0f-4d"))
+	h.start()
+	deadline := time.Now().Add(30 * time.Second)
+	for h.sink.Stats().Inits == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, r := range h.sink.Recorded() {
+		if strings.HasSuffix(r.Path, "/init") {
+			if string(r.Body) != `{"gateways_euis":["00-80-00-00-a0-00-0f-4d"]}` {
+				t.Fatalf("init body %s", r.Body)
+			}
+			return
+		}
+	}
+	t.Fatal("no init")
 }
 
 func TestRecoversFromRemoteOutage(t *testing.T) {

@@ -207,10 +207,36 @@ func gatewayEUIs(ctx context.Context, mp *lnsbridge.MPower, log *slog.Logger) []
 		log.Error("mPower loraNetwork unreadable", "err", err)
 		return nil
 	}
+	if !ln.LNSAvailable() {
+		// Packet-forwarder or basic-station mode: the LoRa cards' EUIs identify the gateway.
+		return accessoryCardEUIs(ctx, mp, log)
+	}
 	if eui, err := config.NormalizeEUI(ln.Lora.EUI1); err == nil {
 		return []string{eui}
 	}
 	return []string{}
+}
+
+func accessoryCardEUIs(ctx context.Context, mp *lnsbridge.MPower, log *slog.Logger) []string {
+	raw, err := mp.Get(ctx, lnsbridge.PathAccessoryCards)
+	if err != nil {
+		log.Warn("mPower accessory cards unreadable", "err", err)
+		return []string{}
+	}
+	var cards []struct {
+		EUI string `json:"eui"`
+	}
+	if err := json.Unmarshal(raw, &cards); err != nil {
+		log.Warn("mPower accessory cards unreadable", "err", err)
+		return []string{}
+	}
+	out := []string{}
+	for _, c := range cards {
+		if eui, err := config.NormalizeEUI(c.EUI); err == nil {
+			out = append(out, eui)
+		}
+	}
+	return out
 }
 
 // loadDefaultApp reads mPower's defaultApp, waiting for the API at boot. When

@@ -70,6 +70,8 @@ type options struct {
 	adminListen  string
 	hold         bool
 	verbose      bool
+	joinProxy    string
+	jsListen     string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -105,6 +107,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.adminListen, "admin-listen", "", "admin.listen for -write-config (port 0: a free port is chosen)")
 	fs.BoolVar(&o.hold, "hold", false, "after the final report keep serving until SIGINT/SIGTERM")
 	fs.BoolVar(&o.verbose, "v", false, "debug logging")
+	fs.StringVar(&o.joinProxy, "join-proxy", "", "app-connect's join proxy URL (http://127.0.0.1:8651/): join every device through it before publishing")
+	fs.StringVar(&o.jsListen, "js-listen", "", "serve the Join Server role (brocaar/lorawan's handler with the devices' keys) on this address; empty: off")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -117,6 +121,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-uplinks and -rate must not be negative")
 	case o.mpowerListen == "":
 		return o, errors.New("-mpower-listen must not be empty")
+	}
+	if err := checkJoinFlags(o); err != nil {
+		return o, err
 	}
 	return o, nil
 }
@@ -250,7 +257,7 @@ func (s *simulator) start() error {
 	}
 	s.pub = pub
 	s.fleet = sim.NewFleet(o.devices, o.appEUI, o.gwEUI, o.seed)
-	return nil
+	return s.startJoinServer()
 }
 
 // serve starts an HTTP server for h on addr and returns the real address.
@@ -374,6 +381,11 @@ func (s *simulator) runStream() int {
 			s.log.Error("probe failed", "err", err)
 			return exitFailed
 		}
+	}
+
+	if err := s.joinAll(ctx); err != nil {
+		s.log.Error("joins failed", "err", err)
+		return exitFailed
 	}
 
 	pubCtx := ctx

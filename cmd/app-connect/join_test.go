@@ -1,0 +1,356 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lorawan-gateway/app-connect/cache"
+	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/jstest"
+	"github.com/lorawan-gateway/app-connect/internal/sim"
+)
+
+// joinEnv is startJoin running against one Join Server, with a real SQLite file.
+type joinEnv struct {
+	proxyURL string
+	db       *cache.DB
+	dbPath   string
+	stop     func(context.Context)
+	logs     *syncBuffer
+}
+
+// writeInterop writes an interop repository routing every JoinEUI to jsURL.
+func writeInterop(t *testing.T, jsURL string) string {
+	t.Helper()
+	u, err := url.Parse(jsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files := map[string]string{
+		"config.yml": "join-servers:\n  - file: './remote/js.yml'\n    components: ['ns']\n    join-euis: ['0000000000000000/0']\n",
+		"remote/js.yml": fmt.Sprintf("scheme: 'http'\nfqdn: '%s'\nport: %s\nprotocol: 'BI1.0'\nheaders:\n  X-Gateway: 'conduit-test'\n",
+			u.Hostname(), u.Port()),
+	}
+	for name, s := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// freeLoopbackAddr is a loopback address with a port free right now.
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	jstest.RequirePeer(t, "loopback listener", err)
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func startJoinEnv(t *testing.T, jsURL string, budget time.Duration) *joinEnv {
+	t.Helper()
+	env := &joinEnv{dbPath: filepath.Join(t.TempDir(), "app-connect.db"), logs: &syncBuffer{}}
+	db, err := cache.Open(context.Background(), env.dbPath, cache.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	env.db = db
+	cfg := config.Default()
+	cfg.Join.Enabled, cfg.Join.NetID, cfg.Join.Budget = true, "000013", budget
+	cfg.Join.InteropDir = writeInterop(t, jsURL)
+	if errs := cfg.Join.Validate(); len(errs) > 0 {
+		t.Fatalf("join settings: %v", errs)
+	}
+	log := slog.New(slog.NewTextHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	for attempt := 0; ; attempt++ { // the free port may be taken between the check and the listen
+		cfg.Join.ProxyListen = freeLoopbackAddr(t)
+		stop, err := startJoin(context.Background(), cfg, db, log)
+		if err == nil {
+			env.stop = stop
+			env.proxyURL = "http://" + cfg.Join.ProxyListen + "/"
+			break
+		}
+		if attempt == 2 {
+			t.Fatalf("startJoin: %v", err)
+		}
+	}
+	t.Cleanup(func() { env.stop(context.Background()) }) // before db.Close (cleanups run last first)
+	return env
+}
+
+// The whole chain: the simulated network server sends a real join-request through
+// startJoin's proxy to brocaar/lorawan's Join Server handler, verifies the join-accept with
+// the device's keys, and the attempt is in the SQLite file, without any key.
+func TestJoinProxyEndToEnd(t *testing.T) {
+	fleet := sim.NewFleet(2, "16-ea-76-f6-ab-66-3d-80", "00-80-00-00-d0-00-01-ff", 1)
+	devs := sim.JoinDevices(fleet, 1, false)
+	js := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: devs[:1], FirstJoinNonce: 3}))
+	const budget = 3 * time.Second
+	env := startJoinEnv(t, js.URL, budget)
+
+	ns, err := sim.NewNetworkServer(fleet, devs, sim.NetworkServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	sess, err := ns.Join(ctx, env.proxyURL, 0)
+	if err != nil {
+		t.Fatalf("join through the proxy: %v", err)
+	}
+	if elapsed := time.Since(start); elapsed >= budget {
+		t.Fatalf("join took %s, budget %s", elapsed, budget)
+	}
+	if sess.Keys.JoinNonce != 3 {
+		t.Fatalf("JoinNonce %d", sess.Keys.JoinNonce)
+	}
+	if _, _, _, err := ns.Uplink(0); err != nil {
+		t.Fatalf("uplink with the session keys: %v", err)
+	}
+	// Device 1 is unknown to the Join Server: its code reaches the network server and the cache.
+	var je *sim.JoinError
+	if _, err := ns.Join(ctx, env.proxyURL, 1); !errors.As(err, &je) || je.ResultCode != "UnknownDevEUI" {
+		t.Fatalf("unknown device: %v", err)
+	}
+
+	env.stop(ctx) // waits for the recordings
+	got, err := env.db.JoinAttempts(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d attempts recorded: %+v", len(got), got)
+	}
+	want := func(a cache.JoinAttempt, dev int, result string) {
+		t.Helper()
+		d := devs[dev]
+		if a.MessageType != "JoinReq" || a.DevEUI != strings.ToUpper(d.DevEUI.String()) || a.JoinEUI != strings.ToUpper(d.JoinEUI.String()) ||
+			a.JoinServer != "remote/js" || a.Result != result || a.Latency < 0 || a.Latency >= budget || time.Since(a.Time) > time.Minute {
+			t.Errorf("attempt %+v, want device %s result %s", a, d.DevEUI, result)
+		}
+	}
+	want(got[1], 0, "Success")
+	want(got[0], 1, "UnknownDevEUI")
+	if !got[1].SessionKeyIDLocal || len(got[1].SessionKeyID) == 0 {
+		t.Errorf("success without a session key id: %+v", got[1])
+	}
+
+	// No key in the database file (nor its WAL), as bytes or as hex; none in the logs.
+	env.db.Close()
+	var stored []byte
+	for _, sfx := range []string{"", "-wal"} {
+		b, err := os.ReadFile(env.dbPath + sfx)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		stored = append(stored, b...)
+	}
+	logs := env.logs.String()
+	for name, k := range map[string][16]byte{"NwkKey": devs[0].NwkKey, "NwkSKey": sess.Keys.FNwkSIntKey, "AppSKey": sess.Keys.AppSKey} {
+		for _, form := range [][]byte{k[:], []byte(fmt.Sprintf("%x", k)), []byte(fmt.Sprintf("%X", k))} {
+			if bytes.Contains(stored, form) {
+				t.Errorf("%s found in the database", name)
+			}
+			if strings.Contains(logs, string(form)) {
+				t.Errorf("%s found in the logs", name)
+			}
+		}
+	}
+	if !strings.Contains(logs, "join proxy listening") || !strings.Contains(logs, "result=Success") {
+		t.Errorf("logs:\n%s", logs)
+	}
+}
+
+// A Join Server that never answers: the network server gets an error answer before the
+// budget ends, and the attempt is recorded as a timeout.
+func TestJoinHangingJoinServer(t *testing.T) {
+	fleet := sim.NewFleet(1, "16-ea-76-f6-ab-66-3d-80", "00-80-00-00-d0-00-01-ff", 2)
+	devs := sim.JoinDevices(fleet, 2, false)
+	hang := jstest.Serve(t, jstest.NewStrict(jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: devs}), jstest.StrictConfig{Block: true}))
+	const budget = 600 * time.Millisecond
+	env := startJoinEnv(t, hang.URL, budget)
+	ns, err := sim.NewNetworkServer(fleet, devs, sim.NetworkServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = ns.Join(ctx, env.proxyURL, 0)
+	elapsed := time.Since(start)
+	var je *sim.JoinError
+	if !errors.As(err, &je) || je.ResultCode != "Other" {
+		t.Fatalf("join: %v", err)
+	}
+	if elapsed >= budget {
+		t.Fatalf("answered after %s, budget %s", elapsed, budget)
+	}
+	env.stop(ctx)
+	got, err := env.db.JoinAttempts(ctx, 0)
+	if err != nil || len(got) != 1 || got[0].Result != "timeout" || got[0].JoinServer != "remote/js" {
+		t.Fatalf("attempts %+v: %v", got, err)
+	}
+}
+
+func TestJoinDisabled(t *testing.T) {
+	cfg := config.Default()
+	addr := freeLoopbackAddr(t)
+	cfg.Join.ProxyListen = addr
+	stop, err := startJoin(context.Background(), cfg, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop(context.Background())
+	ln, err := net.Listen("tcp", addr) // nothing took the port
+	if err != nil {
+		t.Fatalf("disabled join forwarding listens: %v", err)
+	}
+	ln.Close()
+}
+
+func TestJoinStartErrors(t *testing.T) {
+	js := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{}))
+	db, err := cache.Open(context.Background(), filepath.Join(t.TempDir(), "db"), cache.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	base := config.Default()
+	base.Join.Enabled, base.Join.NetID, base.Join.InteropDir = true, "000013", writeInterop(t, js.URL)
+	log := slog.New(slog.DiscardHandler)
+	for _, tc := range []struct {
+		name string
+		edit func(*config.Config)
+		want string
+	}{
+		{"no NetID", func(c *config.Config) { c.Join.NetID = "" }, "no NetID"},
+		{"non-loopback listen address", func(c *config.Config) { c.Join.ProxyListen = "0.0.0.0:0" }, "loopback"},
+		{"missing interop repository", func(c *config.Config) { c.Join.InteropDir = filepath.Join(t.TempDir(), "none") }, "config.yml"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := base
+			tc.edit(&cfg)
+			stop, err := startJoin(context.Background(), cfg, db, log)
+			if err == nil {
+				stop(context.Background())
+				t.Fatal("started")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestJoinNetID(t *testing.T) {
+	j := config.DefaultJoin()
+	if id, err := joinNetID(j, "000013"); err != nil || id != "000013" {
+		t.Fatalf("from mPower: %q, %v", id, err)
+	}
+	j.NetID = "00002A"
+	if id, err := joinNetID(j, "000013"); err != nil || id != "00002A" {
+		t.Fatalf("from the YAML: %q, %v", id, err)
+	}
+	j.NetID = ""
+	if _, err := joinNetID(j, ""); err == nil {
+		t.Fatal("no NetID anywhere accepted")
+	}
+}
+
+// check-config prints the routing table of the fixture repository.
+func TestJoinCheckConfig(t *testing.T) {
+	cfg := config.Default()
+	cfg.Join.InteropDir = filepath.Join("testdata", "interop")
+	cfg.Join.ASID = "conduit-1.example.com"
+	var out bytes.Buffer
+	if err := checkJoinConfig(cfg, &out); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	for _, want := range []string{
+		"join forwarding: disabled",
+		"net_id from mPower loraNetwork lora.netID",
+		"4 Join Servers, 4 routes",
+		"PREFIX",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	// One line per route, most specific first, the catch-all last.
+	rows := [][]string{
+		{"EC656E0000000000/24", "tti/ns-js", "ns", "BI1.1", "https://join.cloud.thethings.industries"},
+		{"EC656E0000000000/24", "tti/as-js", "as", "BI1.1", "https://join.cloud.thethings.industries"},
+		{"0016C00000000000/24", "semtech/js", "as,ns", "BI1.0", "https://js.loracloud.com:7009/api/v1/rens/rens-1::2/lbi_joinreq"},
+		{"0000000000000000/0", "fallback/js", "as,ns", "BI1.0", "http://127.0.0.1:8652"},
+	}
+	lines := strings.Split(strings.TrimSpace(text[strings.Index(text, "PREFIX"):]), "\n")[1:]
+	if len(lines) != len(rows) {
+		t.Fatalf("%d routes printed, want %d:\n%s", len(lines), len(rows), text)
+	}
+	for _, row := range rows {
+		found := false
+		for _, l := range lines {
+			f := strings.Fields(l)
+			if len(f) == 5 && f[0] == row[0] && f[1] == row[1] && f[2] == row[2] && f[3] == row[3] && strings.HasPrefix(f[4], row[4]) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no route %v in:\n%s", row, text)
+		}
+	}
+	if f := strings.Fields(lines[len(lines)-1]); f[0] != "0000000000000000/0" {
+		t.Errorf("catch-all not last:\n%s", text)
+	}
+
+	cfg.Join.Enabled, cfg.Join.NetID = true, "000013"
+	out.Reset()
+	if err := checkJoinConfig(cfg, &out); err != nil || !strings.Contains(out.String(), "enabled, proxy on 127.0.0.1:8651") ||
+		!strings.Contains(out.String(), "net_id 000013") {
+		t.Fatalf("enabled: %v\n%s", err, out.String())
+	}
+
+	// Errors name the problem; no interop repository is nothing to check.
+	for _, tc := range []struct {
+		name string
+		edit func(*config.Config)
+		want string
+	}{
+		{"as entries without as_id", func(c *config.Config) { c.Join.ASID = "" }, "join.as_id is required"},
+		{"missing repository", func(c *config.Config) { c.Join.InteropDir = filepath.Join(t.TempDir(), "none") }, "config.yml"},
+		{"enabled without a repository", func(c *config.Config) { c.Join.InteropDir = "" }, "join.interop_dir"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cfg
+			tc.edit(&c)
+			err := checkJoinConfig(c, &out)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+	cfg.Join.Enabled, cfg.Join.InteropDir = false, ""
+	out.Reset()
+	if err := checkJoinConfig(cfg, &out); err != nil || out.Len() != 0 {
+		t.Fatalf("no repository: %v %q", err, out.String())
+	}
+}

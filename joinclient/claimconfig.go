@@ -1,0 +1,414 @@
+package joinclient
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/lorawan-gateway/app-connect/config"
+)
+
+// ClaimServerType is the `type` of a claiming repository entry; TTJS v2 is the only one.
+const ClaimServerType = "ttjsv2"
+
+// ClaimServer is one claim server file of the claiming repository: a Join
+// Server speaking the TTJS v2 claiming API.
+type ClaimServer struct {
+	Name      string // file path relative to the repository root, without extension ("tti/js")
+	File      string // path of the file as read
+	URL       string // base URL, https, without trailing slash
+	TLSSource string // TLSSourceFile or TLSSourceKeyVault
+	RootCA    string // path of root-ca, for display; empty = system roots
+	// TLSConfig always carries a client certificate (mutual TLS is mandatory).
+	TLSConfig *tls.Config
+}
+
+// ClaimEntry is one (prefix, claim server) routing entry.
+type ClaimEntry struct {
+	Prefix EUIPrefix
+	Server *ClaimServer
+	Line   int // line of the prefix in config.yml
+}
+
+// ClaimRepository is a loaded claiming repository (The Things Stack
+// device-claiming format). It is immutable after loading.
+type ClaimRepository struct {
+	Dir     string
+	Servers []*ClaimServer // in order of first reference
+	Entries []ClaimEntry   // in file order
+}
+
+// ClaimRepositoryOptions are the settings the loader needs from app-connect.yml.
+type ClaimRepositoryOptions struct {
+	// DefaultClientCertificate is used by `tls.source: key-vault`; nil when not configured.
+	DefaultClientCertificate *tls.Certificate
+	// ReadFile reads a file; nil means os.ReadFile.
+	ReadFile func(name string) ([]byte, error)
+	// Logger receives load warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+// Route returns the claim server of the most specific prefix matching
+// joinEUI, or nil when none matches.
+func (r *ClaimRepository) Route(joinEUI EUI64) (EUIPrefix, *ClaimServer) {
+	best := -1
+	var prefix EUIPrefix
+	var srv *ClaimServer
+	for _, e := range r.Entries {
+		if e.Prefix.Length > best && e.Prefix.Matches(joinEUI) {
+			best, prefix, srv = e.Prefix.Length, e.Prefix, e.Server
+		}
+	}
+	return prefix, srv
+}
+
+// LoadClaimRepository reads and validates dir/config.yml and every claim
+// server file it names. Every problem is returned as config.Errors naming
+// file, line and key ("claiming/tti/js.yml:3: tls.source: missing").
+func LoadClaimRepository(dir string, opts ClaimRepositoryOptions) (*ClaimRepository, error) {
+	if opts.ReadFile == nil {
+		opts.ReadFile = os.ReadFile
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	l := &claimLoader{opts: opts, dir: dir, files: map[string]*ClaimServer{}}
+	repo := l.load()
+	if len(l.errs) > 0 {
+		return nil, sortErrors(l.errs)
+	}
+	return repo, nil
+}
+
+// ClaimRepositoryFromConfig loads the repository of claim.dir with the
+// gateway default client certificate of the join section (paths resolved
+// already). It does no network I/O, so check-config can call it.
+func ClaimRepositoryFromConfig(claim config.Claim, join config.Join, readFile func(string) ([]byte, error), log *slog.Logger) (*ClaimRepository, error) {
+	if claim.Dir == "" {
+		return nil, errors.New("joinclient: claim.dir is not set: no claiming repository")
+	}
+	opts := ClaimRepositoryOptions{ReadFile: readFile, Logger: log}
+	if join.ClientCertFile != "" || join.ClientKeyFile != "" {
+		cert, err := LoadClientCertificate(join.ClientCertFile, join.ClientKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		opts.DefaultClientCertificate = cert
+	}
+	return LoadClaimRepository(claim.Dir, opts)
+}
+
+type claimLoader struct {
+	opts  ClaimRepositoryOptions
+	dir   string
+	files map[string]*ClaimServer
+	errs  config.Errors
+}
+
+func (l *claimLoader) load() *ClaimRepository {
+	name := filepath.Join(l.dir, "config.yml")
+	data, err := l.opts.ReadFile(name)
+	if err != nil {
+		l.errs = append(l.errs, &config.Error{File: name, Err: fmt.Errorf("cannot read: %w", err)})
+		return nil
+	}
+	root, errs := parseYAMLDoc(name, data)
+	defer func() { l.errs = append(errs.list, l.errs...) }()
+	if root == nil {
+		return nil
+	}
+	repo := &ClaimRepository{Dir: l.dir}
+	for _, kv := range errs.mapping(root, "") {
+		if kv.key != "join-servers" {
+			errs.add(kv.keyNode, kv.key, "unknown key")
+			continue
+		}
+		for i, item := range errs.sequence(kv.value, "join-servers") {
+			l.entry(repo, errs, item, fmt.Sprintf("join-servers[%d]", i))
+		}
+	}
+	if len(errs.list) > 0 || len(l.errs) > 0 {
+		return nil
+	}
+	for i, a := range repo.Entries {
+		for _, b := range repo.Entries[:i] {
+			if samePrefix(a.Prefix, b.Prefix) && a.Server != b.Server {
+				errs.add(&yaml.Node{Line: a.Line}, "join-servers", "prefix %s is served by both %s and %s; identical prefixes are ambiguous",
+					a.Prefix, b.Server.Name, a.Server.Name)
+			}
+		}
+	}
+	return repo
+}
+
+func (l *claimLoader) entry(repo *ClaimRepository, errs *yamlErrs, item *yaml.Node, path string) {
+	var fileNode, typeNode *yaml.Node
+	var file, typ string
+	type pfx struct {
+		p    EUIPrefix
+		line int
+	}
+	var prefixes []pfx
+	for _, f := range errs.mapping(item, path) {
+		key := path + "." + f.key
+		switch f.key {
+		case "file":
+			if s, ok := errs.str(f.value, key); ok {
+				file, fileNode = s, f.value
+			}
+		case "type":
+			if s, ok := errs.str(f.value, key); ok {
+				typ, typeNode = s, f.value
+			}
+		case "join-euis":
+			for j, c := range errs.sequence(f.value, key) {
+				pk := fmt.Sprintf("%s[%d]", key, j)
+				s, ok := errs.str(c, pk)
+				if !ok {
+					continue
+				}
+				p, err := ParsePrefix(s)
+				if err != nil {
+					errs.add(c, pk, "bad prefix %q: %v", truncate(s, 40), err)
+					continue
+				}
+				if p.HasHostBits() {
+					l.opts.Logger.Warn("joinclient: claiming prefix has bits set beyond its length; they are ignored",
+						"file", errs.file, "line", c.Line, "prefix", p.String())
+				}
+				prefixes = append(prefixes, pfx{p, c.Line})
+			}
+		case "components":
+			errs.add(f.keyNode, key, "unknown key: a claiming repository has no components")
+		default:
+			errs.add(f.keyNode, key, "unknown key")
+		}
+	}
+	bad := false
+	switch {
+	case typeNode == nil:
+		errs.add(item, path+".type", "missing: must be %s", ClaimServerType)
+		bad = true
+	case typ != ClaimServerType:
+		errs.add(typeNode, path+".type", "unknown type %q (want %s)", truncate(typ, 20), ClaimServerType)
+		bad = true
+	}
+	if fileNode == nil || file == "" {
+		errs.add(item, path+".file", "missing")
+		return
+	}
+	if len(prefixes) == 0 {
+		errs.add(item, path+".join-euis", "at least one JoinEUI prefix is required")
+		return
+	}
+	if bad {
+		return
+	}
+	srv := l.server(errs, file, fileNode, path+".file")
+	if srv == nil {
+		return
+	}
+	if !containsClaimServer(repo.Servers, srv) {
+		repo.Servers = append(repo.Servers, srv)
+	}
+	for _, p := range prefixes {
+		repo.Entries = append(repo.Entries, ClaimEntry{Prefix: p.p, Server: srv, Line: p.line})
+	}
+}
+
+func containsClaimServer(list []*ClaimServer, s *ClaimServer) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *claimLoader) server(cfgErrs *yamlErrs, file string, fileNode *yaml.Node, key string) *ClaimServer {
+	resolved := resolve(l.dir, file)
+	if s, ok := l.files[resolved]; ok {
+		return s
+	}
+	data, err := l.opts.ReadFile(resolved)
+	if err != nil {
+		cfgErrs.add(fileNode, key, "cannot read claim server file: %v", err)
+		return nil
+	}
+	root, errs := parseYAMLDoc(resolved, data)
+	defer func() { l.errs = append(l.errs, errs.list...) }()
+	if root == nil {
+		return nil
+	}
+	srv := &ClaimServer{Name: (&loader{dir: l.dir}).jsName(file, resolved), File: resolved}
+	jsDir := filepath.Dir(resolved)
+	var tlsNode, urlNode, sourceNode, certNode, keyNode *yaml.Node
+	var certFile, keyFile string
+	for _, f := range errs.mapping(root, "") {
+		switch f.key {
+		case "url":
+			if s, ok := errs.str(f.value, f.key); ok {
+				urlNode = f.value
+				if u, err := checkClaimURL(s); err != nil {
+					errs.add(f.value, f.key, "%v", err)
+				} else {
+					srv.URL = u
+				}
+			}
+		case "tls":
+			tlsNode = f.value
+			for _, p := range errs.mapping(f.value, f.key) {
+				pk := f.key + "." + p.key
+				s, ok := errs.str(p.value, pk)
+				if !ok {
+					continue
+				}
+				switch p.key {
+				case "source":
+					if s != TLSSourceFile && s != TLSSourceKeyVault {
+						errs.add(p.value, pk, "must be file or key-vault, got %q", truncate(s, 20))
+					}
+					srv.TLSSource, sourceNode = s, p.value
+				case "root-ca":
+					if s != "" {
+						srv.RootCA = resolve(jsDir, s)
+					}
+				case "certificate":
+					if s != "" {
+						certFile, certNode = resolve(jsDir, s), p.value
+					}
+				case "key":
+					if s != "" {
+						keyFile, keyNode = resolve(jsDir, s), p.value
+					}
+				default:
+					errs.add(p.keyNode, pk, "unknown key")
+				}
+			}
+		case "basic-auth":
+			errs.add(f.keyNode, f.key, "not supported: TTJS v2 authenticates by TLS client certificate only")
+		default:
+			errs.add(f.keyNode, f.key, "unknown key")
+		}
+	}
+	if urlNode == nil {
+		errs.add(root, "url", "missing: the claim server URL is required")
+	}
+	if tlsNode == nil {
+		errs.add(root, "tls", "missing: mutual TLS is required (source file with certificate and key, or key-vault)")
+	} else {
+		srv.TLSConfig = l.buildTLS(errs, srv, tlsNode, sourceNode, certFile, keyFile, certNode, keyNode)
+	}
+	if len(errs.list) > 0 {
+		return nil
+	}
+	l.files[resolved] = srv
+	return srv
+}
+
+// checkClaimURL accepts an absolute https URL without query, fragment or
+// credentials and strips trailing slashes.
+func checkClaimURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("not a URL: %q", truncate(s, 60))
+	}
+	switch {
+	case u.Scheme != "https":
+		return "", fmt.Errorf("scheme must be https (mutual TLS is required), got %q", truncate(u.Scheme, 10))
+	case u.Host == "":
+		return "", errors.New("has no host")
+	case u.User != nil:
+		return "", errors.New("must not hold credentials")
+	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(s, "?#"):
+		return "", errors.New("must not hold a query or fragment")
+	}
+	return strings.TrimRight(s, "/"), nil
+}
+
+func (l *claimLoader) buildTLS(errs *yamlErrs, srv *ClaimServer, tlsNode, sourceNode *yaml.Node, certFile, keyFile string, certNode, keyNode *yaml.Node) *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if srv.RootCA != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		data, err := l.opts.ReadFile(srv.RootCA)
+		if err != nil {
+			errs.add(tlsNode, "tls.root-ca", "cannot read: %v", err)
+		} else if !appendPEMCerts(pool, data) {
+			errs.add(tlsNode, "tls.root-ca", "%s holds no PEM certificate", srv.RootCA)
+		}
+		cfg.RootCAs = pool
+	}
+	switch srv.TLSSource {
+	case "":
+		errs.add(tlsNode, "tls.source", "missing: must be file or key-vault")
+	case TLSSourceKeyVault:
+		if certFile != "" || keyFile != "" {
+			errs.add(sourceNode, "tls.source", "key-vault cannot be combined with certificate or key")
+			break
+		}
+		if l.opts.DefaultClientCertificate == nil {
+			errs.add(sourceNode, "tls.source", "key-vault needs the gateway's default client certificate (join.client_cert_file and join.client_key_file)")
+			break
+		}
+		cfg.Certificates = []tls.Certificate{*l.opts.DefaultClientCertificate}
+	case TLSSourceFile:
+		if certFile == "" || keyFile == "" {
+			k := "tls.certificate"
+			if certFile != "" {
+				k = "tls.key"
+			}
+			errs.add(tlsNode, k, "missing: mutual TLS needs certificate and key")
+			break
+		}
+		certPEM, err := l.opts.ReadFile(certFile)
+		if err != nil {
+			errs.add(certNode, "tls.certificate", "cannot read: %v", err)
+			break
+		}
+		keyPEM, err := l.opts.ReadFile(keyFile)
+		if err != nil {
+			errs.add(keyNode, "tls.key", "cannot read: %v", err)
+			break
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			errs.add(certNode, "tls.certificate", "certificate %s and key %s: %v", certFile, keyFile, sanitizePEMError(err))
+			break
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg
+}
+
+// WriteClaimTable prints the claim routing table (prefix → claim server,
+// client certificate source, URL), most specific prefixes first, for check-config.
+func WriteClaimTable(w io.Writer, repo *ClaimRepository) error {
+	entries := append([]ClaimEntry(nil), repo.Entries...)
+	sort.SliceStable(entries, func(i, j int) bool {
+		a, b := entries[i].Prefix, entries[j].Prefix
+		if a.Length != b.Length {
+			return a.Length > b.Length
+		}
+		return a.EUI.Uint64() < b.EUI.Uint64()
+	})
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PREFIX\tCLAIM SERVER\tTYPE\tCLIENT CERT\tURL")
+	for _, e := range entries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Prefix, e.Server.Name, ClaimServerType, e.Server.TLSSource, e.Server.URL)
+	}
+	return tw.Flush()
+}
