@@ -164,9 +164,9 @@ func TestParseDefaultAppRejects(t *testing.T) {
 
 func TestNormalizeEUI(t *testing.T) {
 	for in, want := range map[string]string{
-		"16-EA-76-F6-AB-66-3D-80": "16-ea-76-f6-ab-66-3d-80",
-		"00:80:00:00:D0:00:01:FF": "00-80-00-00-d0-00-01-ff",
-		"0080000000d00001":        "00-80-00-00-00-d0-00-01",
+		"16-EA-76-F6-AB-66-3D-80":  "16-ea-76-f6-ab-66-3d-80",
+		"00:80:00:00:D0:00:01:FF":  "00-80-00-00-d0-00-01-ff",
+		"0080000000d00001":         "00-80-00-00-00-d0-00-01",
 		" ff-ff-ff-ff-ff-ff-ff-ff": CatchAll,
 	} {
 		got, err := NormalizeEUI(in)

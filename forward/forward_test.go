@@ -195,7 +195,6 @@ func TestBackoffBounds(t *testing.T) {
 	}
 }
 
-
 func TestDeliveryDeadLettersPermanentAndKeepsOrder(t *testing.T) {
 	var got []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
