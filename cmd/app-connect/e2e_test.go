@@ -116,7 +116,7 @@ func (h *harness) waitSubscribed(n int) {
 // per second: far above a real gateway's radio load, yet within what the
 // broker's default queue (max_queued_messages 1000) absorbs while app-connect
 // commits under the race detector. Bursts beyond it are measured by make bench.
-const publishRate = 1500
+const publishRate = 1000
 
 // publish sends every device's joined event and perDevice uplinks to the broker.
 func (h *harness) publish(ctx context.Context, perDevice int) sim.RunStats {

@@ -12,6 +12,7 @@ import (
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/joinclient"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 // joinRecordTimeout bounds the recording of one join attempt (the network server
@@ -120,6 +121,23 @@ func joinNetID(j config.Join, mpowerNetID string) (string, error) {
 		return "", fmt.Errorf("join: join.net_id is empty and mPower loraNetwork lora.netID %q is not a NetID: %w", mpowerNetID, err)
 	}
 	return mpowerNetID, nil
+}
+
+// joinNetIDFromMPower is joinNetID reading mPower's loraNetwork (one request)
+// only when app-connect.yml leaves join.net_id empty.
+func joinNetIDFromMPower(ctx context.Context, mp *lnsbridge.MPower, j config.Join) (string, error) {
+	if j.NetID != "" {
+		return j.NetID, nil
+	}
+	raw, err := mp.Get(ctx, lnsbridge.PathLoraNetwork)
+	if err != nil {
+		return "", fmt.Errorf("join: join.net_id is empty and mPower loraNetwork is unreadable: %w", err)
+	}
+	ln, err := config.ParseLoraNetwork(raw)
+	if err != nil {
+		return "", fmt.Errorf("join: join.net_id is empty and mPower loraNetwork is unreadable: %w", err)
+	}
+	return joinNetID(j, ln.Lora.NetID)
 }
 
 // checkJoinConfig is check-config's part for join forwarding: when an interop

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/jstest"
 	"github.com/lorawan-gateway/app-connect/internal/sim"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 // joinEnv is startJoin running against one Join Server, with a real SQLite file.
@@ -272,6 +274,27 @@ func TestJoinNetID(t *testing.T) {
 	j.NetID = ""
 	if _, err := joinNetID(j, ""); err == nil {
 		t.Fatal("no NetID anywhere accepted")
+	}
+}
+
+func TestJoinNetIDFromMPower(t *testing.T) {
+	mp := sim.NewMPower()
+	mp.SetLoraNetwork(sim.LoraNetwork("00-80-00-00-d0-00-01-ff", "127.0.0.1", 1883))
+	srv := httptest.NewServer(mp)
+	defer srv.Close()
+	client := lnsbridge.NewMPower(srv.URL, 5*time.Second, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	j := config.DefaultJoin()
+	if id, err := joinNetIDFromMPower(ctx, client, j); err != nil || id != "000013" {
+		t.Fatalf("from mPower: %q, %v", id, err)
+	}
+	j.NetID = "00002A"
+	if id, err := joinNetIDFromMPower(ctx, lnsbridge.NewMPower("http://127.0.0.1:1", time.Second, nil), j); err != nil || id != "00002A" {
+		t.Fatalf("from the YAML (mPower not asked): %q, %v", id, err)
+	}
+	j.NetID = ""
+	if _, err := joinNetIDFromMPower(ctx, lnsbridge.NewMPower("http://127.0.0.1:1", time.Second, nil), j); err == nil {
+		t.Fatal("unreachable mPower accepted")
 	}
 }
 
