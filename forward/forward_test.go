@@ -90,7 +90,7 @@ func TestHTTPSWithClientCertificate(t *testing.T) {
 	wrongName := newPKI(t, "gateway.example.net")
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(r.TLS.PeerCertificates) == 0 || r.TLS.PeerCertificates[0].Subject.CommonName != "gateway" {
-			http.Error(w, "who are you", 403)
+			http.Error(w, "who are you", http.StatusForbidden)
 			return
 		}
 		w.Write([]byte(`{}`))

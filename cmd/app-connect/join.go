@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -19,15 +20,67 @@ import (
 // has been answered already; this only bounds how long a stop waits for it).
 const joinRecordTimeout = 5 * time.Second
 
-// joinRecorder stores the proxy's join attempts in the cache (never keys).
+// joinRecorder stores the proxy's join attempts in the cache (never keys) and
+// counts them for /metrics.
 type joinRecorder struct {
-	db *cache.DB
+	db     *cache.DB
+	counts *joinCounts // nil: not counted
+}
+
+// joinCounts counts join attempts by Join Server and result.
+type joinCounts struct {
+	mu    sync.Mutex
+	byKey map[[2]string]uint64
+}
+
+func newJoinCounts() *joinCounts {
+	return &joinCounts{byKey: map[[2]string]uint64{}}
+}
+
+func (c *joinCounts) add(js, result string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.byKey[[2]string{js, result}]++
+}
+
+// joinCount is one series of join attempts.
+type joinCount struct {
+	JoinServer string `json:"join_server"`
+	Result     string `json:"result"`
+	Count      uint64 `json:"count"`
+}
+
+// snapshot lists the counters sorted by Join Server and result.
+func (c *joinCounts) snapshot() []joinCount {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]joinCount, 0, len(c.byKey))
+	for k, v := range c.byKey {
+		out = append(out, joinCount{JoinServer: k[0], Result: k[1], Count: v})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].JoinServer != out[j].JoinServer {
+			return out[i].JoinServer < out[j].JoinServer
+		}
+		return out[i].Result < out[j].Result
+	})
+	return out
 }
 
 var _ joinclient.Recorder = joinRecorder{}
 
 // RecordJoinAttempt implements joinclient.Recorder.
 func (r joinRecorder) RecordJoinAttempt(ctx context.Context, a joinclient.Attempt) error {
+	if r.counts != nil {
+		js := a.JoinServer
+		if js == "" {
+			js = "none"
+		}
+		r.counts.add(js, a.Result)
+	}
 	ctx, cancel := context.WithTimeout(ctx, joinRecordTimeout)
 	defer cancel()
 	return r.db.RecordJoinAttempt(ctx, cache.JoinAttempt{
@@ -60,7 +113,7 @@ func euiOrEmpty(e joinclient.EUI64) string {
 //
 // cfg.Join.NetID must be set: when app-connect.yml leaves join.net_id empty the
 // caller fills it in from mPower loraNetwork's lora.netID first (joinNetID).
-func startJoin(ctx context.Context, cfg config.Config, db *cache.DB, log *slog.Logger) (stop func(context.Context), err error) {
+func startJoin(ctx context.Context, cfg config.Config, db *cache.DB, log *slog.Logger, counts *joinCounts) (stop func(context.Context), err error) {
 	if !cfg.Join.Enabled {
 		return func(context.Context) {}, nil
 	}
@@ -72,7 +125,7 @@ func startJoin(ctx context.Context, cfg config.Config, db *cache.DB, log *slog.L
 	}
 	jlog := log.With("part", "join")
 	svc, err := joinclient.FromConfig(cfg.Join, joinclient.Options{
-		Recorder:  joinRecorder{db: db},
+		Recorder:  joinRecorder{db: db, counts: counts},
 		Logger:    jlog,
 		UserAgent: "app-connect/" + version,
 	})

@@ -29,6 +29,7 @@ type joinEnv struct {
 	dbPath   string
 	stop     func(context.Context)
 	logs     *syncBuffer
+	counts   *joinCounts
 }
 
 // writeInterop writes an interop repository routing every JoinEUI to jsURL.
@@ -67,7 +68,7 @@ func freeLoopbackAddr(t *testing.T) string {
 
 func startJoinEnv(t *testing.T, jsURL string, budget time.Duration) *joinEnv {
 	t.Helper()
-	env := &joinEnv{dbPath: filepath.Join(t.TempDir(), "app-connect.db"), logs: &syncBuffer{}}
+	env := &joinEnv{dbPath: filepath.Join(t.TempDir(), "app-connect.db"), logs: &syncBuffer{}, counts: newJoinCounts()}
 	db, err := cache.Open(context.Background(), env.dbPath, cache.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +84,7 @@ func startJoinEnv(t *testing.T, jsURL string, budget time.Duration) *joinEnv {
 	log := slog.New(slog.NewTextHandler(env.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	for attempt := 0; ; attempt++ { // the free port may be taken between the check and the listen
 		cfg.Join.ProxyListen = freeLoopbackAddr(t)
-		stop, err := startJoin(context.Background(), cfg, db, log)
+		stop, err := startJoin(context.Background(), cfg, db, log, env.counts)
 		if err == nil {
 			env.stop = stop
 			env.proxyURL = "http://" + cfg.Join.ProxyListen + "/"
@@ -151,6 +152,11 @@ func TestJoinProxyEndToEnd(t *testing.T) {
 	}
 	want(got[1], 0, "Success")
 	want(got[0], 1, "UnknownDevEUI")
+	// The same attempts are counted for /metrics.
+	if c := env.counts.snapshot(); len(c) != 2 || c[0] != (joinCount{JoinServer: "remote/js", Result: "Success", Count: 1}) ||
+		c[1] != (joinCount{JoinServer: "remote/js", Result: "UnknownDevEUI", Count: 1}) {
+		t.Errorf("join counters %+v", c)
+	}
 	if !got[1].SessionKeyIDLocal || len(got[1].SessionKeyID) == 0 {
 		t.Errorf("success without a session key id: %+v", got[1])
 	}
@@ -216,7 +222,7 @@ func TestJoinDisabled(t *testing.T) {
 	cfg := config.Default()
 	addr := freeLoopbackAddr(t)
 	cfg.Join.ProxyListen = addr
-	stop, err := startJoin(context.Background(), cfg, nil, slog.New(slog.DiscardHandler))
+	stop, err := startJoin(context.Background(), cfg, nil, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +256,7 @@ func TestJoinStartErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := base
 			tc.edit(&cfg)
-			stop, err := startJoin(context.Background(), cfg, db, log)
+			stop, err := startJoin(context.Background(), cfg, db, log, nil)
 			if err == nil {
 				stop(context.Background())
 				t.Fatal("started")

@@ -65,7 +65,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	case "selftest":
 		return selftest(stdout, stderr)
 	case "check-config":
-		if _, err := config.Load(*cfgPath); err != nil {
+		cfg, err := config.Load(*cfgPath)
+		if err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			return 1
+		}
+		if err := checkJoinConfig(cfg, stdout); err != nil {
 			fmt.Fprintf(stderr, "%v\n", err)
 			return 1
 		}

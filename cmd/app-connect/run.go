@@ -72,6 +72,23 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return nilIfCancelled(ctx, err)
 	}
 
+	if cfg.Join.Enabled {
+		if cfg.Join.NetID, err = joinNetIDFromMPower(ctx, mp, cfg.Join); err != nil {
+			log.Error("join forwarding not started", "err", err)
+			cfg.Join.Enabled = false
+		}
+	}
+	joins := newJoinCounts()
+	stopJoin, err := startJoin(ctx, cfg, db, log, joins)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		stopJoin(sctx)
+	}()
+
 	id := forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, GatewayEUIs: gwEUIs}
 	var app *forward.Application
 	switch {
@@ -98,7 +115,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Broker: cfg.LNS.Broker, ClientID: clientID, Username: cfg.LNS.Username, Password: cfg.LNS.Password, Logger: log,
 	})
 
-	st := &state{started: time.Now(), local: local, intake: intake, outbox: outbox, router: router}
+	st := &state{started: time.Now(), local: local, intake: intake, outbox: outbox, router: router, joins: joins}
 	adminStop, err := startAdmin(cfg.Admin.Listen, st, log)
 	if err != nil {
 		return err
@@ -280,6 +297,7 @@ type state struct {
 	intake  *forward.Intake
 	outbox  *cache.Outbox
 	router  *forward.Router
+	joins   *joinCounts
 }
 
 type appStatus struct {
@@ -301,10 +319,11 @@ type statusDoc struct {
 	Local        lnsbridge.LocalStats `json:"local"`
 	Intake       forward.IntakeStats  `json:"intake"`
 	Applications []appStatus          `json:"applications"`
+	Joins        []joinCount          `json:"joins"`
 }
 
 func (s *state) status() statusDoc {
-	doc := statusDoc{Version: version, Uptime: time.Since(s.started).Round(time.Second).String(), Local: s.local.Stats(), Intake: s.intake.Stats(), Applications: []appStatus{}}
+	doc := statusDoc{Version: version, Uptime: time.Since(s.started).Round(time.Second).String(), Local: s.local.Stats(), Intake: s.intake.Stats(), Applications: []appStatus{}, Joins: s.joins.snapshot()}
 	for _, a := range s.router.Applications() {
 		st, le := a.State()
 		q := s.outbox.Stats(a.Settings.EUI)
@@ -358,6 +377,10 @@ func writeMetrics(w http.ResponseWriter, d statusDoc) {
 	fmt.Fprintf(w, "# TYPE appconnect_local_malformed_total counter\nappconnect_local_malformed_total %d\n", d.Local.Malformed)
 	fmt.Fprintf(w, "# TYPE appconnect_unrouted_total counter\nappconnect_unrouted_total %d\n", d.Intake.Unrouted)
 	fmt.Fprintf(w, "# TYPE appconnect_outbox_commits_total counter\nappconnect_outbox_commits_total %d\n", d.Intake.Commits)
+	fmt.Fprintf(w, "# TYPE appconnect_join_requests_total counter\n")
+	for _, j := range d.Joins {
+		fmt.Fprintf(w, "appconnect_join_requests_total{js=%q,result=%q} %d\n", j.JoinServer, j.Result, j.Count)
+	}
 	series := []struct {
 		name, typ string
 		val       func(appStatus) float64
