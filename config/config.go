@@ -21,6 +21,7 @@ type Config struct {
 	Admin    Admin    `yaml:"admin"`
 	Log      Log      `yaml:"log"`
 	Join     Join     `yaml:"join"`
+	Claim    Claim    `yaml:"claim"`
 }
 
 // LNS is the gateway's local MQTT broker, where the embedded network server publishes.
@@ -94,6 +95,7 @@ func Default() Config {
 		Admin: Admin{Listen: "127.0.0.1:8650"},
 		Log:   Log{Level: "info"},
 		Join:  DefaultJoin(),
+		Claim: DefaultClaim(),
 	}
 }
 
@@ -150,6 +152,7 @@ func (c Config) Validate() []FieldError {
 		errs = append(errs, fieldErr("log.level", "must be one of debug, info, warn, error; got %q", c.Log.Level))
 	}
 	errs = append(errs, c.Join.Validate()...)
+	errs = append(errs, c.Claim.Validate()...)
 	return errs
 }
 
@@ -215,6 +218,7 @@ func Parse(name string, data []byte) (Config, error) {
 		return cfg, err
 	}
 	cfg.Join = cfg.Join.Resolve(filepath.Dir(name))
+	cfg.Claim = cfg.Claim.Resolve(filepath.Dir(name))
 	if fe := cfg.Validate(); len(fe) > 0 {
 		return cfg, locate(name, doc, fe)
 	}

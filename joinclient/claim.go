@@ -197,6 +197,9 @@ func NewClaimClient(srv *ClaimServer, opts ClaimClientOptions) *ClaimClient {
 // Server returns the claim server of the client.
 func (c *ClaimClient) Server() *ClaimServer { return c.srv }
 
+// Identity returns the home network the client claims with.
+func (c *ClaimClient) Identity() ClaimIdentity { return c.opts.Identity }
+
 // Close releases idle connections.
 func (c *ClaimClient) Close() { c.trans.CloseIdleConnections() }
 

@@ -25,12 +25,15 @@ var version = "dev"
 
 const usage = `usage: app-connect [run] [--config FILE]
        app-connect check-config [--config FILE]
+       app-connect claim [status|unclaim] [flags] [QR codes…]
        app-connect selftest
        app-connect version
 
 Commands:
   run           forward the gateway's LoRaWAN events (the default)
   check-config  validate the configuration file and exit
+  claim         claim devices on their Join Server (TR005 QR codes, CSV, flags);
+                app-connect claim -h lists its flags
   selftest      exercise the SQLite database in a temporary directory
   version       print the version
 `
@@ -43,6 +46,11 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	cmd := "run"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
+	}
+	if cmd == "claim" { // parses its own flags
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return runClaim(ctx, args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("app-connect "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -71,6 +79,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		if err := checkJoinConfig(cfg, stdout); err != nil {
+			fmt.Fprintf(stderr, "%v\n", err)
+			return 1
+		}
+		if err := checkClaimConfig(cfg, stdout); err != nil {
 			fmt.Fprintf(stderr, "%v\n", err)
 			return 1
 		}
