@@ -6,7 +6,9 @@
 // carrying the BI result code (errors.go), The Things Stack interop repository
 // loader (config.go), the JoinEUI-prefix router (router.go), one HTTP client per
 // Join Server (client.go), the KEK store and RFC 3394 key wrap (kek.go) and the
-// loopback proxy the network server talks to (proxy.go).
+// loopback proxy the network server talks to (proxy.go); and device claiming:
+// the TR005 QR code parser (tr005.go), the claiming repository (claimconfig.go)
+// and the TTJS v2 claim client with its CSV reader (claim.go).
 //
 // It must not know about uplink forwarding, must not log keys, passwords or
 // header values, and keeps no package-level mutable state: everything hangs off
