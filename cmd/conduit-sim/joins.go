@@ -62,5 +62,6 @@ func (s *simulator) joinAll(ctx context.Context) error {
 		return fmt.Errorf("%d of %d devices joined through %s: %w", n, s.fleet.Len(), s.o.joinProxy, err)
 	}
 	fmt.Fprintf(s.out, "joined %d devices through %s in %s\n", n, s.o.joinProxy, time.Since(start).Round(time.Millisecond))
+	s.source = ns // uplinks now go through the session keys the join produced
 	return nil
 }

@@ -173,6 +173,7 @@ type simulator struct {
 	mpower    *sim.MPower
 	sink      *sim.Sink
 	sinkURL   string
+	source    sim.Source // set by joinAll: uplinks through the joined sessions
 	servers   []*http.Server
 	pub       *sim.Publisher
 	fleet     *sim.Fleet
@@ -425,7 +426,11 @@ func (s *simulator) runStream() int {
 		}
 	}()
 
-	rs, err := s.pub.Run(pubCtx, s.fleet, o.uplinks, o.rate)
+	var src sim.Source = s.source
+	if src == nil {
+		src = sim.FleetSource(s.fleet)
+	}
+	rs, err := s.pub.RunSource(pubCtx, src, o.uplinks, o.rate)
 	finished := err == nil
 	if err != nil && pubCtx.Err() == nil {
 		s.log.Error("publishing failed", "err", err)

@@ -543,3 +543,6 @@ func (js *JoinServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Requests is how many requests the role received.
 func (js *JoinServer) Requests() int64 { return js.requests.Load() }
+
+// Len is the number of devices, so a NetworkServer is a Source for Publisher.RunSource.
+func (ns *NetworkServer) Len() int { return ns.fleet.Len() }

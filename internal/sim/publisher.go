@@ -247,6 +247,37 @@ func (p *Publisher) Stats() PublisherStats {
 // ctx ends first it returns what it counted with ctx's error and without flushing (call Flush
 // with another context to wait for the rest).
 func (p *Publisher) Run(ctx context.Context, fleet *Fleet, perDevice int, rate float64) (RunStats, error) {
+	return p.RunSource(ctx, fleetSource{fleet}, perDevice, rate)
+}
+
+// Source produces the events RunSource publishes: a Fleet (plain generated
+// events) or a NetworkServer (uplinks encrypted by the device with its session
+// keys, checked and decrypted with the keys the join gave the network server).
+type Source interface {
+	Len() int
+	Joined(i int) (topic string, payload []byte, err error)
+	Uplink(i int) (topic string, payload []byte, fcnt uint32, err error)
+}
+
+type fleetSource struct{ f *Fleet }
+
+// FleetSource is the Source of a Fleet's plain generated events.
+func FleetSource(f *Fleet) Source { return fleetSource{f} }
+
+func (s fleetSource) Len() int { return s.f.Len() }
+
+func (s fleetSource) Joined(i int) (string, []byte, error) {
+	t, p := s.f.Joined(i)
+	return t, p, nil
+}
+
+func (s fleetSource) Uplink(i int) (string, []byte, uint32, error) {
+	t, p, f := s.f.Uplink(i)
+	return t, p, f, nil
+}
+
+// RunSource is Run for any Source.
+func (p *Publisher) RunSource(ctx context.Context, fleet Source, perDevice int, rate float64) (RunStats, error) {
 	var st RunStats
 	failed0 := p.failed.Load()
 	n := fleet.Len()
@@ -284,7 +315,10 @@ func (p *Publisher) Run(ctx context.Context, fleet *Fleet, perDevice int, rate f
 		if err := pace(); err != nil {
 			return finish(err)
 		}
-		topic, payload := fleet.Joined(i)
+		topic, payload, err := fleet.Joined(i)
+		if err != nil {
+			return finish(err)
+		}
 		p.send(topic, payload)
 		st.Joined++
 	}
@@ -294,7 +328,10 @@ func (p *Publisher) Run(ctx context.Context, fleet *Fleet, perDevice int, rate f
 				return finish(err)
 			}
 			// Generated only once a slot is held, so Fleet.Expected never counts an unsent uplink.
-			topic, payload, _ := fleet.Uplink(i)
+			topic, payload, _, err := fleet.Uplink(i)
+			if err != nil {
+				return finish(err)
+			}
 			p.send(topic, payload)
 			st.Uplinks++
 		}
