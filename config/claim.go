@@ -10,7 +10,7 @@ import (
 // Servers speaking the TTJS v2 API (package joinclient, `app-connect claim`).
 // The home NetID, NSID and AS-ID of a claim come from the join section
 // (join.net_id, join.ns_id, join.as_id), and `tls.source: key-vault` in a
-// claim server file uses join.client_cert_file and join.client_key_file.
+// claim server file uses join.client_tls.certificate and join.client_tls.key.
 type Claim struct {
 	// Dir is the claiming repository (The Things Stack device-claiming
 	// format: config.yml and one file per claim server); empty = no claiming.

@@ -6,7 +6,7 @@ import (
 )
 
 // FieldError is a validation failure of one key, identified by its dotted path from
-// the document root ("join.proxy_listen", "storage.outbox.max_rows"). The loader
+// the document root ("join.listen", "storage.outbox_max_rows"). The loader
 // turns it into an *Error carrying the file and line of that key.
 type FieldError struct {
 	Key string

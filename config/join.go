@@ -23,7 +23,7 @@ type Join struct {
 	// network server's local join path is then the only one.
 	Enabled bool `yaml:"enabled"`
 	// ProxyListen is the proxy's address; loopback only.
-	ProxyListen string `yaml:"proxy_listen"`
+	ProxyListen string `yaml:"listen"`
 	// Budget is the whole-join time budget, from the network server's request
 	// to its answer (500ms..10s).
 	Budget time.Duration `yaml:"budget"`
@@ -41,8 +41,13 @@ type Join struct {
 	KEKFile string `yaml:"kek_file"`
 	// ClientCertFile and ClientKeyFile are the gateway's default client
 	// certificate (PEM), used by Join Server files with `tls.source: key-vault`.
-	ClientCertFile string `yaml:"client_cert_file"`
-	ClientKeyFile  string `yaml:"client_key_file"`
+	// They are set from client_tls by Resolve.
+	ClientTLS      ClientTLS `yaml:"client_tls"`
+	ClientCertFile string    `yaml:"-"`
+	ClientKeyFile  string    `yaml:"-"`
+	// ClaimingDir is the claiming repository of `app-connect claim` (claim.dir
+	// takes precedence when both are set).
+	ClaimingDir string `yaml:"claiming_dir"`
 }
 
 // Join defaults and limits.
@@ -72,8 +77,12 @@ func (j Join) Resolve(baseDir string) Join {
 	}
 	j.InteropDir = r(j.InteropDir)
 	j.KEKFile = r(j.KEKFile)
+	if j.ClientTLS.Certificate != "" || j.ClientTLS.Key != "" {
+		j.ClientCertFile, j.ClientKeyFile = j.ClientTLS.Certificate, j.ClientTLS.Key
+	}
 	j.ClientCertFile = r(j.ClientCertFile)
 	j.ClientKeyFile = r(j.ClientKeyFile)
+	j.ClaimingDir = r(j.ClaimingDir)
 	return j
 }
 
@@ -84,7 +93,7 @@ func (j Join) Resolve(baseDir string) Join {
 func (j Join) Validate() []FieldError {
 	var errs []FieldError
 	if err := CheckLoopback(j.ProxyListen); err != nil {
-		errs = append(errs, FieldError{Key: "join.proxy_listen", Err: err})
+		errs = append(errs, FieldError{Key: "join.listen", Err: err})
 	}
 	if j.Budget < MinJoinBudget || j.Budget > MaxJoinBudget {
 		errs = append(errs, fieldErr("join.budget", "must be between %s and %s, got %s", MinJoinBudget, MaxJoinBudget, j.Budget))
@@ -120,12 +129,12 @@ func (j Join) Validate() []FieldError {
 	switch {
 	case j.ClientCertFile == "" && j.ClientKeyFile == "":
 	case j.ClientCertFile == "":
-		errs = append(errs, fieldErr("join.client_cert_file", "must be set together with join.client_key_file"))
+		errs = append(errs, fieldErr("join.client_tls.certificate", "must be set together with join.client_tls.key"))
 	case j.ClientKeyFile == "":
-		errs = append(errs, fieldErr("join.client_key_file", "must be set together with join.client_cert_file"))
+		errs = append(errs, fieldErr("join.client_tls.key", "must be set together with join.client_tls.certificate"))
 	default:
 		if _, err := tls.LoadX509KeyPair(j.ClientCertFile, j.ClientKeyFile); err != nil {
-			errs = append(errs, fieldErr("join.client_cert_file", "certificate %s with key %s: %v", j.ClientCertFile, j.ClientKeyFile, err))
+			errs = append(errs, fieldErr("join.client_tls.certificate", "certificate %s with key %s: %v", j.ClientCertFile, j.ClientKeyFile, err))
 		}
 	}
 	return errs
@@ -137,4 +146,10 @@ func isHex(s string, n int) bool {
 	}
 	_, err := hex.DecodeString(s)
 	return err == nil
+}
+
+// ClientTLS names the gateway's default client certificate and key (PEM files).
+type ClientTLS struct {
+	Certificate string `yaml:"certificate"`
+	Key         string `yaml:"key"`
 }

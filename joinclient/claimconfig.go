@@ -361,7 +361,7 @@ func (l *claimLoader) buildTLS(errs *yamlErrs, srv *ClaimServer, tlsNode, source
 			break
 		}
 		if l.opts.DefaultClientCertificate == nil {
-			errs.add(sourceNode, "tls.source", "key-vault needs the gateway's default client certificate (join.client_cert_file and join.client_key_file)")
+			errs.add(sourceNode, "tls.source", "key-vault needs the gateway's default client certificate (join.client_tls.certificate and join.client_tls.key)")
 			break
 		}
 		cfg.Certificates = []tls.Certificate{*l.opts.DefaultClientCertificate}

@@ -586,7 +586,7 @@ func (l *loader) buildTLS(errs *yamlErrs, js *JoinServer, tlsNode, sourceNode *y
 			break
 		}
 		if l.opts.DefaultClientCertificate == nil {
-			errs.add(sourceNode, "tls.source", "key-vault needs the gateway's default client certificate (join.client_cert_file and join.client_key_file)")
+			errs.add(sourceNode, "tls.source", "key-vault needs the gateway's default client certificate (join.client_tls.certificate and join.client_tls.key)")
 			break
 		}
 		cfg.Certificates = []tls.Certificate{*l.opts.DefaultClientCertificate}

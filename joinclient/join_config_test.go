@@ -17,7 +17,7 @@ func TestJoinConfigValidate(t *testing.T) {
 		t.Fatalf("defaults invalid: %v", errs)
 	}
 	var j config.Join
-	if err := yaml.Unmarshal([]byte("budget: 2500ms\nproxy_listen: '[::1]:8651'\nnet_id: '000013'\n"), &j); err != nil || j.Budget != 2500*time.Millisecond {
+	if err := yaml.Unmarshal([]byte("budget: 2500ms\nlisten: '[::1]:8651'\nnet_id: '000013'\n"), &j); err != nil || j.Budget != 2500*time.Millisecond {
 		t.Fatalf("decode: %+v %v", j, err)
 	}
 	good := config.Join{
@@ -34,7 +34,7 @@ func TestJoinConfigValidate(t *testing.T) {
 		key  string
 		msg  string
 	}{
-		{"non-loopback listen", func(j *config.Join) { j.ProxyListen = "0.0.0.0:8651" }, "join.proxy_listen", "not a loopback address"},
+		{"non-loopback listen", func(j *config.Join) { j.ProxyListen = "0.0.0.0:8651" }, "join.listen", "not a loopback address"},
 		{"budget too small", func(j *config.Join) { j.Budget = 100 * time.Millisecond }, "join.budget", "between"},
 		{"budget too large", func(j *config.Join) { j.Budget = time.Minute }, "join.budget", "between"},
 		{"net_id", func(j *config.Join) { j.NetID = "13" }, "join.net_id", "6 hex digits"},
@@ -42,8 +42,8 @@ func TestJoinConfigValidate(t *testing.T) {
 		{"interop_dir required when enabled", func(j *config.Join) { j.InteropDir = "" }, "join.interop_dir", "must be set"},
 		{"interop_dir without config.yml", func(j *config.Join) { j.InteropDir = "testdata/interop/tti" }, "join.interop_dir", "no config.yml"},
 		{"kek_file missing", func(j *config.Join) { j.KEKFile = "testdata/nope.yml" }, "join.kek_file", "no such file"},
-		{"cert without key", func(j *config.Join) { j.ClientKeyFile = "" }, "join.client_key_file", "together"},
-		{"cert and key mismatch", func(j *config.Join) { j.ClientKeyFile = "testdata/keks.yml" }, "join.client_cert_file", "certificate"},
+		{"cert without key", func(j *config.Join) { j.ClientKeyFile = "" }, "join.client_tls.key", "together"},
+		{"cert and key mismatch", func(j *config.Join) { j.ClientKeyFile = "testdata/keks.yml" }, "join.client_tls.certificate", "certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			j := good

@@ -480,7 +480,7 @@ func (p *Proxy) handleHomeNS(ctx context.Context, h Header, body []byte, att *At
 	return out, nil
 }
 
-// Listen listens on a loopback TCP address (join.proxy_listen); any other address is refused.
+// Listen listens on a loopback TCP address (join.listen); any other address is refused.
 func Listen(ctx context.Context, addr string) (net.Listener, error) {
 	if err := config.CheckLoopback(addr); err != nil {
 		return nil, fmt.Errorf("joinclient: proxy listen: %w", err)

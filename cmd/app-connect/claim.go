@@ -86,7 +86,14 @@ type claimOptions struct {
 
 // claimSettings returns the claim section of cfg.
 // claimSettings is the claim: section of app-connect.yml.
-func claimSettings(cfg config.Config) config.Claim { return cfg.Claim }
+// join.claiming_dir (the spec's name) is used when claim.dir is empty.
+func claimSettings(cfg config.Config) config.Claim {
+	c := cfg.Claim
+	if c.Dir == "" {
+		c.Dir = cfg.Join.ClaimingDir
+	}
+	return c
+}
 
 func (c claimCommand) parse(args []string, stderr io.Writer) (*claimOptions, int) {
 	o := &claimOptions{action: jc.OpClaim}
@@ -589,14 +596,15 @@ func writeClaimResults(w io.Writer, o *claimOptions, rows []claimRow, inputErrs 
 // checkClaimConfig is check-config's part for claiming: when a claiming
 // repository is configured it loads it strictly and prints its routing table.
 func checkClaimConfig(cfg config.Config, stdout io.Writer) error {
-	if cfg.Claim.Dir == "" {
+	c := claimSettings(cfg)
+	if c.Dir == "" {
 		return nil
 	}
 	log := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: dropTime}))
-	repo, err := jc.ClaimRepositoryFromConfig(cfg.Claim, cfg.Join, nil, log)
+	repo, err := jc.ClaimRepositoryFromConfig(c, cfg.Join, nil, log)
 	if err != nil {
 		return fmt.Errorf("claim: %w", err)
 	}
-	fmt.Fprintf(stdout, "claiming repository %s:\n", cfg.Claim.Dir)
+	fmt.Fprintf(stdout, "claiming repository %s:\n", c.Dir)
 	return jc.WriteClaimTable(stdout, repo)
 }
