@@ -174,7 +174,7 @@ func NewClaimClient(srv *ClaimServer, opts ClaimClientOptions) *ClaimClient {
 	tr := &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:   true,
+		ForceAttemptHTTP2:   false, // HTTP/1.1 surfaces the server's TLS 1.3 alert for a refused client certificate; http2 hides it
 		MaxIdleConns:        8,
 		MaxIdleConnsPerHost: 8,
 		IdleConnTimeout:     90 * time.Second,
