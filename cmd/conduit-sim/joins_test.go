@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/jstest"
@@ -104,6 +105,10 @@ func TestJoinRolesThroughTheProxy(t *testing.T) {
 	if !strings.Contains(stdout.String(), "joined 5 devices through "+proxyURL) {
 		t.Errorf("stdout:\n%s", stdout.String())
 	}
+	// Attempts are recorded just after the network server is answered: give the last one a moment.
+	for deadline := time.Now().Add(5 * time.Second); rec.results()["Success"] < 5 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if r := rec.results(); r["Success"] != 5 || len(r) != 1 {
 		t.Errorf("proxy attempts by result: %v", r)
 	}
@@ -132,7 +137,9 @@ func TestJoinRefusedStopsTheRun(t *testing.T) {
 	if !strings.Contains(stderr.String(), "MICFailed") || strings.Contains(stdout.String(), "publishing:") {
 		t.Errorf("stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
 	}
-	if r := rec.results(); r["MICFailed"] != 3 {
+	// JoinAll stops at the first failure and attempts are recorded after the
+	// network server is answered, so how many of the 3 show up varies; all are MICFailed.
+	if r := rec.results(); r["MICFailed"] < 1 || len(r) != 1 {
 		t.Errorf("proxy attempts by result: %v", r)
 	}
 }
