@@ -62,15 +62,15 @@ type Delivery struct {
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // how long a stop waits for in-flight deliveries
 }
 
-// Admin is the loopback-only HTTP endpoint for health, status and metrics.
+// Admin is the loopback-only HTTP endpoint for health, status and metrics,
+// and the status.json file mPower's app-manager shows.
 type Admin struct {
 	Listen string `yaml:"listen"` // empty disables it
+	// StatusFile is rewritten every 10 s; empty: $APP_DIR/status.json when
+	// APP_DIR is set (as app-manager sets it), else none.
+	StatusFile string `yaml:"status_file"`
 }
 
-// Log selects the log level and destination.
-type Log struct {
-	Level string `yaml:"level"` // debug, info, warn, error
-}
 
 // Default returns the configuration of a stock Conduit with no YAML file.
 func Default() Config {
@@ -93,7 +93,7 @@ func Default() Config {
 			ShutdownTimeout: 5 * time.Second,
 		},
 		Admin: Admin{Listen: "127.0.0.1:8650"},
-		Log:   Log{Level: "info"},
+		Log:   DefaultLog(),
 		Join:  DefaultJoin(),
 		Claim: DefaultClaim(),
 	}
@@ -146,11 +146,7 @@ func (c Config) Validate() []FieldError {
 			errs = append(errs, FieldError{Key: "admin.listen", Err: err})
 		}
 	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		errs = append(errs, fieldErr("log.level", "must be one of debug, info, warn, error; got %q", c.Log.Level))
-	}
+	errs = append(errs, c.Log.Validate()...)
 	errs = append(errs, c.Join.Validate()...)
 	errs = append(errs, c.Claim.Validate()...)
 	return errs
