@@ -60,6 +60,8 @@ type writeReq struct {
 	deletes     []Row
 	deadLetters []Row
 	failures    []failure
+	dropApps    []string
+	droppedN    int
 	errc        chan error // nil: fire and forget
 	dropped     map[string]int
 }
@@ -181,6 +183,21 @@ func (o *Outbox) DeadLetter(rows []Row) {
 // is next due.
 func (o *Outbox) RecordFailure(id int64, next time.Time) {
 	o.submitAsync(&writeReq{failures: []failure{{id: id, next: next}}})
+}
+
+// DropApplication deletes every queued row of app, counting them as dropped
+// (an application removed from the configuration, after its grace period).
+func (o *Outbox) DropApplication(ctx context.Context, app string) (int, error) {
+	req := &writeReq{dropApps: []string{app}, errc: make(chan error, 1)}
+	if err := o.submit(ctx, req); err != nil {
+		return 0, err
+	}
+	select {
+	case err := <-req.errc:
+		return req.droppedN, err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 }
 
 // Sync waits until every request submitted before it is committed.
@@ -465,6 +482,21 @@ func (o *Outbox) apply(ctx context.Context, tx *sql.Tx, group []*writeReq, d fun
 					x.deadLettered++
 				}
 			}
+		}
+		for _, app := range r.dropApps {
+			var n int
+			var b int64
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox WHERE application = ?`, app).Scan(&n, &b); err != nil {
+				return fmt.Errorf("cache: outbox drop %s: %w", app, err)
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE application = ?`, app); err != nil {
+				return fmt.Errorf("cache: outbox drop %s: %w", app, err)
+			}
+			x := d(app)
+			x.rows -= n
+			x.bytes -= b
+			x.dropped += int64(n)
+			r.droppedN += n
 		}
 		for _, f := range r.failures {
 			if fail == nil {

@@ -383,3 +383,22 @@ func BenchmarkOutboxPeekDelete(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*10)/b.Elapsed().Seconds(), "rows/s")
 }
+
+func TestOutboxDropApplication(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t, filepath.Join(t.TempDir(), "h.db"))
+	ob := newOutbox(t, db, Limits{MaxRows: 100, MaxBytes: 1 << 20})
+	if _, err := ob.Append(ctx, append(rowsFor("gone", 0, 4), rowsFor("kept", 0, 2)...)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := ob.DropApplication(ctx, "gone")
+	if err != nil || n != 4 {
+		t.Fatalf("dropped %d, %v", n, err)
+	}
+	if s := ob.Stats("gone"); s.Rows != 0 || s.Bytes != 0 || s.Dropped != 4 {
+		t.Fatalf("gone %+v", s)
+	}
+	if s := ob.Stats("kept"); s.Rows != 2 {
+		t.Fatalf("kept %+v", s)
+	}
+}

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -8,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Config mirrors the program's YAML file (app-connect.yml) one to one.
@@ -22,6 +26,12 @@ type Config struct {
 	Log      Log      `yaml:"log"`
 	Join     Join     `yaml:"join"`
 	Claim    Claim    `yaml:"claim"`
+	// DefaultApp, when present, replaces mPower's defaultApp entirely (same
+	// fields and names as mPower's JSON). Parsed into DefaultAppOverride.
+	DefaultApp yaml.Node `yaml:"default_app"`
+
+	// DefaultAppOverride is the parsed default_app block (nil when absent).
+	DefaultAppOverride *DefaultApp `yaml:"-"`
 }
 
 // LNS is the gateway's local MQTT broker, where the embedded network server publishes.
@@ -35,8 +45,11 @@ type LNS struct {
 // MPower is the gateway's local REST API.
 type MPower struct {
 	API          string        `yaml:"api"`           // base URL, http://127.0.0.1
-	PollInterval time.Duration `yaml:"poll_interval"` // how often defaultApp/loraNetwork are re-read
+	PollInterval time.Duration `yaml:"poll_interval"` // how often defaultApp/loraNetwork and appnets are re-read
 	Timeout      time.Duration `yaml:"timeout"`       // per request
+	// DefaultAppWhenDisabled uses mPower's defaultApp settings even while its
+	// enabled flag is off, so mPower's built-in Cloud Connector stays stopped.
+	DefaultAppWhenDisabled bool `yaml:"default_app_when_disabled"`
 }
 
 // Gateway is how the program finds the gateway's identity and tools.
@@ -60,6 +73,11 @@ type Delivery struct {
 	RetryMax        time.Duration `yaml:"retry_max"`        // retry delay ceiling
 	HTTPTimeout     time.Duration `yaml:"http_timeout"`     // per HTTP request (the init reply's timeout overrides it)
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // how long a stop waits for in-flight deliveries
+	// RemovedAppGrace is how long the queued rows of an application that
+	// disappeared from the configuration are kept before they are dropped (counted).
+	RemovedAppGrace time.Duration `yaml:"removed_app_grace"`
+	// MaxDownlinkPayload bounds a downlink's decoded payload, bytes.
+	MaxDownlinkPayload int `yaml:"max_downlink_payload"`
 }
 
 // Admin is the loopback-only HTTP endpoint for health, status and metrics,
@@ -70,7 +88,6 @@ type Admin struct {
 	// APP_DIR is set (as app-manager sets it), else none.
 	StatusFile string `yaml:"status_file"`
 }
-
 
 // Default returns the configuration of a stock Conduit with no YAML file.
 func Default() Config {
@@ -87,10 +104,12 @@ func Default() Config {
 			OutboxMaxBytes: 32 << 20,
 		},
 		Delivery: Delivery{
-			RetryMin:        time.Second,
-			RetryMax:        60 * time.Second,
-			HTTPTimeout:     20 * time.Second,
-			ShutdownTimeout: 5 * time.Second,
+			RetryMin:           time.Second,
+			RetryMax:           60 * time.Second,
+			HTTPTimeout:        20 * time.Second,
+			ShutdownTimeout:    5 * time.Second,
+			RemovedAppGrace:    24 * time.Hour,
+			MaxDownlinkPayload: 242,
 		},
 		Admin: Admin{Listen: "127.0.0.1:8650"},
 		Log:   DefaultLog(),
@@ -137,6 +156,12 @@ func (c Config) Validate() []FieldError {
 	}
 	if c.Delivery.HTTPTimeout <= 0 {
 		errs = append(errs, fieldErr("delivery.http_timeout", "must be positive, got %s", c.Delivery.HTTPTimeout))
+	}
+	if c.Delivery.RemovedAppGrace < 0 {
+		errs = append(errs, fieldErr("delivery.removed_app_grace", "must not be negative, got %s", c.Delivery.RemovedAppGrace))
+	}
+	if c.Delivery.MaxDownlinkPayload < 1 || c.Delivery.MaxDownlinkPayload > 1024 {
+		errs = append(errs, fieldErr("delivery.max_downlink_payload", "must be 1..1024, got %d", c.Delivery.MaxDownlinkPayload))
 	}
 	if c.Delivery.ShutdownTimeout <= 0 {
 		errs = append(errs, fieldErr("delivery.shutdown_timeout", "must be positive, got %s", c.Delivery.ShutdownTimeout))
@@ -213,10 +238,46 @@ func Parse(name string, data []byte) (Config, error) {
 	if err != nil {
 		return cfg, err
 	}
+	if cfg.DefaultApp.Kind != 0 {
+		d, err := defaultAppFromYAML(&cfg.DefaultApp)
+		if err != nil {
+			return cfg, Errors{{File: name, Line: cfg.DefaultApp.Line, Key: "default_app", Err: err}}
+		}
+		cfg.DefaultAppOverride = &d
+	}
 	cfg.Join = cfg.Join.Resolve(filepath.Dir(name))
 	cfg.Claim = cfg.Claim.Resolve(filepath.Dir(name))
 	if fe := cfg.Validate(); len(fe) > 0 {
 		return cfg, locate(name, doc, fe)
 	}
 	return cfg, nil
+}
+
+// defaultAppFromYAML reads a default_app block: mPower's defaultApp fields,
+// strictly (an unknown field is an error naming it).
+func defaultAppFromYAML(n *yaml.Node) (DefaultApp, error) {
+	var v any
+	if err := n.Decode(&v); err != nil {
+		return DefaultApp{}, err
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return DefaultApp{}, fmt.Errorf("not a mapping of mPower defaultApp fields: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var probe DefaultApp
+	if err := dec.Decode(&probe); err != nil {
+		return DefaultApp{}, fmt.Errorf("mPower defaultApp fields: %w", err)
+	}
+	d, err := ParseDefaultApp(b)
+	if err != nil {
+		return d, err
+	}
+	if m, ok := v.(map[string]any); !ok {
+		return d, errors.New("must be a mapping of mPower defaultApp fields")
+	} else if _, has := m["enabled"]; !has {
+		d.Enabled = true // a block written in the YAML file means "use this application"
+	}
+	return d, nil
 }

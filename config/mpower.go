@@ -256,3 +256,87 @@ func ParseEndpoint(raw string) (Endpoint, error) {
 	}
 	return e, nil
 }
+
+// Appnet is a Lens application network as `lora-query -x appnet list json`
+// and `appnet get` give it.
+type Appnet struct {
+	EUI        string
+	AppNetID   string
+	AppNetUUID string
+	URL        string
+	Options    AppOptions
+	// Fingerprint changes when eui, app_net_id, app_net_uuid, url or options
+	// (as JSON text) change: the original's rule for re-creating an appnet.
+	Fingerprint string
+}
+
+type rawAppnet struct {
+	EUI        string          `json:"eui"`
+	AppNetID   json.RawMessage `json:"app_net_id"`
+	AppNetUUID json.RawMessage `json:"app_net_uuid"`
+	URL        string          `json:"url"`
+	Options    json.RawMessage `json:"options"`
+	Status     string          `json:"status"`
+	Error      string          `json:"error"`
+}
+
+func (r rawAppnet) appnet() (Appnet, error) {
+	a := Appnet{URL: r.URL}
+	eui, err := NormalizeEUI(r.EUI)
+	if err != nil {
+		return a, fmt.Errorf("appnet eui: %w", err)
+	}
+	a.EUI = eui
+	a.AppNetID = jsonText(r.AppNetID)
+	a.AppNetUUID = jsonText(r.AppNetUUID)
+	if len(r.Options) > 0 && string(r.Options) != "null" {
+		if err := json.Unmarshal(r.Options, &a.Options); err != nil {
+			return a, fmt.Errorf("appnet %s options: %w", eui, err)
+		}
+	}
+	fp, _ := json.Marshal([]string{a.EUI, string(r.AppNetID), string(r.AppNetUUID), r.URL, string(r.Options)})
+	a.Fingerprint = string(fp)
+	return a, nil
+}
+
+// jsonText is a JSON string's value, or the raw text of any other JSON value.
+func jsonText(v json.RawMessage) string {
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		return s
+	}
+	return string(v)
+}
+
+// ParseAppnets decodes `appnet list json`. One bad entry is an error naming it;
+// the caller decides whether to keep the others (it logs and skips it).
+func ParseAppnets(data []byte) ([]Appnet, []error, error) {
+	var raws []rawAppnet
+	if err := json.Unmarshal(data, &raws); err != nil {
+		return nil, nil, fmt.Errorf("appnet list: not a JSON array of appnets: %w", err)
+	}
+	var out []Appnet
+	var bad []error
+	for i, r := range raws {
+		a, err := r.appnet()
+		if err != nil {
+			bad = append(bad, fmt.Errorf("appnet list entry %d: %w", i, err))
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, bad, nil
+}
+
+// ParseAppnet decodes `appnet get <eui>`; found is false for a {"status":"fail"} answer.
+func ParseAppnet(data []byte) (a Appnet, found bool, err error) {
+	var r rawAppnet
+	if err := json.Unmarshal(data, &r); err != nil {
+		return a, false, fmt.Errorf("appnet get: not a JSON object: %w", err)
+	}
+	if r.Status == "fail" {
+		return a, false, nil
+	}
+	a, err = r.appnet()
+	return a, err == nil, err
+}

@@ -66,13 +66,19 @@ func syntaxError(name string, err error) error {
 	return Errors{{File: name, Line: line, Err: fmt.Errorf("invalid YAML: %s", text)}}
 }
 
-var durationType = reflect.TypeOf(time.Duration(0))
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	nodeType     = reflect.TypeOf(yaml.Node{})
+)
 
 // checkKeys walks the mapping nodes alongside the struct type t and records
 // keys the struct does not have, and keys given twice.
 func checkKeys(name string, n *yaml.Node, t reflect.Type, path string, errs *Errors) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if t == nodeType {
+		return // checked by its own parser
 	}
 	switch {
 	case t.Kind() == reflect.Struct && t != durationType:

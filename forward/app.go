@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -20,6 +21,7 @@ type Queue interface {
 	DeadLetter(rows []cache.Row)
 	RecordFailure(id int64, next time.Time)
 	Stats(app string) cache.AppStats
+	Sync(ctx context.Context) error
 }
 
 // Identity is what an application needs to know about its gateway.
@@ -33,31 +35,81 @@ type Identity struct {
 type AppSettings struct {
 	EUI        string // the application's EUI (the catch-all for the filter-off default app)
 	Name       string // "default" or the appnet id, for logs
-	APIVersion string
+	Source     string // "default" or "appnet"
+	APIVersion string // global: from mPower's defaultApp
 	URL        string
 	Options    config.AppOptions
+	EncodeHex  bool // global: from mPower's defaultApp
 	Delivery   config.Delivery
 }
 
 // Counters of one application.
 type Counters struct {
-	Queued       atomic.Uint64 // rows written to the outbox
-	Forwarded    atomic.Uint64 // rows the remote side acknowledged
-	DeadLettered atomic.Uint64 // rows refused permanently
-	Failures     atomic.Uint64 // failed delivery attempts
+	Queued            atomic.Uint64 // rows written to the outbox
+	Forwarded         atomic.Uint64 // rows the remote side acknowledged
+	DeadLettered      atomic.Uint64 // rows refused permanently
+	Failures          atomic.Uint64 // failed delivery attempts
+	Batches           atomic.Uint64 // batch requests acknowledged
+	DownlinksSent     atomic.Uint64 // downlinks published to the local network server
+	DownlinksRefused  atomic.Uint64 // downlinks refused by validation or the local broker
+	Polls             atomic.Uint64 // downlink polls answered
+	DeliveryLatencyNs atomic.Uint64 // summed enqueue → acknowledgement latency
+}
+
+// PollList is the set of devices whose downlinks an HTTP application polls for.
+// It outlives application rebuilds.
+type PollList struct {
+	mu   sync.Mutex
+	devs map[string]bool
+}
+
+// NewPollList returns an empty list.
+func NewPollList() *PollList { return &PollList{devs: map[string]bool{}} }
+
+// Add puts a device on the list.
+func (p *PollList) Add(dev string) {
+	p.mu.Lock()
+	p.devs[dev] = true
+	p.mu.Unlock()
+}
+
+// Remove takes a device off the list.
+func (p *PollList) Remove(dev string) {
+	p.mu.Lock()
+	delete(p.devs, dev)
+	p.mu.Unlock()
+}
+
+// List returns the devices, sorted.
+func (p *PollList) List() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.devs))
+	for d := range p.devs {
+		out = append(out, d)
+	}
+	sortStrings(out)
+	return out
 }
 
 // Application is one remote application: its transport and its delivery loop.
 type Application struct {
 	Settings AppSettings
-	Counters Counters
+	Counters *Counters
 
-	log      *slog.Logger
-	queue    Queue
-	http     *HTTPTransport
-	paths    httpPaths
-	gateways []string
-	wake     chan struct{}
+	log       *slog.Logger
+	queue     Queue
+	http      *HTTPTransport // nil when the transport is not available in this build
+	transport string
+	paths     httpPaths
+	gateways  []string
+	wake      chan struct{}
+	sink      DownlinkSink
+	poll      *PollList
+
+	batching     atomic.Bool
+	batchMax     int
+	pollInterval time.Duration
 
 	mu        sync.Mutex
 	state     string
@@ -66,15 +118,23 @@ type Application struct {
 
 // Application states, for status.
 const (
-	StateStarting  = "starting"
-	StateUp        = "up"
-	StateRetrying  = "retrying"
-	StateStopped   = "stopped"
-	StateNoTransit = "unsupported"
+	StateStarting    = "starting"
+	StateUp          = "up"
+	StateRetrying    = "retrying"
+	StateStopped     = "stopped"
+	StateUnsupported = "unsupported"
 )
 
-// NewApplication builds an application; Run delivers its rows.
-func NewApplication(s AppSettings, id Identity, q Queue, log *slog.Logger) (*Application, error) {
+// Limits of the original's batching (conduit.md §6).
+const (
+	maxBatch        = 10
+	maxBatchElement = 700
+)
+
+// NewApplication builds an application; Run delivers its rows. Rows of an
+// application whose transport this build lacks are still queued (Run then only
+// waits), so nothing is lost until a build that has it delivers them.
+func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll *PollList, counters *Counters, log *slog.Logger) (*Application, error) {
 	ep, err := config.ParseEndpoint(s.URL)
 	if err != nil {
 		return nil, err
@@ -82,14 +142,30 @@ func NewApplication(s AppSettings, id Identity, q Queue, log *slog.Logger) (*App
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &Application{
-		Settings: s,
-		log:      log.With("app", s.EUI),
-		queue:    q,
-		wake:     make(chan struct{}, 1),
-		gateways: id.GatewayEUIs,
-		state:    StateStarting,
+	if poll == nil {
+		poll = NewPollList()
 	}
+	if counters == nil {
+		counters = &Counters{}
+	}
+	if s.Delivery.MaxDownlinkPayload <= 0 {
+		s.Delivery.MaxDownlinkPayload = MaxDownlinkPayload
+	}
+	a := &Application{
+		Settings:     s,
+		Counters:     counters,
+		log:          log.With("app", s.EUI),
+		queue:        q,
+		wake:         make(chan struct{}, 1),
+		gateways:     id.GatewayEUIs,
+		state:        StateStarting,
+		sink:         sink,
+		poll:         poll,
+		batchMax:     maxBatch,
+		pollInterval: 30 * time.Second,
+		transport:    ep.Transport,
+	}
+	a.batching.Store(true)
 	for _, w := range ep.Warnings {
 		a.log.Warn("application url: "+w, "url_host", ep.Host)
 	}
@@ -105,10 +181,17 @@ func NewApplication(s AppSettings, id Identity, q Queue, log *slog.Logger) (*App
 			return nil, err
 		}
 	default:
-		return nil, errors.New("forward: " + ep.Scheme + " transport not available in this build")
+		a.state = StateUnsupported
+		a.log.Warn("this build forwards over HTTP(S) only; the application's rows are kept queued", "scheme", ep.Scheme)
 	}
 	return a, nil
 }
+
+// HTTP reports whether the application speaks the HTTP protocol.
+func (a *Application) HTTP() bool { return a.transport == config.TransportHTTP }
+
+// Poll is the application's downlink poll list.
+func (a *Application) Poll() *PollList { return a.poll }
 
 // Notify wakes the delivery loop after new rows were committed.
 func (a *Application) Notify() {
@@ -137,19 +220,25 @@ func (a *Application) State() (state, lastError string) {
 // Run sends init, then delivers queued rows in order until ctx ends. Rows
 // stay in the outbox until the remote side acknowledged them.
 func (a *Application) Run(ctx context.Context) {
+	if a.http == nil {
+		<-ctx.Done()
+		return
+	}
 	defer a.setState(StateStopped, nil)
 	b := newBackoff(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
+	ready := false
 	for {
-		err := a.http.Init(ctx, a.paths.init(), a.gateways)
+		reply, err := a.http.Init(ctx, a.paths.init(), a.gateways)
 		if err == nil {
-			a.log.Info("application ready", "path", a.paths.init())
+			ready = a.applyInitReply(reply)
+			a.log.Info("application ready", "path", a.paths.init(), "polling", ready)
 			break
 		}
 		if ctx.Err() != nil {
 			return
 		}
 		if IsPermanent(err) {
-			a.log.Error("init refused; delivering without it", "path", a.paths.init(), "err", err)
+			a.log.Error("init refused; delivering without it, no downlink polling", "path", a.paths.init(), "err", err)
 			break
 		}
 		a.setState(StateRetrying, err)
@@ -159,12 +248,16 @@ func (a *Application) Run(ctx context.Context) {
 			return
 		}
 	}
+	if ready {
+		go a.pollLoop(ctx)
+	}
 	b.reset()
 	a.setState(StateUp, nil)
 	var cursor int64
 	failing := false
+	singles := 0 // rows to send one by one after a refused batch
 	for {
-		rows, err := a.queue.Peek(ctx, a.Settings.EUI, cursor, 1)
+		rows, err := a.queue.Peek(ctx, a.Settings.EUI, cursor, a.batchMax)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -183,29 +276,63 @@ func (a *Application) Run(ctx context.Context) {
 				return
 			}
 		}
-		n, _, err := a.http.Deliver(ctx, rows)
-		if n > 0 {
+		n := 1
+		if singles == 0 && a.batching.Load() {
+			n = batchable(rows)
+		}
+		var reply []byte
+		if n >= 2 {
+			reply, err = a.http.Post(ctx, batchPath(a.Settings.EUI), a.batchBody(rows[:n]), 0)
+			var se *StatusError
+			if errors.As(err, &se) && se.Status == 404 {
+				a.batching.Store(false)
+				a.log.Warn("the remote API has no batch route (404): sending uplinks one by one", "path", batchPath(a.Settings.EUI))
+				continue
+			}
+			if IsPermanent(err) {
+				// Find the refused row by sending the batch's rows singly.
+				singles = n
+				continue
+			}
+		} else {
+			n = 1
+			reply, err = a.http.Post(ctx, rows[0].Target, a.body(rows[0]), 0)
+		}
+		if err == nil {
 			a.queue.Delete(rows[:n])
 			cursor = rows[n-1].ID
 			a.Counters.Forwarded.Add(uint64(n))
+			if n >= 2 {
+				a.Counters.Batches.Add(1)
+			}
+			for _, r := range rows[:n] {
+				a.Counters.DeliveryLatencyNs.Add(uint64(max(time.Since(r.EnqueuedAt), 0)))
+			}
+			if singles > 0 {
+				singles -= n
+			}
 			if failing {
 				a.log.Info("delivery resumed", "path", rows[0].Target)
 				failing = false
 				a.setState(StateUp, nil)
 			}
 			b.reset()
-		}
-		if err == nil {
+			if rows[0].Kind == "up" {
+				a.handleDownlinks(ctx, reply, "up answer")
+			}
 			continue
 		}
 		if ctx.Err() != nil {
 			return // stopping: the row stays queued for the next start
 		}
-		head := rows[n]
+		head := rows[0]
 		if IsPermanent(err) {
 			a.queue.DeadLetter([]cache.Row{head})
 			cursor = head.ID
 			a.Counters.DeadLettered.Add(1)
+			if singles > 0 {
+				singles--
+			}
 			a.log.Error("remote refused a message for good; dead-lettered", "kind", head.Kind, "path", head.Target, "err", err)
 			continue
 		}
@@ -225,8 +352,124 @@ func (a *Application) Run(ctx context.Context) {
 	}
 }
 
+// batchable counts the uplinks at the head that may go in one batch: only
+// when two or more are waiting, each at most 700 bytes; a joined ends it.
+func batchable(rows []cache.Row) int {
+	n := 0
+	for _, r := range rows {
+		if r.Kind != "up" || len(r.Body) > maxBatchElement {
+			break
+		}
+		n++
+	}
+	if n < 2 {
+		return 1
+	}
+	return n
+}
+
+// body is what is posted for a row: the LNS bytes, or their encodeHex form.
+func (a *Application) body(r cache.Row) []byte {
+	if a.Settings.EncodeHex && r.Kind == "up" {
+		if b, err := HexUplink(r.Body); err == nil {
+			return b
+		}
+	}
+	return r.Body
+}
+
+func (a *Application) batchBody(rows []cache.Row) []byte {
+	out := []byte{'['}
+	for i, r := range rows {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, a.body(r)...)
+	}
+	return append(out, ']')
+}
+
+// applyInitReply applies the optional timeout, queue_size and
+// downlink_query_interval; any JSON reply makes the application ready (polling on).
+func (a *Application) applyInitReply(reply []byte) bool {
+	var ir struct {
+		Timeout               *float64 `json:"timeout"`
+		QueueSize             *float64 `json:"queue_size"`
+		DownlinkQueryInterval *float64 `json:"downlink_query_interval"`
+	}
+	if !json.Valid(reply) || len(reply) == 0 {
+		return false
+	}
+	if json.Unmarshal(reply, &ir) != nil {
+		return true // JSON, but not an object: ready with defaults
+	}
+	if ir.Timeout != nil && *ir.Timeout > 0 && *ir.Timeout < 3600 {
+		a.http.timeout = time.Duration(*ir.Timeout * float64(time.Second))
+	}
+	if ir.QueueSize != nil && *ir.QueueSize >= 1 {
+		a.batchMax = min(maxBatch, int(*ir.QueueSize))
+	}
+	if ir.DownlinkQueryInterval != nil && *ir.DownlinkQueryInterval > 0 && *ir.DownlinkQueryInterval < 86400 {
+		a.pollInterval = time.Duration(*ir.DownlinkQueryInterval * float64(time.Second))
+	}
+	return true
+}
+
+// pollLoop asks for downlinks every poll interval while the poll list is not empty.
+func (a *Application) pollLoop(ctx context.Context) {
+	t := time.NewTicker(a.pollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		devs := a.poll.List()
+		if len(devs) == 0 {
+			continue
+		}
+		body, _ := json.Marshal(devs)
+		reply, err := a.http.do(ctx, "GET", downPath(a.Settings.EUI), body, 0)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Debug("downlink poll failed", "path", downPath(a.Settings.EUI), "err", err)
+			}
+			continue
+		}
+		a.Counters.Polls.Add(1)
+		a.handleDownlinks(ctx, reply, "poll")
+	}
+}
+
+// handleDownlinks validates and publishes the downlinks of a remote answer.
+func (a *Application) handleDownlinks(ctx context.Context, reply []byte, from string) {
+	for _, raw := range SplitDownlinks(reply) {
+		dl, err := ValidateDownlink(raw, "", a.Settings.EncodeHex, a.Settings.Delivery.MaxDownlinkPayload)
+		if err != nil {
+			a.Counters.DownlinksRefused.Add(1)
+			a.log.Warn("downlink refused", "from", from, "reason", err.Error())
+			continue
+		}
+		if a.sink == nil {
+			a.Counters.DownlinksRefused.Add(1)
+			continue
+		}
+		if err := a.sink.Publish(ctx, dl.DevEUI, dl.Payload); err != nil {
+			a.Counters.DownlinksRefused.Add(1)
+			a.log.Warn("downlink not published", "deveui", dl.DevEUI, "err", err)
+			continue
+		}
+		a.Counters.DownlinksSent.Add(1)
+		a.log.Debug("downlink published", "deveui", dl.DevEUI, "from", from)
+	}
+}
+
 // Close sends the close notice (5 s timeout); errors are logged only.
 func (a *Application) Close(ctx context.Context) {
+	if a.http == nil {
+		return
+	}
 	if err := a.http.Close(ctx, a.paths.close()); err != nil {
 		a.log.Warn("close notice not delivered", "path", a.paths.close(), "err", err)
 	}
@@ -243,7 +486,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// backoff is exponential with full jitter in [d/2, d].
+// backoff is exponential with jitter in [d/2, d].
 type backoff struct {
 	min, max, cur time.Duration
 }

@@ -197,9 +197,15 @@ func TestBackoffBounds(t *testing.T) {
 
 func TestDeliveryDeadLettersPermanentAndKeepsOrder(t *testing.T) {
 	var got []string
+	batchTries := 0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/init") {
 			w.Write([]byte(`{"timeout":3}`))
+			return
+		}
+		if r.URL.Path == "/api/v1/lorawan/"+config.CatchAll+"/up" {
+			batchTries++ // like MultiTech's app.js: no batch route
+			w.WriteHeader(http.StatusNotFound)
 			return
 		}
 		got = append(got, r.URL.Path)
@@ -224,7 +230,7 @@ func TestDeliveryDeadLettersPermanentAndKeepsOrder(t *testing.T) {
 	defer ob.Close()
 	app, err := NewApplication(AppSettings{EUI: config.CatchAll, APIVersion: "1.0", URL: srv.URL,
 		Delivery: config.Delivery{RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, HTTPTimeout: time.Second}},
-		Identity{UUIDRaw: "U", UUID: "u"}, ob, nil)
+		Identity{UUIDRaw: "U", UUID: "u"}, ob, nil, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,8 +248,8 @@ func TestDeliveryDeadLettersPermanentAndKeepsOrder(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if strings.Join(got, ",") != "/a/1/up,/bad/2/up,/a/3/up" {
-		t.Fatalf("order %v", got)
+	if strings.Join(got, ",") != "/a/1/up,/bad/2/up,/a/3/up" || batchTries != 1 {
+		t.Fatalf("order %v, batch tries %d (want one, then singles)", got, batchTries)
 	}
 	if s := ob.Stats(config.CatchAll); s.DeadLettered != 1 || app.Counters.Forwarded.Load() != 2 || app.Counters.DeadLettered.Load() != 1 {
 		t.Fatalf("stats %+v forwarded %d", s, app.Counters.Forwarded.Load())

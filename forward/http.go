@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"time"
 
-	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 )
 
@@ -101,38 +101,13 @@ func (h *HTTPTransport) do(ctx context.Context, method, path string, body []byte
 	return reply, nil
 }
 
-// Deliver posts the head row to its own path.
-func (h *HTTPTransport) Deliver(ctx context.Context, rows []cache.Row) (int, []byte, error) {
-	r := rows[0]
-	reply, err := h.Post(ctx, r.Target, r.Body, 0)
-	if err != nil {
-		return 0, nil, err
-	}
-	return 1, reply, nil
-}
-
-// initReply is the optional answer to init.
-type initReply struct {
-	Timeout               *float64 `json:"timeout"`
-	QueueSize             *int     `json:"queue_size"`
-	DownlinkQueryInterval *float64 `json:"downlink_query_interval"`
-}
-
-// Init posts the gateway EUIs; a JSON reply's timeout becomes the request timeout.
-func (h *HTTPTransport) Init(ctx context.Context, path string, gatewayEUIs []string) error {
+// Init posts the gateway EUIs and returns the answer.
+func (h *HTTPTransport) Init(ctx context.Context, path string, gatewayEUIs []string) ([]byte, error) {
 	if gatewayEUIs == nil {
 		gatewayEUIs = []string{}
 	}
 	body, _ := json.Marshal(map[string][]string{"gateways_euis": gatewayEUIs})
-	reply, err := h.Post(ctx, path, body, 0)
-	if err != nil {
-		return err
-	}
-	var ir initReply
-	if json.Unmarshal(reply, &ir) == nil && ir.Timeout != nil && *ir.Timeout > 0 && *ir.Timeout < 3600 {
-		h.timeout = time.Duration(*ir.Timeout * float64(time.Second))
-	}
-	return nil
+	return h.Post(ctx, path, body, 0)
 }
 
 // Close posts the close notice with a 5 s timeout.
@@ -153,3 +128,10 @@ func uplinkPath(appEUI, devEUI string) string {
 func joinedPath(appEUI, devEUI string) string {
 	return "/api/v1/lorawan/" + appEUI + "/" + devEUI + "/joined"
 }
+func movedPath(appEUI, devEUI string) string {
+	return "/api/v1/lorawan/" + appEUI + "/" + devEUI + "/moved"
+}
+func batchPath(app string) string { return "/api/v1/lorawan/" + app + "/up" }
+func downPath(app string) string  { return "/api/v1/lorawan/" + app + "/down" }
+
+func sortStrings(s []string) { sort.Strings(s) }

@@ -28,16 +28,23 @@ type IntakeStats struct {
 	Commits  uint64 // outbox transactions
 }
 
+// Resolver finds the application of an AppEUI no application takes yet (Lens
+// `appnet get`); nil when there is none. It is rate-limited by its owner.
+type Resolver interface {
+	Resolve(ctx context.Context, appEUI string) *Application
+}
+
 // Intake turns local messages into outbox rows with group commit: every
 // message that arrived while the previous commit ran goes into the next one,
 // and a commit starts as soon as no message is waiting. A message is
 // acknowledged only after its commit.
 type Intake struct {
-	out     Appender
-	devices DeviceStore
-	router  *Router
-	log     *slog.Logger
-	now     func() time.Time
+	out      Appender
+	devices  DeviceStore
+	router   *Router
+	resolver Resolver // may be nil
+	log      *slog.Logger
+	now      func() time.Time
 	// MaxBatch bounds one commit.
 	MaxBatch int
 
@@ -53,12 +60,12 @@ type deviceSeen struct {
 }
 
 // NewIntake builds the intake.
-func NewIntake(out Appender, devices DeviceStore, router *Router, log *slog.Logger) *Intake {
+func NewIntake(out Appender, devices DeviceStore, router *Router, resolver Resolver, log *slog.Logger) *Intake {
 	if log == nil {
 		log = slog.Default()
 	}
 	return &Intake{
-		out: out, devices: devices, router: router, log: log, now: time.Now,
+		out: out, devices: devices, router: router, resolver: resolver, log: log, now: time.Now,
 		MaxBatch: 1000, seen: map[string]deviceSeen{}, unrouteLo: map[string]bool{},
 	}
 }
@@ -111,8 +118,12 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 	woken := map[*Application]uint64{}
 	var devs []cache.Device
 	now := in.now()
+	router := in.router
 	for _, m := range batch {
-		app := in.router.Route(m)
+		app := router.Route(m)
+		if app == nil && in.resolver != nil && m.Kind != "moved" {
+			app = in.resolver.Resolve(ctx, m.AppEUI)
+		}
 		if app == nil {
 			in.unrouted.Add(1)
 			if !in.unrouteLo[m.DevEUI] && len(in.unrouteLo) < 10000 {
@@ -124,6 +135,11 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 		if s, ok := in.seen[m.DevEUI]; !ok || s.app != m.AppEUI || now.Sub(s.lastSave) > 5*time.Minute {
 			in.seen[m.DevEUI] = deviceSeen{app: m.AppEUI, lastSave: now}
 			devs = append(devs, cache.Device{DevEUI: m.DevEUI, AppEUI: m.AppEUI, JoinEUI: m.JoinEUI, LastSeen: now})
+		}
+		if m.Kind == "moved" {
+			app.Poll().Remove(m.DevEUI) // back with its next joined or up
+		} else {
+			app.Poll().Add(m.DevEUI)
 		}
 		target, ok := rowFor(app, m)
 		if !ok {
@@ -167,4 +183,19 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 		}
 	}
 	return true
+}
+
+// rowFor builds the target of a message's outbox row; ok is false for events
+// the application's protocol does not forward (HTTP sends nothing for moved).
+func rowFor(app *Application, m Message) (target string, ok bool) {
+	switch m.Kind {
+	case "up":
+		return uplinkPath(m.AppEUI, m.DevEUI), true
+	case "joined":
+		return joinedPath(m.AppEUI, m.DevEUI), true
+	case "moved":
+		// Kept for transports of later builds (MQTT publishes moved).
+		return movedPath(m.AppEUI, m.DevEUI), !app.HTTP()
+	}
+	return "", false
 }

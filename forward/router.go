@@ -1,53 +1,305 @@
 package forward
 
 import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
 	"github.com/lorawan-gateway/app-connect/config"
 )
 
-// Router picks the application an LNS event belongs to (conduit.md §5.2).
+// Router picks the application an LNS event belongs to (conduit.md §5.2). The
+// Manager swaps its routing table atomically on every change; readers always
+// see one consistent table.
 type Router struct {
+	table atomic.Pointer[routeTable]
+}
+
+type routeTable struct {
 	def       *Application
 	filterOff bool
-	defEUI    string
+	byEUI     map[string]*Application
 }
 
-// NewRouter routes to the default application described by d (nil app: none).
-func NewRouter(def *Application, d config.DefaultApp) *Router {
-	r := &Router{def: def}
-	if def != nil {
-		r.filterOff = d.FilterOff()
-		r.defEUI = d.EUI
-	}
-	return r
-}
-
-// Route returns the application of a message, nil when none takes it.
+// Route returns the application of a message, nil when none takes it. An
+// enabled default app in filter-off mode (API ≥ 1.1 or the catch-all EUI)
+// takes everything; else the default app takes its own AppEUI and the Lens
+// appnets theirs.
 func (r *Router) Route(m Message) *Application {
-	if r.def == nil {
+	if r == nil {
 		return nil
 	}
-	if r.filterOff || m.AppEUI == r.defEUI {
-		return r.def
+	t := r.table.Load()
+	if t == nil {
+		return nil
 	}
-	return nil
+	if t.def != nil && t.filterOff {
+		return t.def
+	}
+	return t.byEUI[m.AppEUI]
 }
 
-// Applications lists the applications of the router.
+// Applications lists the applications, the default app first, then by EUI.
 func (r *Router) Applications() []*Application {
-	if r.def == nil {
+	if r == nil {
 		return nil
 	}
-	return []*Application{r.def}
+	t := r.table.Load()
+	if t == nil {
+		return nil
+	}
+	var out []*Application
+	if t.def != nil {
+		out = append(out, t.def)
+	}
+	euis := make([]string, 0, len(t.byEUI))
+	for e, a := range t.byEUI {
+		if a != t.def {
+			euis = append(euis, e)
+		}
+	}
+	sort.Strings(euis)
+	for _, e := range euis {
+		out = append(out, t.byEUI[e])
+	}
+	return out
 }
 
-// rowFor builds the outbox row of a message for an HTTP application; ok is
-// false for events HTTP does not forward (moved).
-func rowFor(app *Application, m Message) (target string, ok bool) {
-	switch m.Kind {
-	case "up":
-		return uplinkPath(m.AppEUI, m.DevEUI), true
-	case "joined":
-		return joinedPath(m.AppEUI, m.DevEUI), true
+// Desired is the set of applications the configuration asks for.
+type Desired struct {
+	Default *AppSettings // nil: no default application
+	Appnets []AppSettings
+	Identity
+}
+
+// BuildDesired turns the configuration sources into applications (conduit.md
+// §5): mPower's defaultApp (or the YAML override), enabled or, with
+// whenDisabled, used anyway; Lens appnets; the default app set up after the
+// appnets, replacing one with the same EUI. apiVersion and encodeHex are
+// global and apply to appnets too. Problems are logged and skipped.
+func BuildDesired(d config.DefaultApp, override *config.DefaultApp, whenDisabled bool, appnets []config.Appnet, delivery config.Delivery, id Identity, log *slog.Logger) Desired {
+	if override != nil {
+		d = *override
 	}
-	return "", false
+	out := Desired{Identity: id}
+	for _, an := range appnets {
+		out.Appnets = append(out.Appnets, AppSettings{
+			EUI: an.EUI, Name: "appnet " + an.AppNetID, Source: "appnet", APIVersion: d.APIVersion,
+			URL: an.URL, Options: an.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
+		})
+	}
+	if d.Enabled || whenDisabled || override != nil {
+		if d.URL == "" {
+			log.Warn("default app has no url: not set up")
+		} else {
+			out.Default = &AppSettings{
+				EUI: d.EUI, Name: "default", Source: "default", APIVersion: d.APIVersion, URL: d.URL,
+				Options: d.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
+			}
+		}
+	}
+	return out
+}
+
+// running is one live application instance.
+type running struct {
+	app         *Application
+	fingerprint string
+	cancel      context.CancelFunc
+	done        chan struct{}
+}
+
+// Manager owns the live applications: it starts, rebuilds and stops them as
+// the configuration changes, without losing or reordering queued rows, and
+// publishes the Router the intake uses.
+type Manager struct {
+	queue Queue
+	sink  DownlinkSink
+	log   *slog.Logger
+	ctx   context.Context // delivery context: cancelled at shutdown
+
+	router Router
+
+	mu       sync.Mutex
+	apps     map[string]*running
+	counters map[string]*Counters // survive rebuilds
+	polls    map[string]*PollList // survive rebuilds
+	removed  map[string]time.Time // EUI → when it left the configuration
+}
+
+// NewManager builds a manager whose delivery loops run until ctx ends.
+func NewManager(ctx context.Context, q Queue, sink DownlinkSink, log *slog.Logger) *Manager {
+	if log == nil {
+		log = slog.Default()
+	}
+	m := &Manager{queue: q, sink: sink, log: log, ctx: ctx,
+		apps: map[string]*running{}, counters: map[string]*Counters{}, polls: map[string]*PollList{}, removed: map[string]time.Time{}}
+	m.router.table.Store(&routeTable{byEUI: map[string]*Application{}})
+	return m
+}
+
+// Router is the current routing snapshot.
+func (m *Manager) Router() *Router { return &m.router }
+
+// Poll returns the poll list of an application EUI (created on first use).
+func (m *Manager) Poll(eui string) *PollList {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pollLocked(eui)
+}
+
+func (m *Manager) pollLocked(eui string) *PollList {
+	p, ok := m.polls[eui]
+	if !ok {
+		p = NewPollList()
+		m.polls[eui] = p
+	}
+	return p
+}
+
+func fingerprint(s AppSettings, id Identity) string {
+	b, _ := json.Marshal(struct {
+		S  AppSettings
+		ID Identity
+	}{s, id})
+	return string(b)
+}
+
+// Apply makes the running applications match d. An unchanged application keeps
+// running; a changed one is stopped (close sent on its own connection) and
+// started again on the same queue; a vanished one is stopped and its rows kept
+// for the grace period (see DropExpired).
+func (m *Manager) Apply(d Desired) {
+	want := map[string]AppSettings{}
+	for _, a := range d.Appnets {
+		want[a.EUI] = a
+	}
+	if d.Default != nil {
+		want[d.Default.EUI] = *d.Default // the default app takes over an appnet with its EUI
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for eui, r := range m.apps {
+		s, keep := want[eui]
+		if keep && fingerprint(s, d.Identity) == r.fingerprint {
+			continue
+		}
+		m.stopLocked(r)
+		delete(m.apps, eui)
+		if !keep {
+			m.removed[eui] = time.Now()
+			m.log.Info("application removed; its queued rows are kept for the grace period", "app", eui)
+		} else {
+			m.log.Info("application changed; rebuilding", "app", eui)
+		}
+	}
+	for eui, s := range want {
+		if _, ok := m.apps[eui]; ok {
+			continue
+		}
+		delete(m.removed, eui)
+		if m.counters[eui] == nil {
+			m.counters[eui] = &Counters{}
+		}
+		app, err := NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log)
+		if err != nil {
+			m.log.Error("application cannot be set up; its events are not forwarded", "app", eui, "name", s.Name, "err", err)
+			continue
+		}
+		// Deletions of the previous instance must be committed before the new
+		// one reads the queue, or it would resend them.
+		if err := m.queue.Sync(m.ctx); err != nil && m.ctx.Err() == nil {
+			m.log.Warn("outbox sync failed", "err", err)
+		}
+		ctx, cancel := context.WithCancel(m.ctx)
+		r := &running{app: app, fingerprint: fingerprint(s, d.Identity), cancel: cancel, done: make(chan struct{})}
+		go func() { defer close(r.done); app.Run(ctx) }()
+		m.apps[eui] = r
+	}
+	rt := &routeTable{byEUI: map[string]*Application{}}
+	for eui, r := range m.apps {
+		rt.byEUI[eui] = r.app
+	}
+	if d.Default != nil {
+		if r, ok := m.apps[d.Default.EUI]; ok {
+			rt.def = r.app
+			rt.filterOff = d.Default.APIVersion != config.API10 || d.Default.EUI == config.CatchAll
+		}
+	}
+	m.router.table.Store(rt)
+}
+
+// stopLocked ends an instance's delivery loop and sends its close notice.
+func (m *Manager) stopLocked(r *running) {
+	r.cancel()
+	<-r.done
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), 5*time.Second)
+	defer cancel()
+	r.app.Close(ctx)
+}
+
+// Dropper removes all queued rows of an application, counting them as dropped.
+type Dropper interface {
+	DropApplication(ctx context.Context, app string) (int, error)
+}
+
+// DropExpired drops the queued rows of applications removed longer than grace ago.
+func (m *Manager) DropExpired(ctx context.Context, d Dropper, grace time.Duration) {
+	m.mu.Lock()
+	var expired []string
+	for eui, at := range m.removed {
+		if time.Since(at) >= grace {
+			expired = append(expired, eui)
+		}
+	}
+	m.mu.Unlock()
+	for _, eui := range expired {
+		n, err := d.DropApplication(ctx, eui)
+		if err != nil {
+			m.log.Warn("dropping a removed application's rows failed", "app", eui, "err", err)
+			continue
+		}
+		m.mu.Lock()
+		delete(m.removed, eui)
+		m.mu.Unlock()
+		if n > 0 {
+			m.log.Warn("removed application's queued rows dropped after the grace period", "app", eui, "dropped", n)
+		}
+	}
+}
+
+// Stop waits until the queues are drained or ctx ends, then stops every
+// application and sends each its own close notice.
+func (m *Manager) Stop(ctx context.Context) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for drained := false; !drained; {
+		drained = true
+		for _, a := range m.Router().Applications() {
+			if a.HTTP() && m.queue.Stats(a.Settings.EUI).Rows > 0 {
+				drained = false
+			}
+		}
+		if drained {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			drained = true
+		case <-t.C:
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var wg sync.WaitGroup
+	for eui, r := range m.apps {
+		wg.Add(1)
+		go func() { defer wg.Done(); m.stopLocked(r) }()
+		delete(m.apps, eui)
+	}
+	wg.Wait()
 }

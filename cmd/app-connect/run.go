@@ -63,10 +63,18 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 
 	mp := lnsbridge.NewMPower(cfg.MPower.API, cfg.MPower.Timeout, log)
-	gwEUIs := gatewayEUIs(ctx, mp, log)
-	defApp, err := loadDefaultApp(ctx, mp, db, log)
-	if err != nil {
+	lq := lnsbridge.LoraQuery{Path: cfg.Gateway.LoraQuery}
+	ln := loadLoraNetwork(ctx, mp, log)
+	gwEUIs := gatewayEUIs(ctx, mp, lq, ln, log)
+	var defApp config.DefaultApp
+	if cfg.DefaultAppOverride != nil {
+		defApp = *cfg.DefaultAppOverride // the YAML default_app block replaces mPower's settings
+	} else if defApp, err = loadDefaultApp(ctx, mp, db, log); err != nil {
 		return nilIfCancelled(ctx, err)
+	}
+	var appnets []config.Appnet
+	if ln.LNSAvailable() {
+		appnets = loadAppnets(ctx, lq, db, log)
 	}
 
 	if cfg.Join.Enabled {
@@ -86,24 +94,6 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		stopJoin(sctx)
 	}()
 
-	id := forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, GatewayEUIs: gwEUIs}
-	var app *forward.Application
-	switch {
-	case !defApp.Enabled:
-		log.Warn("mPower default app is disabled: nothing will be forwarded")
-	default:
-		app, err = forward.NewApplication(forward.AppSettings{
-			EUI: defApp.EUI, Name: "default", APIVersion: defApp.APIVersion, URL: defApp.URL,
-			Options: defApp.Options, Delivery: cfg.Delivery,
-		}, id, outbox, log)
-		if err != nil {
-			log.Error("default app cannot be set up; its events are not forwarded", "err", err)
-			app = nil
-		}
-	}
-	router := forward.NewRouter(app, defApp)
-	intake := forward.NewIntake(outbox, db, router, log)
-
 	clientID := cfg.LNS.ClientID
 	if clientID == "" {
 		clientID = lnsbridge.ClientIDFor(ident)
@@ -112,6 +102,23 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Broker: cfg.LNS.Broker, ClientID: clientID, Username: cfg.LNS.Username, Password: cfg.LNS.Password, Logger: log,
 	})
 
+	// Delivery loops run until the shutdown deadline; intake stops first.
+	deliverCtx, stopDelivery := context.WithCancel(context.Background())
+	defer stopDelivery()
+	mgr := forward.NewManager(deliverCtx, outbox, local, log)
+	apps := &appConfig{cfg: cfg, log: log, mgr: mgr, def: defApp, appnets: appnets,
+		id: forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, GatewayEUIs: gwEUIs}}
+	apps.apply()
+	if ln.LNSAvailable() {
+		loadSessions(ctx, lq, db, mgr.Router(), log)
+	}
+	router := mgr.Router()
+	var resolver forward.Resolver
+	if ln.LNSAvailable() {
+		resolver = &appnetResolver{lq: lq, apps: apps, db: db, log: log, tried: map[string]time.Time{}}
+	}
+	intake := forward.NewIntake(outbox, db, router, resolver, log)
+
 	st := &state{started: time.Now(), local: local, intake: intake, outbox: outbox, router: router, joins: joins}
 	adminStop, err := startAdmin(cfg.Admin.Listen, st, log)
 	if err != nil {
@@ -119,14 +126,14 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer adminStop()
 
-	// Delivery loops run until the shutdown deadline; intake stops first.
-	deliverCtx, stopDelivery := context.WithCancel(context.Background())
-	defer stopDelivery()
-	var deliveries sync.WaitGroup
-	for _, a := range router.Applications() {
-		deliveries.Add(1)
-		go func() { defer deliveries.Done(); a.Run(deliverCtx) }()
-	}
+	pollCtx, stopPolling := context.WithCancel(ctx)
+	defer stopPolling()
+	var pollDone sync.WaitGroup
+	pollDone.Add(1)
+	go func() {
+		defer pollDone.Done()
+		apps.pollConfig(pollCtx, mp, lq, db, ln.LNSAvailable(), outbox)
+	}()
 
 	intakeCtx, stopIntake := context.WithCancel(ctx)
 	defer stopIntake()
@@ -160,16 +167,12 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	local.Stop()
 	stopIntake()
 	intakeDone.Wait()
+	stopPolling()
+	pollDone.Wait()
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), cfg.Delivery.ShutdownTimeout)
 	defer cancelFlush()
-	waitDrained(flushCtx, router, outbox)
+	mgr.Stop(flushCtx) // waits for the queues to drain until the deadline, then close per application
 	stopDelivery()
-	deliveries.Wait()
-	closeCtx, cancelClose := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancelClose()
-	for _, a := range router.Applications() {
-		a.Close(closeCtx)
-	}
 	outbox.Close()
 	for _, a := range router.Applications() {
 		s := outbox.Stats(a.Settings.EUI)
@@ -185,45 +188,32 @@ func nilIfCancelled(ctx context.Context, err error) error {
 	return err
 }
 
-// waitDrained waits until every application's queue is empty or ctx ends.
-func waitDrained(ctx context.Context, r *forward.Router, q *cache.Outbox) {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		empty := true
-		for _, a := range r.Applications() {
-			if q.Stats(a.Settings.EUI).Rows > 0 {
-				empty = false
-			}
-		}
-		if empty {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// gatewayEUIs are the EUIs sent in init: loraNetwork's lora.eui_1 (lora-query's
-// gateway list arrives with the applications work).
-func gatewayEUIs(ctx context.Context, mp *lnsbridge.MPower, log *slog.Logger) []string {
+// loadLoraNetwork reads mPower's loraNetwork, waiting for the API at boot.
+func loadLoraNetwork(ctx context.Context, mp *lnsbridge.MPower, log *slog.Logger) config.LoraNetwork {
 	raw, err := retry(ctx, log, "reading mPower loraNetwork", func(ctx context.Context) (json.RawMessage, error) {
 		return mp.Get(ctx, lnsbridge.PathLoraNetwork)
 	})
 	if err != nil {
-		return nil
+		return config.LoraNetwork{}
 	}
 	ln, err := config.ParseLoraNetwork(raw)
 	if err != nil {
 		log.Error("mPower loraNetwork unreadable", "err", err)
-		return nil
 	}
+	return ln
+}
+
+// gatewayEUIs are the EUIs sent in init: lora-query's gateway list, else
+// loraNetwork's lora.eui_1; without the LNS, the LoRa accessory cards.
+func gatewayEUIs(ctx context.Context, mp *lnsbridge.MPower, lq lnsbridge.LoraQuery, ln config.LoraNetwork, log *slog.Logger) []string {
 	if !ln.LNSAvailable() {
 		// Packet-forwarder or basic-station mode: the LoRa cards' EUIs identify the gateway.
 		return accessoryCardEUIs(ctx, mp, log)
+	}
+	if euis, err := lq.GatewayEUIs(ctx); err == nil && len(euis) > 0 {
+		return euis
+	} else if err != nil {
+		log.Warn("gateway list unavailable; using loraNetwork lora.eui_1", "err", err)
 	}
 	if eui, err := config.NormalizeEUI(ln.Lora.EUI1); err == nil {
 		return []string{eui}
@@ -286,4 +276,3 @@ func loadDefaultApp(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, log
 	}
 	return d, nil
 }
-

@@ -37,6 +37,34 @@ type Sink struct {
 	failUntil   time.Time
 	failForSt   int
 	failUplinks map[uplinkKey]int
+	// downlinks waiting for the next up answer or poll, whichever comes first
+	// (upDownlinks only for up answers, pollDownlinks only for polls).
+	upDownlinks   []json.RawMessage
+	pollDownlinks []json.RawMessage
+}
+
+// QueueDownlink makes the next answer to an up (single or batch) carry dl.
+func (s *Sink) QueueDownlink(dl json.RawMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.upDownlinks = append(s.upDownlinks, dl)
+}
+
+// QueuePollDownlink makes the next answer to a downlink poll carry dl.
+func (s *Sink) QueuePollDownlink(dl json.RawMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pollDownlinks = append(s.pollDownlinks, dl)
+}
+
+// takeDownlinks empties q into a JSON array answer; s.mu is held.
+func takeDownlinks(q *[]json.RawMessage) []byte {
+	if len(*q) == 0 {
+		return []byte(`[]`)
+	}
+	b, _ := json.Marshal(*q)
+	*q = nil
+	return b
 }
 
 // Request is one request the Sink received, as received.
@@ -384,14 +412,14 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reply = []byte(`{}`)
 		case routeDown:
 			s.stats.Polls++
-			reply = []byte(`[]`)
+			reply = takeDownlinks(&s.pollDownlinks)
 		case routeBatch:
 			s.stats.BatchRequests++
 			s.countUplinks(ups, nil, rec.Time)
-			reply = []byte(`[]`)
+			reply = takeDownlinks(&s.upDownlinks)
 		case routeUp:
 			s.countUplinks(ups, body, rec.Time)
-			reply = []byte(`[]`)
+			reply = takeDownlinks(&s.upDownlinks)
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
