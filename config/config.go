@@ -50,6 +50,9 @@ type MPower struct {
 	// DefaultAppWhenDisabled uses mPower's defaultApp settings even while its
 	// enabled flag is off, so mPower's built-in Cloud Connector stays stopped.
 	DefaultAppWhenDisabled bool `yaml:"default_app_when_disabled"`
+	// BootWait is how long start-up waits for mPower before it runs from the
+	// application info cached by an earlier run.
+	BootWait time.Duration `yaml:"boot_wait"`
 }
 
 // Gateway is how the program finds the gateway's identity and tools.
@@ -93,7 +96,7 @@ type Admin struct {
 func Default() Config {
 	return Config{
 		LNS:    LNS{Broker: "tcp://127.0.0.1:1883"},
-		MPower: MPower{API: "http://127.0.0.1", PollInterval: 60 * time.Second, Timeout: 10 * time.Second},
+		MPower: MPower{API: "http://127.0.0.1", PollInterval: 60 * time.Second, Timeout: 10 * time.Second, BootWait: 30 * time.Second},
 		Gateway: Gateway{
 			SysfsRoot: "/sys/devices/platform/mts-io",
 			LoraQuery: "lora-query",
@@ -129,6 +132,9 @@ func (c Config) Validate() []FieldError {
 	}
 	if c.MPower.PollInterval < time.Second {
 		errs = append(errs, fieldErr("mpower.poll_interval", "must be at least 1s, got %s", c.MPower.PollInterval))
+	}
+	if c.MPower.BootWait < 0 {
+		errs = append(errs, fieldErr("mpower.boot_wait", "must not be negative, got %s", c.MPower.BootWait))
 	}
 	if c.MPower.Timeout <= 0 {
 		errs = append(errs, fieldErr("mpower.timeout", "must be positive, got %s", c.MPower.Timeout))

@@ -64,12 +64,12 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	mp := lnsbridge.NewMPower(cfg.MPower.API, cfg.MPower.Timeout, log)
 	lq := lnsbridge.LoraQuery{Path: cfg.Gateway.LoraQuery}
-	ln := loadLoraNetwork(ctx, mp, log)
+	ln := loadLoraNetwork(ctx, mp, db, cfg.MPower.BootWait, log)
 	gwEUIs := gatewayEUIs(ctx, mp, lq, ln, log)
 	var defApp config.DefaultApp
 	if cfg.DefaultAppOverride != nil {
 		defApp = *cfg.DefaultAppOverride // the YAML default_app block replaces mPower's settings
-	} else if defApp, err = loadDefaultApp(ctx, mp, db, log); err != nil {
+	} else if defApp, err = loadDefaultApp(ctx, mp, db, cfg.MPower.BootWait, log); err != nil {
 		return nilIfCancelled(ctx, err)
 	}
 	var appnets []config.Appnet
@@ -188,11 +188,9 @@ func nilIfCancelled(ctx context.Context, err error) error {
 	return err
 }
 
-// loadLoraNetwork reads mPower's loraNetwork, waiting for the API at boot.
-func loadLoraNetwork(ctx context.Context, mp *lnsbridge.MPower, log *slog.Logger) config.LoraNetwork {
-	raw, err := retry(ctx, log, "reading mPower loraNetwork", func(ctx context.Context) (json.RawMessage, error) {
-		return mp.Get(ctx, lnsbridge.PathLoraNetwork)
-	})
+// loadLoraNetwork reads mPower's loraNetwork (see loadMPower).
+func loadLoraNetwork(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, bootWait time.Duration, log *slog.Logger) config.LoraNetwork {
+	raw, err := loadMPower(ctx, mp, db, lnsbridge.PathLoraNetwork, "loraNetwork", bootWait, log)
 	if err != nil {
 		return config.LoraNetwork{}
 	}
@@ -243,36 +241,46 @@ func accessoryCardEUIs(ctx context.Context, mp *lnsbridge.MPower, log *slog.Logg
 	return out
 }
 
-// loadDefaultApp reads mPower's defaultApp, waiting for the API at boot. When
-// a snapshot is cached from an earlier run, it is used if mPower has not
-// answered within 30 s, so a rebooted gateway without backhaul forwards anyway.
-func loadDefaultApp(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, log *slog.Logger) (config.DefaultApp, error) {
-	cached, haveCached, err := db.GetApplication(ctx, "default")
+// loadMPower reads an mPower document, waiting for the API at boot. When a
+// copy is cached from an earlier run (under key), it is used if mPower has not
+// answered within bootWait, so a rebooted gateway without a working mPower
+// forwards anyway. A fresh answer replaces the cached copy.
+func loadMPower(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, path, key string, bootWait time.Duration, log *slog.Logger) (json.RawMessage, error) {
+	cached, haveCached, err := db.GetApplication(ctx, key)
 	if err != nil {
-		log.Warn("cached default app unreadable", "err", err)
+		log.Warn("cached mPower document unreadable", "key", key, "err", err)
 	}
 	wctx := ctx
 	if haveCached {
 		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		wctx, cancel = context.WithTimeout(ctx, bootWait)
 		defer cancel()
 	}
-	raw, err := retry(wctx, log, "reading mPower defaultApp", func(ctx context.Context) (json.RawMessage, error) {
-		return mp.Get(ctx, lnsbridge.PathDefaultApp)
+	raw, err := retry(wctx, log, "reading mPower "+path, func(ctx context.Context) (json.RawMessage, error) {
+		return mp.Get(ctx, path)
 	})
 	if err != nil {
 		if ctx.Err() != nil || !haveCached {
-			return config.DefaultApp{}, err
+			return nil, err
 		}
-		log.Warn("mPower API not answering; using the cached default app", "updated", cached.UpdatedAt)
-		raw = cached.Info
+		log.Warn("mPower API not answering; using the cached copy", "path", path, "updated", cached.UpdatedAt)
+		return cached.Info, nil
+	}
+	if err := db.PutApplication(ctx, cache.Application{EUI: key, Source: "mpower", Info: raw}); err != nil {
+		log.Warn("caching an mPower document failed", "key", key, "err", err)
+	}
+	return raw, nil
+}
+
+// loadDefaultApp reads mPower's defaultApp (see loadMPower).
+func loadDefaultApp(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, bootWait time.Duration, log *slog.Logger) (config.DefaultApp, error) {
+	raw, err := loadMPower(ctx, mp, db, lnsbridge.PathDefaultApp, "default", bootWait, log)
+	if err != nil {
+		return config.DefaultApp{}, err
 	}
 	d, err := config.ParseDefaultApp(raw)
 	if err != nil {
 		return d, fmt.Errorf("mPower defaultApp: %w", err)
-	}
-	if err := db.PutApplication(ctx, cache.Application{EUI: "default", Source: "default", Info: raw}); err != nil {
-		log.Warn("caching the default app failed", "err", err)
 	}
 	return d, nil
 }

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/lorawan-gateway/app-connect/internal/sim"
+)
+
+// buildSim builds conduit-sim, whose binary linked as lora-query is the stand-in.
+func buildSim(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "conduit-sim")
+	out, err := exec.Command("go", "build", "-o", bin, "../conduit-sim").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building conduit-sim: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// withLoraQuery installs the lora-query stand-in and points app-connect at it.
+func (h *harness) withLoraQuery(state sim.LoraQueryState) *sim.LoraQueryDir {
+	h.t.Helper()
+	lq, err := sim.InstallLoraQuery(filepath.Join(h.dir, "lq"), buildSim(h.t), state)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.cfg.Gateway.LoraQuery = lq.Path()
+	return lq
+}
+
+func defaultAppJSON(t *testing.T, url, apiVersion, eui string, extra map[string]any) json.RawMessage {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(sim.DefaultApp(url), &m); err != nil {
+		t.Fatal(err)
+	}
+	m["apiVersion"], m["eui"], m["enabled"] = apiVersion, eui, true
+	for k, v := range extra {
+		m[k] = v
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func appnetJSON(eui, id, url string) json.RawMessage {
+	b, _ := json.Marshal(map[string]any{"eui": eui, "app_net_id": id, "app_net_uuid": "uuid-" + id, "url": url,
+		"options": map[string]any{"server_cert": "", "client_cert": "", "apikey": "", "check_hostname": true}})
+	return b
+}
+
+func (h *harness) publishOne(ctx context.Context, topic string, payload []byte) {
+	h.t.Helper()
+	p, err := sim.NewPublisher(ctx, h.broker.URL())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Publish(ctx, topic, payload); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The conformance table: for each API version with an HTTP URL, each LNS input
+// produces exactly the requests conduit.md §6 lists.
+func TestHTTPConformance(t *testing.T) {
+	const gwEUI = "00-80-00-00-d0-00-01-ff"
+	dashed := "029998e0-6156-cdd4-4523-264b523115c1"
+	tests := []struct {
+		api, eui string
+		app, gw  string // expected APP and GW-UUID path levels
+	}{
+		{"1.0", "ff-ff-ff-ff-ff-ff-ff-ff", "ff-ff-ff-ff-ff-ff-ff-ff", testUUID},
+		{"1.0", "16-EA-76-F6-AB-66-3D-80", "16-ea-76-f6-ab-66-3d-80", testUUID},
+		{"1.1", "16-ea-76-f6-ab-66-3d-80", "ff-ff-ff-ff-ff-ff-ff-ff", dashed}, // forced to the catch-all
+		{"1.1.1", "16-ea-76-f6-ab-66-3d-80", "ff-ff-ff-ff-ff-ff-ff-ff", dashed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.api+" "+tc.eui, func(t *testing.T) {
+			h := newHarness(t, 1)
+			srv := httptest.NewServer(h.sink)
+			t.Cleanup(srv.Close)
+			h.mpower.SetDefaultApp(defaultAppJSON(t, srv.URL+"/tenant", tc.api, tc.eui, nil))
+			h.start()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			dev := h.fleet.Devices()[0]
+			jt, jp := h.fleet.Joined(0)
+			ut, up, _ := h.fleet.Uplink(0)
+			mt, mp := h.fleet.Moved(0)
+			// An uplink of an AppEUI the 1.0 filter does not take.
+			other := bytes.ReplaceAll(up, []byte(dev.AppEUI), []byte("00-00-00-00-00-00-00-09"))
+			otherTopic := strings.Replace(ut, dev.AppEUI, "00-00-00-00-00-00-00-09", 1)
+			filterOff := tc.app == "ff-ff-ff-ff-ff-ff-ff-ff"
+			// One at a time, so that no two uplinks wait together (they would be batched).
+			requests := func() int { return h.sink.Stats().Requests }
+			waitUntil(t, "init", 20*time.Second, func() bool { return requests() == 1 })
+			h.publishOne(ctx, jt, jp)
+			waitUntil(t, "joined", 20*time.Second, func() bool { return requests() == 2 })
+			h.publishOne(ctx, ut, up)
+			waitUntil(t, "up", 20*time.Second, func() bool { return requests() == 3 })
+			h.publishOne(ctx, mt, mp) // HTTP sends nothing for moved
+			h.publishOne(ctx, otherTopic, other)
+			if filterOff {
+				waitUntil(t, "the other AppEUI's up", 20*time.Second, func() bool { return requests() == 4 })
+			}
+			time.Sleep(300 * time.Millisecond) // nothing more may come
+			type req struct{ method, path string }
+			var got []req
+			var bodies = map[string][]byte{}
+			for _, r := range h.sink.Recorded() {
+				got = append(got, req{r.Method, r.Path})
+				bodies[r.Path] = r.Body
+			}
+			base := "/tenant/api/v1/lorawan/"
+			want := []req{
+				{"POST", base + tc.app + "/" + tc.gw + "/init"},
+				{"POST", base + dev.AppEUI + "/" + dev.DevEUI + "/joined"},
+				{"POST", base + dev.AppEUI + "/" + dev.DevEUI + "/up"},
+			}
+			if filterOff {
+				want = append(want, req{"POST", base + "00-00-00-00-00-00-00-09/" + dev.DevEUI + "/up"})
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("requests\n got %v\nwant %v", got, want)
+			}
+			if string(bodies[want[0].path]) != `{"gateways_euis":["`+gwEUI+`"]}` {
+				t.Errorf("init body %s", bodies[want[0].path])
+			}
+			if !bytes.Equal(bodies[want[2].path], up) {
+				t.Errorf("uplink body changed:\n%s\n%s", bodies[want[2].path], up)
+			}
+			var joined map[string]any
+			if err := json.Unmarshal(bodies[want[1].path], &joined); err != nil || joined["deveui"] != dev.DevEUI || joined["appeui"] != dev.AppEUI || joined["time"] == nil {
+				t.Errorf("joined body %s", bodies[want[1].path])
+			}
+		})
+	}
+}
+
+func TestBatchingAndBatchRouteFallback(t *testing.T) {
+	for _, batchRoute := range []bool{true, false} {
+		t.Run(fmt.Sprintf("batch route %v", batchRoute), func(t *testing.T) {
+			h := newHarness(t, 10)
+			h.sink.SetBatchRoute(batchRoute)
+			h.sink.FailFor(1500*time.Millisecond, 503) // let a backlog build up
+			h.start()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			h.publish(ctx, 10) // a burst of 100 uplinks
+			h.waitAll(time.Minute)
+			h.checkOrder(false)
+			s := h.sink.Stats()
+			if s.Unique != 100 || s.Duplicates != 0 {
+				t.Fatalf("sink %+v", s)
+			}
+			batches := 0
+			for _, r := range h.sink.Recorded() {
+				if r.Path == "/tenant/api/v1/lorawan/ff-ff-ff-ff-ff-ff-ff-ff/up" && r.Status == 200 {
+					var arr []json.RawMessage
+					if err := json.Unmarshal(r.Body, &arr); err != nil || len(arr) < 2 || len(arr) > 10 {
+						t.Fatalf("batch of %d (%v)", len(arr), err)
+					}
+					batches++
+				}
+			}
+			if batchRoute && batches == 0 {
+				t.Fatal("no batch was sent")
+			}
+			if !batchRoute && (batches != 0 || !strings.Contains(h.logs.String(), "no batch route")) {
+				t.Fatalf("batches %d after a 404 batch route", batches)
+			}
+		})
+	}
+}
+
+func TestDownlinksFromAnswersAndPolls(t *testing.T) {
+	h := newHarness(t, 1)
+	h.sink.SetInitReply(json.RawMessage(`{"timeout":20,"queue_size":10,"downlink_query_interval":1}`))
+	dev := h.fleet.Devices()[0]
+	// Subscribe to the local downlink topics first.
+	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(h.broker.URL()).SetClientID("dl-watch"))
+	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer sub.Disconnect(100)
+	var mu sync.Mutex
+	var downs []string
+	sub.Subscribe("lora/+/down", 1, func(_ mqtt.Client, m mqtt.Message) {
+		mu.Lock()
+		downs = append(downs, m.Topic()+" "+string(m.Payload()))
+		mu.Unlock()
+	}).Wait()
+	h.sink.QueueDownlink(json.RawMessage(`{"deveui":"` + dev.DevEUI + `","data":"AQID","port":2}`))
+	h.sink.QueueDownlink(json.RawMessage(`{"deveui":"` + dev.DevEUI + `","data":"AQID","port":300}`)) // hostile: refused
+	h.sink.QueuePollDownlink(json.RawMessage(`{"deveui":"` + dev.DevEUI + `","data":"BAU=","port":3,"confirmed_note":"kept"}`))
+	h.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h.publish(ctx, 1)
+	waitUntil(t, "two downlinks", 20*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(downs) >= 2 })
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{
+		"lora/" + dev.DevEUI + `/down {"deveui":"` + dev.DevEUI + `","data":"AQID","port":2}`,
+		"lora/" + dev.DevEUI + `/down {"deveui":"` + dev.DevEUI + `","data":"BAU=","port":3,"confirmed_note":"kept"}`,
+	}
+	if fmt.Sprint(downs) != fmt.Sprint(want) {
+		t.Fatalf("downlinks\n got %q\nwant %q", downs, want)
+	}
+	if !strings.Contains(h.logs.String(), "port = 300 out of range") {
+		t.Fatalf("hostile downlink not refused with a reason:\n%s", h.logs.tail(20))
+	}
+	var poll *sim.Request
+	for _, r := range h.sink.Recorded() {
+		if r.Method == "GET" {
+			poll = &r
+			break
+		}
+	}
+	if poll == nil || poll.Path != "/tenant/api/v1/lorawan/ff-ff-ff-ff-ff-ff-ff-ff/down" || string(poll.Body) != `["`+dev.DevEUI+`"]` {
+		t.Fatalf("poll %+v", poll)
+	}
+}
