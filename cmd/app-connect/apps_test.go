@@ -245,3 +245,134 @@ func TestDownlinksFromAnswersAndPolls(t *testing.T) {
 		t.Fatalf("poll %+v", poll)
 	}
 }
+
+// Two Lens appnets and the default app: each device's uplinks reach its own
+// application; one appnet's URL changes while uplinks flow and nothing is lost.
+func TestAppnetsRoutingAndLiveChange(t *testing.T) {
+	h := newHarness(t, 3) // the default app's devices
+	const euiA, euiB = "8b-6c-f0-8e-ee-df-1b-b6", "6c-4e-ef-66-f4-79-86-a6"
+	sinkA, sinkB, sinkB2 := sim.NewSink(""), sim.NewSink(""), sim.NewSink("")
+	var urls []string
+	for _, s := range []*sim.Sink{sinkA, sinkB, sinkB2} {
+		srv := httptest.NewServer(s)
+		t.Cleanup(srv.Close)
+		urls = append(urls, srv.URL)
+	}
+	defSrv := httptest.NewServer(h.sink)
+	t.Cleanup(defSrv.Close)
+	// API 1.0 with the default app's own EUI: appnets keep their devices.
+	h.mpower.SetDefaultApp(defaultAppJSON(t, defSrv.URL+"/tenant", "1.0", "16-ea-76-f6-ab-66-3d-80", nil))
+	state := sim.LoraQueryState{
+		Gateways: []json.RawMessage{json.RawMessage(`{"gweui":"00-80-00-00-d0-00-01-ff"}`)},
+		Appnets:  []json.RawMessage{appnetJSON(euiA, "A", urls[0]), appnetJSON(euiB, "B", urls[1])},
+	}
+	lq := h.withLoraQuery(state)
+	h.cfg.MPower.PollInterval = time.Second
+	h.start()
+	fleetA := sim.NewFleet(3, euiA, "00-80-00-00-d0-00-01-ff", 2)
+	fleetB := sim.NewFleet(3, euiB, "00-80-00-00-d0-00-01-ff", 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p, err := sim.NewPublisher(ctx, h.broker.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// B's URL changes while its uplinks flow.
+		time.Sleep(700 * time.Millisecond)
+		state.Appnets[1] = appnetJSON(euiB, "B", urls[2])
+		if err := lq.SetState(state); err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, f := range []*sim.Fleet{h.fleet, fleetA, fleetB} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := p.Run(ctx, f, 30, 60); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	h.waitAll(time.Minute)
+	if err := sinkA.Wait(ctx, fleetA.Expected()); err != nil {
+		t.Fatal(err)
+	}
+	// B's uplinks are split between the old and the new URL: together, all of them, in order.
+	waitUntil(t, "appnet B's uplinks", time.Minute, func() bool {
+		return sinkB.Stats().Unique+sinkB2.Stats().Unique >= 90
+	})
+	for _, d := range fleetB.Devices() {
+		got := append(sinkB.Received(d.DevEUI), sinkB2.Received(d.DevEUI)...)
+		for i, f := range got {
+			if int(f) != i {
+				t.Fatalf("device %s of appnet B: fcnts %v", d.DevEUI, got)
+			}
+		}
+	}
+	if sinkB2.Stats().Unique == 0 || sinkB.Stats().Closes != 1 || sinkB2.Stats().Inits != 1 {
+		t.Fatalf("the change did not rebuild appnet B: old %+v new %+v", sinkB.Stats(), sinkB2.Stats())
+	}
+	// No cross-delivery.
+	if h.sink.Stats().Unique != 90 || sinkA.Stats().Unique != 90 {
+		t.Fatalf("default %d, A %d", h.sink.Stats().Unique, sinkA.Stats().Unique)
+	}
+	calls, _ := lq.Calls()
+	for _, c := range calls {
+		if len(c) < 2 || c[0] != "-x" {
+			t.Fatalf("lora-query called with %q", c)
+		}
+	}
+}
+
+// After a reboot with neither mPower nor lora-query answering, the cached
+// application info still routes uplinks; they are delivered once the remote
+// side is reachable again.
+func TestRebootWithoutNetworkUsesCachedApps(t *testing.T) {
+	h := newHarness(t, 2)
+	const euiA = "8b-6c-f0-8e-ee-df-1b-b6"
+	sinkA := sim.NewSink("")
+	srvA := httptest.NewServer(sinkA)
+	t.Cleanup(srvA.Close)
+	defSrv := httptest.NewServer(h.sink)
+	t.Cleanup(defSrv.Close)
+	h.mpower.SetDefaultApp(defaultAppJSON(t, defSrv.URL+"/tenant", "1.0", "16-ea-76-f6-ab-66-3d-80", nil))
+	lq := h.withLoraQuery(sim.LoraQueryState{Appnets: []json.RawMessage{appnetJSON(euiA, "A", srvA.URL)}})
+	h.cfg.MPower.BootWait = time.Second
+	stop := h.start()
+	stop() // first run: the application info is now cached
+
+	// Reboot: mPower refuses, lora-query is gone, both remote APIs are down for a while.
+	h.mpower.RefuseFor(time.Hour)
+	h.cfg.Gateway.LoraQuery = filepath.Join(lq.Dir, "missing-lora-query")
+	h.sink.FailFor(3*time.Second, 503)
+	sinkA.FailFor(3*time.Second, 503)
+	h.start()
+	h.waitSubscribed(2)
+	fleetA := sim.NewFleet(2, euiA, "00-80-00-00-d0-00-01-ff", 5)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h.publish(ctx, 10)
+	p, err := sim.NewPublisher(ctx, h.broker.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Run(ctx, fleetA, 10, 0); err != nil {
+		t.Fatal(err)
+	}
+	h.waitAll(time.Minute)
+	if err := sinkA.Wait(ctx, fleetA.Expected()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"using the cached copy", "using the cached one"} {
+		if !strings.Contains(h.logs.String(), want) {
+			t.Fatalf("log lacks %q:\n%s", want, h.logs.tail(30))
+		}
+	}
+}
