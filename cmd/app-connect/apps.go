@@ -178,8 +178,9 @@ func loadAppnets(ctx context.Context, lq lnsbridge.LoraQuery, db *cache.DB, log 
 }
 
 // loadSessions reads the start-up session list: devices go to the device
-// table and to their application's poll list. Only DevEUI and AppEUI are kept.
-func loadSessions(ctx context.Context, lq lnsbridge.LoraQuery, db *cache.DB, router *forward.Router, log *slog.Logger) {
+// table and to their application's poll list (kept for an application
+// set up later). Only DevEUI and AppEUI are kept.
+func loadSessions(ctx context.Context, lq lnsbridge.LoraQuery, db *cache.DB, mgr *forward.Manager, log *slog.Logger) {
 	sessions, err := lq.Sessions(ctx)
 	if err != nil {
 		log.Warn("session list unavailable; devices are learnt from joins and uplinks", "err", err)
@@ -189,8 +190,10 @@ func loadSessions(ctx context.Context, lq lnsbridge.LoraQuery, db *cache.DB, rou
 	devs := make([]cache.Device, 0, len(sessions))
 	for _, s := range sessions {
 		devs = append(devs, cache.Device{DevEUI: s.DevEUI, AppEUI: s.AppEUI, LastSeen: now})
-		if app := router.Route(forward.Message{AppEUI: s.AppEUI, DevEUI: s.DevEUI}); app != nil {
+		if app := mgr.Router().Route(forward.Message{AppEUI: s.AppEUI, DevEUI: s.DevEUI}); app != nil {
 			app.Poll().Add(s.DevEUI)
+		} else {
+			mgr.Poll(s.AppEUI).Add(s.DevEUI) // for an appnet set up later (appnet get on join)
 		}
 	}
 	if err := db.PutDevices(ctx, devs); err != nil {

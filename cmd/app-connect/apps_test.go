@@ -376,3 +376,59 @@ func TestRebootWithoutNetworkUsesCachedApps(t *testing.T) {
 		}
 	}
 }
+
+// A device of an appnet the list does not have joins: app-connect asks
+// `appnet get`, sets the appnet up and forwards the join and the uplinks; a
+// device from the start-up session list is on its application's poll list.
+func TestUnknownAppnetResolvedOnJoin(t *testing.T) {
+	h := newHarness(t, 1)
+	const euiC = "00-00-00-00-00-00-0c-0c"
+	sinkC := sim.NewSink("")
+	sinkC.SetInitReply(json.RawMessage(`{"downlink_query_interval":1}`))
+	srvC := httptest.NewServer(sinkC)
+	t.Cleanup(srvC.Close)
+	h.mpower.SetDefaultApp(sim.DefaultApp("")) // mPower's disabled default
+	polled := "00-00-00-00-00-00-0c-99"
+	lq := h.withLoraQuery(sim.LoraQueryState{
+		Hidden:   []json.RawMessage{appnetJSON(euiC, "C", srvC.URL)},
+		Sessions: []json.RawMessage{json.RawMessage(`{"deveui":"` + polled + `","appeui":"` + euiC + `","app_senc_key":"2b7e151628aed2a6abf7158809cf4f3c"}`)},
+	})
+	h.start()
+	fleetC := sim.NewFleet(2, euiC, "00-80-00-00-d0-00-01-ff", 7)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := sim.NewPublisher(ctx, h.broker.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Run(ctx, fleetC, 5, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := sinkC.Wait(ctx, fleetC.Expected()); err != nil {
+		t.Fatal(err)
+	}
+	if s := sinkC.Stats(); s.Joined != 2 || s.Inits != 1 {
+		t.Fatalf("appnet C %+v", s)
+	}
+	calls, _ := lq.Calls()
+	gets := 0
+	for _, c := range calls {
+		if strings.Join(c, " ") == "-x appnet get "+euiC {
+			gets++
+		}
+	}
+	if gets != 1 {
+		t.Fatalf("%d appnet get calls (rate limit: one per AppEUI per minute): %q", gets, calls)
+	}
+	// The session-list device is polled for even though it never joined here.
+	waitUntil(t, "a poll", 20*time.Second, func() bool { return sinkC.Stats().Polls > 0 })
+	for _, r := range sinkC.Recorded() {
+		if r.Method == "GET" && !strings.Contains(string(r.Body), polled) {
+			t.Fatalf("poll list %s lacks the session device", r.Body)
+		}
+	}
+	if strings.Contains(h.logs.String(), "2b7e151628aed2a6abf7158809cf4f3c") {
+		t.Fatal("a session key reached the logs")
+	}
+}

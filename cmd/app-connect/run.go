@@ -110,7 +110,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		id: forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, GatewayEUIs: gwEUIs}}
 	apps.apply()
 	if ln.LNSAvailable() {
-		loadSessions(ctx, lq, db, mgr.Router(), log)
+		loadSessions(ctx, lq, db, mgr, log)
 	}
 	router := mgr.Router()
 	var resolver forward.Resolver

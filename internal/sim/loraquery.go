@@ -16,6 +16,9 @@ import (
 type LoraQueryState struct {
 	Gateways []json.RawMessage `json:"gateways"`
 	Appnets  []json.RawMessage `json:"appnets"`
+	// Hidden appnets are answered by `appnet get` only (not listed): an
+	// application the LNS learns about when one of its devices joins.
+	Hidden   []json.RawMessage `json:"hidden,omitempty"`
 	Sessions []json.RawMessage `json:"sessions"`
 	Devices  int               `json:"devices"`
 	NextID   int               `json:"next_id"`
@@ -121,7 +124,7 @@ func RunLoraQuery(args []string, dir string, stdout, stderr io.Writer) int {
 	case cmd == "appnet list json":
 		return write(arr(st.Appnets))
 	case len(words) == 3 && words[0] == "appnet" && words[1] == "get":
-		for _, a := range st.Appnets {
+		for _, a := range append(st.Appnets, st.Hidden...) {
 			var probe struct {
 				EUI string `json:"eui"`
 			}
