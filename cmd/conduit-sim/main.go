@@ -12,6 +12,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -49,6 +51,9 @@ type options struct {
 	loraNetwork  string
 	appURL       string
 	sinkListen   string
+	sinkCert     string // PEM files: the sink serves HTTPS with them
+	sinkKey      string
+	sinkClientCA string // PEM CA: the sink requires a client certificate it signed
 	sinkPrefix   string
 	sysfs        string
 	uuid         string
@@ -86,6 +91,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.loraNetwork, "lora-network", "", "loraNetwork JSON file (envelope or bare result); default: LNS available, broker as used")
 	fs.StringVar(&o.appURL, "app-url", "", "default application URL (enabled, API 1.0, catch-all EUI); default: this simulator's sink")
 	fs.StringVar(&o.sinkListen, "sink-listen", "127.0.0.1:8090", "remote cloud HTTP sink address; empty disables the sink")
+	fs.StringVar(&o.sinkCert, "sink-tls-cert", "", "serve the sink over HTTPS with this PEM certificate (needs -sink-tls-key)")
+	fs.StringVar(&o.sinkKey, "sink-tls-key", "", "PEM private key of -sink-tls-cert")
+	fs.StringVar(&o.sinkClientCA, "sink-client-ca", "", "PEM CA: the HTTPS sink requires a client certificate signed by it")
 	fs.StringVar(&o.sinkPrefix, "sink-prefix", "", "path prefix of the sink's API (e.g. /tenant-a)")
 	fs.StringVar(&o.sysfs, "sysfs", "", "directory for the mts-io files uuid and device-id (default: a temporary directory)")
 	fs.StringVar(&o.uuid, "uuid", "029998E06156CDD44523264B523115C1", "gateway UUID written to <sysfs>/uuid")
@@ -219,11 +227,19 @@ func (s *simulator) start() error {
 		if o.uplinks == 0 {
 			s.sink.SetRecordLimit(1000) // a run without end must not grow without end
 		}
-		addr, err := s.serve("sink", o.sinkListen, s.sink)
+		tc, err := sinkTLS(o)
 		if err != nil {
 			return err
 		}
-		s.sinkURL = "http://" + addr + o.sinkPrefix
+		addr, err := s.serveTLS("sink", o.sinkListen, s.sink, tc)
+		if err != nil {
+			return err
+		}
+		scheme := "http://"
+		if tc != nil {
+			scheme = "https://"
+		}
+		s.sinkURL = scheme + addr + o.sinkPrefix
 		s.log.Info("remote sink listening", "url", s.sinkURL)
 	}
 
@@ -266,11 +282,46 @@ func (s *simulator) start() error {
 	return s.startJoinServer()
 }
 
+// sinkTLS is the sink's TLS configuration from the flags, nil for plain HTTP.
+func sinkTLS(o options) (*tls.Config, error) {
+	if o.sinkCert == "" && o.sinkKey == "" {
+		if o.sinkClientCA != "" {
+			return nil, errors.New("-sink-client-ca needs -sink-tls-cert and -sink-tls-key")
+		}
+		return nil, nil
+	}
+	pair, err := tls.LoadX509KeyPair(o.sinkCert, o.sinkKey)
+	if err != nil {
+		return nil, fmt.Errorf("sink TLS: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	if o.sinkClientCA != "" {
+		pem, err := os.ReadFile(o.sinkClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("sink client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("sink client CA %s: no PEM certificate", o.sinkClientCA)
+		}
+		tc.ClientCAs, tc.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
 // serve starts an HTTP server for h on addr and returns the real address.
 func (s *simulator) serve(name, addr string, h http.Handler) (string, error) {
+	return s.serveTLS(name, addr, h, nil)
+}
+
+// serveTLS is serve over TLS when tc is not nil.
+func (s *simulator) serveTLS(name, addr string, h http.Handler, tc *tls.Config) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", fmt.Errorf("%s: listen %s: %w", name, addr, err)
+	}
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	s.servers = append(s.servers, srv)
