@@ -99,7 +99,8 @@ type Application struct {
 
 	log       *slog.Logger
 	queue     Queue
-	http      *HTTPTransport // nil when the transport is not available in this build
+	http      *HTTPTransport // HTTP(S) applications
+	mqtt      *mqttTransport // MQTT(S)/WSS applications (forward/mqtt*.go)
 	transport string
 	paths     httpPaths
 	gateways  []string
@@ -180,9 +181,11 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 		if err != nil {
 			return nil, err
 		}
-	default:
-		a.state = StateUnsupported
-		a.log.Warn("this build forwards over HTTP(S) only; the application's rows are kept queued", "scheme", ep.Scheme)
+	case config.TransportMQTT:
+		a.mqtt, err = newMQTTTransport(a, ep, id)
+		if err != nil {
+			return nil, err
+		}
 	}
 	return a, nil
 }
@@ -220,6 +223,10 @@ func (a *Application) State() (state, lastError string) {
 // Run sends init, then delivers queued rows in order until ctx ends. Rows
 // stay in the outbox until the remote side acknowledged them.
 func (a *Application) Run(ctx context.Context) {
+	if a.mqtt != nil {
+		a.runMQTT(ctx)
+		return
+	}
 	if a.http == nil {
 		<-ctx.Done()
 		return
@@ -467,6 +474,10 @@ func (a *Application) handleDownlinks(ctx context.Context, reply []byte, from st
 
 // Close sends the close notice (5 s timeout); errors are logged only.
 func (a *Application) Close(ctx context.Context) {
+	if a.mqtt != nil {
+		a.closeMQTT(ctx)
+		return
+	}
 	if a.http == nil {
 		return
 	}
