@@ -333,6 +333,31 @@ func (s *simulator) serveTLS(name, addr string, h http.Handler, tc *tls.Config) 
 	return ln.Addr().String(), nil
 }
 
+// installLoraQuery links this binary as lora-query beside the mts-io
+// directory, answering from the simulated gateway and sessions.
+func (s *simulator) installLoraQuery() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(filepath.Dir(s.o.sysfs), "lora-query-sim")
+	os.Remove(filepath.Join(dir, "lora-query"))
+	gw, _ := json.Marshal(map[string]string{"gweui": s.o.gwEUI})
+	state := sim.LoraQueryState{Gateways: []json.RawMessage{gw}}
+	// The same devices the run will publish for (the fleet is deterministic).
+	fleet := sim.NewFleet(s.o.devices, s.o.appEUI, s.o.gwEUI, s.o.seed)
+	for _, d := range fleet.Devices() {
+		rec, _ := json.Marshal(map[string]string{"deveui": d.DevEUI, "appeui": d.AppEUI})
+		state.Sessions = append(state.Sessions, rec)
+	}
+	state.Devices = fleet.Len()
+	lq, err := sim.InstallLoraQuery(dir, self, state)
+	if err != nil {
+		return "", err
+	}
+	return lq.Path(), nil
+}
+
 // appConfig is the part of app-connect's YAML file the simulator fills in.
 type appConfig struct {
 	LNS struct {
@@ -343,6 +368,7 @@ type appConfig struct {
 	} `yaml:"mpower"`
 	Gateway struct {
 		SysfsRoot string `yaml:"sysfs_root"`
+		LoraQuery string `yaml:"lora_query,omitempty"`
 	} `yaml:"gateway"`
 	Storage struct {
 		Database string `yaml:"database"`
@@ -358,6 +384,11 @@ func (s *simulator) writeConfig(mpowerAddr string) error {
 	c.MPower.API = "http://" + mpowerAddr
 	c.Gateway.SysfsRoot = s.o.sysfs
 	c.Storage.Database = s.o.database
+	if lq, err := s.installLoraQuery(); err != nil {
+		s.log.Warn("lora-query stand-in not installed", "err", err)
+	} else {
+		c.Gateway.LoraQuery = lq
+	}
 	if s.o.adminListen != "" {
 		addr, err := resolveFreePort(s.o.adminListen)
 		if err != nil {
