@@ -1,6 +1,7 @@
 # app-connect — build, test, demo and benchmark.
 #   make build      host binaries into build/
 #   make build-arm  fully static ARMv5 soft-float and ARMv7 hard-float binaries
+#   make package    the mPower custom-app tarballs of both into build/
 #   make test       everything CI runs (installs missing test dependencies first)
 #   make demo       the simulator and app-connect, uplinks flowing for ~20 s
 #   make bench      end-to-end and outbox benchmarks; prints figures, asserts nothing
@@ -13,7 +14,7 @@ ARM_TAGS := netgo osusergo sqlite_omit_load_extension
 ARM_LDFLAGS := -s -w -linkmode external -extldflags -static $(VERSION_LDFLAGS)
 QEMU     ?= qemu-arm-static
 
-.PHONY: build build-arm test deps fmt-check vet staticcheck gotest arm-check demo bench clean
+.PHONY: build build-arm package test deps fmt-check vet staticcheck gotest arm-check demo bench clean
 
 build:
 	mkdir -p build
@@ -30,6 +31,12 @@ build-arm:
 	CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=7 CC=arm-linux-gnueabihf-gcc \
 		$(GO) build -trimpath -tags '$(ARM_TAGS)' -ldflags '$(ARM_LDFLAGS)' \
 		-o build/app-connect-armv7 ./cmd/app-connect
+
+# The mPower custom-app tarballs (conduit.md §11): app-connect-<version>-mtcdt-mtcap.tar.gz
+# (ARMv5 soft-float, MTCDT and MTCAP) and app-connect-<version>-mtcap3.tar.gz (ARMv7 hard-float).
+package: build-arm
+	bash scripts/package.sh -o build -v '$(VERSION)' \
+		mtcdt-mtcap=build/app-connect-armv5 mtcap3=build/app-connect-armv7
 
 deps:
 	bash scripts/install-test-deps.sh

@@ -26,6 +26,8 @@ type Config struct {
 	Log      Log      `yaml:"log"`
 	Join     Join     `yaml:"join"`
 	Claim    Claim    `yaml:"claim"`
+	// RemoteRequests is the policy of api_req, lora_req and log_req.
+	RemoteRequests RemoteRequests `yaml:"remote_requests"`
 	// DefaultApp, when present, replaces mPower's defaultApp entirely (same
 	// fields and names as mPower's JSON). Parsed into DefaultAppOverride.
 	DefaultApp yaml.Node `yaml:"default_app"`
@@ -114,10 +116,11 @@ func Default() Config {
 			RemovedAppGrace:    24 * time.Hour,
 			MaxDownlinkPayload: 242,
 		},
-		Admin: Admin{Listen: "127.0.0.1:8650"},
-		Log:   DefaultLog(),
-		Join:  DefaultJoin(),
-		Claim: DefaultClaim(),
+		Admin:          Admin{Listen: "127.0.0.1:8650"},
+		Log:            DefaultLog(),
+		Join:           DefaultJoin(),
+		Claim:          DefaultClaim(),
+		RemoteRequests: DefaultRemoteRequests(),
 	}
 }
 
@@ -180,6 +183,7 @@ func (c Config) Validate() []FieldError {
 	errs = append(errs, c.Log.Validate()...)
 	errs = append(errs, c.Join.Validate()...)
 	errs = append(errs, c.Claim.Validate()...)
+	errs = append(errs, c.RemoteRequests.Validate()...)
 	return errs
 }
 

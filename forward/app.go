@@ -92,6 +92,12 @@ func (p *PollList) List() []string {
 	return out
 }
 
+// Observer takes latencies (delivery: enqueue → remote acknowledgement).
+type Observer interface{ Observe(time.Duration) }
+
+// OutcomeCounter counts events by outcome (downlinks: "sent", "refused").
+type OutcomeCounter interface{ Add(outcome string) }
+
 // Application is one remote application: its transport and its delivery loop.
 type Application struct {
 	Settings AppSettings
@@ -107,6 +113,9 @@ type Application struct {
 	wake      chan struct{}
 	sink      DownlinkSink
 	poll      *PollList
+
+	latency   Observer       // may be nil
+	downlinks OutcomeCounter // may be nil
 
 	batching     atomic.Bool
 	batchMax     int
@@ -313,7 +322,11 @@ func (a *Application) Run(ctx context.Context) {
 				a.Counters.Batches.Add(1)
 			}
 			for _, r := range rows[:n] {
-				a.Counters.DeliveryLatencyNs.Add(uint64(max(time.Since(r.EnqueuedAt), 0)))
+				lat := max(time.Since(r.EnqueuedAt), 0)
+				a.Counters.DeliveryLatencyNs.Add(uint64(lat))
+				if a.latency != nil {
+					a.latency.Observe(lat)
+				}
 			}
 			if singles > 0 {
 				singles -= n
@@ -454,21 +467,33 @@ func (a *Application) handleDownlinks(ctx context.Context, reply []byte, from st
 	for _, raw := range SplitDownlinks(reply) {
 		dl, err := ValidateDownlink(raw, "", a.Settings.EncodeHex, a.Settings.Delivery.MaxDownlinkPayload)
 		if err != nil {
-			a.Counters.DownlinksRefused.Add(1)
+			a.countDownlink("refused")
 			a.log.Warn("downlink refused", "from", from, "reason", err.Error())
 			continue
 		}
 		if a.sink == nil {
-			a.Counters.DownlinksRefused.Add(1)
+			a.countDownlink("failed")
 			continue
 		}
 		if err := a.sink.Publish(ctx, dl.DevEUI, dl.Payload); err != nil {
-			a.Counters.DownlinksRefused.Add(1)
+			a.countDownlink("failed")
 			a.log.Warn("downlink not published", "deveui", dl.DevEUI, "err", err)
 			continue
 		}
-		a.Counters.DownlinksSent.Add(1)
+		a.countDownlink("sent")
 		a.log.Debug("downlink published", "deveui", dl.DevEUI, "from", from)
+	}
+}
+
+// countDownlink counts a downlink outcome: sent, refused (validation) or failed (local broker).
+func (a *Application) countDownlink(outcome string) {
+	if outcome == "sent" {
+		a.Counters.DownlinksSent.Add(1)
+	} else {
+		a.Counters.DownlinksRefused.Add(1)
+	}
+	if a.downlinks != nil {
+		a.downlinks.Add(outcome)
 	}
 }
 

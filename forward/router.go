@@ -124,6 +124,11 @@ type Manager struct {
 
 	router Router
 
+	// Latency and Downlinks, when set before the first Apply, observe every
+	// application's delivery latencies and downlink outcomes.
+	Latency   Observer
+	Downlinks OutcomeCounter
+
 	mu       sync.Mutex
 	apps     map[string]*running
 	counters map[string]*Counters // survive rebuilds
@@ -210,6 +215,7 @@ func (m *Manager) Apply(d Desired) {
 			m.log.Error("application cannot be set up; its events are not forwarded", "app", eui, "name", s.Name, "err", err)
 			continue
 		}
+		app.latency, app.downlinks = m.Latency, m.Downlinks
 		// Deletions of the previous instance must be committed before the new
 		// one reads the queue, or it would resend them.
 		if err := m.queue.Sync(m.ctx); err != nil && m.ctx.Err() == nil {

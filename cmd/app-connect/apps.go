@@ -71,6 +71,7 @@ func (c *appConfig) pollConfig(ctx context.Context, mp *lnsbridge.MPower, lq lns
 					}
 					c.mu.Unlock()
 					if changed {
+						applyMPowerLogLevel(c.cfg, d, c.log)
 						c.log.Info("mPower defaultApp changed; applying")
 						db.PutApplication(ctx, cache.Application{EUI: "default", Source: "default", Info: raw})
 					}

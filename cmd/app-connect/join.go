@@ -31,6 +31,8 @@ type joinRecorder struct {
 type joinCounts struct {
 	mu    sync.Mutex
 	byKey map[[2]string]uint64
+	// latency, when set, observes every attempt's latency.
+	latency interface{ Observe(time.Duration) }
 }
 
 func newJoinCounts() *joinCounts {
@@ -80,6 +82,9 @@ func (r joinRecorder) RecordJoinAttempt(ctx context.Context, a joinclient.Attemp
 			js = "none"
 		}
 		r.counts.add(js, a.Result)
+		if r.counts.latency != nil {
+			r.counts.latency.Observe(a.Latency)
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, joinRecordTimeout)
 	defer cancel()

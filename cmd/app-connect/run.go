@@ -72,6 +72,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	} else if defApp, err = loadDefaultApp(ctx, mp, db, cfg.MPower.BootWait, log); err != nil {
 		return nilIfCancelled(ctx, err)
 	}
+	applyMPowerLogLevel(cfg, defApp, log)
 	var appnets []config.Appnet
 	if ln.LNSAvailable() {
 		appnets = loadAppnets(ctx, lq, db, log)
@@ -106,6 +107,9 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	deliverCtx, stopDelivery := context.WithCancel(context.Background())
 	defer stopDelivery()
 	mgr := forward.NewManager(deliverCtx, outbox, local, log)
+	downlinks, deliveryLatency, joinLatency := newOutcomeCounts(), newHistogram(), newHistogram()
+	mgr.Latency, mgr.Downlinks = deliveryLatency, downlinks
+	joins.latency = joinLatency
 	apps := &appConfig{cfg: cfg, log: log, mgr: mgr, def: defApp, appnets: appnets,
 		id: forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, GatewayEUIs: gwEUIs}}
 	apps.apply()
@@ -119,7 +123,9 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	intake := forward.NewIntake(outbox, db, router, resolver, log)
 
-	st := &state{started: time.Now(), local: local, intake: intake, outbox: outbox, router: router, joins: joins}
+	st := &state{started: time.Now(), local: local, intake: intake, outbox: outbox, router: router, joins: joins,
+		downlinks: downlinks, requests: newOutcomeCounts(), deliveryLatency: deliveryLatency, joinLatency: joinLatency}
+	statusFileOf(ctx).Attach(st)
 	adminStop, err := startAdmin(cfg.Admin.Listen, st, log)
 	if err != nil {
 		return err
@@ -283,4 +289,15 @@ func loadDefaultApp(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, boo
 		return d, fmt.Errorf("mPower defaultApp: %w", err)
 	}
 	return d, nil
+}
+
+// applyMPowerLogLevel applies defaultApp.log.level live when app-connect.yml
+// leaves log.level unset.
+func applyMPowerLogLevel(cfg config.Config, d config.DefaultApp, log *slog.Logger) {
+	if cfg.Log.Level != "" || d.Log == (config.AppLog{}) {
+		return
+	}
+	if lv := levelVarOf(log); lv != nil {
+		lv.Set(mpowerLogLevel(d.Log.Level))
+	}
 }
