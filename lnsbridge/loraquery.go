@@ -42,6 +42,20 @@ func (w *capWriter) Write(p []byte) (int, error) {
 // Run executes `lora-query -x words...` and returns its standard output, which
 // must be JSON.
 func (q LoraQuery) Run(ctx context.Context, words ...string) (json.RawMessage, error) {
+	b, err := q.RunRaw(ctx, words...)
+	if err != nil {
+		return nil, err
+	}
+	if !json.Valid(b) {
+		return nil, fmt.Errorf("lnsbridge: lora-query -x %s: output is not JSON: %.80q", strings.Join(words, " "), b)
+	}
+	return b, nil
+}
+
+// RunRaw executes `lora-query -x words...` and returns its standard output,
+// trimmed, whatever its format (remote lora_req answers carry it as a string
+// when it is not JSON).
+func (q LoraQuery) RunRaw(ctx context.Context, words ...string) ([]byte, error) {
 	timeout, maxOut := q.Timeout, q.MaxOutput
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -67,11 +81,7 @@ func (q LoraQuery) Run(ctx context.Context, words ...string) (json.RawMessage, e
 	if out.hit {
 		return nil, fmt.Errorf("lnsbridge: %s: %w (more than %d bytes)", what, errOutputTooLarge, maxOut)
 	}
-	b := bytes.TrimSpace(out.buf.Bytes())
-	if !json.Valid(b) {
-		return nil, fmt.Errorf("lnsbridge: %s: output is not JSON: %.80q", what, b)
-	}
-	return b, nil
+	return bytes.TrimSpace(out.buf.Bytes()), nil
 }
 
 // Appnets lists the Lens application networks.

@@ -128,3 +128,32 @@ func (m *MPower) GetRetry(ctx context.Context, path string) (json.RawMessage, er
 		delay = min(delay*2, bootBackoffCeiling)
 	}
 }
+
+// Do sends one request to the local API (remote api_req) and returns the raw
+// answer body whatever its status; the caller checks it.
+func (m *MPower) Do(ctx context.Context, method, path string, body []byte) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, m.base+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("mpower: %s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := m.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("mpower: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAPIBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("mpower: %s %s: reading answer: %w", method, path, err)
+	}
+	if len(b) > maxAPIBody {
+		return nil, fmt.Errorf("mpower: %s %s: answer larger than %d bytes", method, path, maxAPIBody)
+	}
+	return b, nil
+}

@@ -1,0 +1,366 @@
+package forward
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/sim"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
+)
+
+type reqEnv struct {
+	q       *Requests
+	marker  string
+	logRoot string
+	calls   func() [][]string
+	api     []string // method path of every local API call
+}
+
+// newReqEnv: the simulator's lora-query stand-in, the simulator's mPower API,
+// a log directory with a regular file, a subdirectory, a symlink pointing
+// outside and a large file; a marker file hostile input must leave untouched.
+func newReqEnv(t *testing.T) *reqEnv {
+	t.Helper()
+	e := &reqEnv{}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "conduit-sim")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/conduit-sim").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	sessions, _ := os.ReadFile("../lnsbridge/testdata/session-list.json")
+	var sess []json.RawMessage
+	json.Unmarshal(sessions, &sess)
+	lq, err := sim.InstallLoraQuery(filepath.Join(dir, "lq"), bin, sim.LoraQueryState{Sessions: sess, Devices: 9,
+		Gateways: []json.RawMessage{json.RawMessage(`{"gweui":"00-80-00-00-d0-00-01-ff"}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.calls = func() [][]string { c, _ := lq.Calls(); return c }
+	e.marker = filepath.Join(dir, "marker")
+	os.WriteFile(e.marker, []byte("untouched"), 0o600)
+	e.logRoot = filepath.Join(dir, "log")
+	os.MkdirAll(filepath.Join(e.logRoot, "sub"), 0o755)
+	var msgs strings.Builder
+	for i := 1; i <= 300; i++ {
+		fmt.Fprintf(&msgs, "line %d lora-network-server event\n", i)
+		if i%3 == 0 {
+			fmt.Fprintf(&msgs, "line %d other thing\n", i)
+		}
+	}
+	os.WriteFile(filepath.Join(e.logRoot, "messages"), []byte(msgs.String()), 0o644)
+	os.WriteFile(filepath.Join(e.logRoot, "sub", "inner.log"), []byte("inner\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "secret"), []byte("outside\n"), 0o600)
+	os.Symlink(filepath.Join(dir, "secret"), filepath.Join(e.logRoot, "link.log"))
+	big, _ := os.Create(filepath.Join(e.logRoot, "big.log"))
+	big.Truncate(200 << 20) // sparse 200 MB of NULs, then a last line
+	big.WriteAt([]byte("\nthe last line\n"), 200<<20)
+	big.Close()
+
+	mp := sim.NewMPower()
+	mp.SetResult("/api/system", json.RawMessage(`{"firmware":"7.0.1","apikey":"FIXTURESECRETKEY"}`))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.api = append(e.api, r.Method+" "+r.URL.Path)
+		mp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	policy := config.DefaultRemoteRequests()
+	policy.LogRoot = e.logRoot
+	policy.PerMinute = 1000
+	e.q = &Requests{
+		Policy:  policy,
+		Enabled: config.RequestOptions{API: true, Lora: true, Log: true},
+		LNS:     true,
+		Lora:    lnsbridge.LoraQuery{Path: lq.Path()},
+		API:     lnsbridge.NewMPower(srv.URL, 0, nil),
+	}
+	return e
+}
+
+func reply(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("reply %s is not JSON: %v", b, err)
+	}
+	return m
+}
+
+func TestRequestsServeAllowedKinds(t *testing.T) {
+	e := newReqEnv(t)
+	ctx := context.Background()
+	tests := []struct {
+		kind, payload string
+		check         func(t *testing.T, m map[string]any, raw string)
+	}{
+		{RequestLora, `{"command":"device count","rid":1}`, func(t *testing.T, m map[string]any, raw string) {
+			if raw != `{"result":{"count":9},"rid":1}` {
+				t.Fatalf("%s", raw)
+			}
+		}},
+		{RequestLora, `{"command":"session list json","rid":"abc"}`, func(t *testing.T, m map[string]any, raw string) {
+			if m["rid"] != "abc" || strings.Contains(raw, "2b7e151628aed2a6abf7158809cf4f3c") || !strings.Contains(raw, `"app_senc_key":"REDACTED"`) {
+				t.Fatalf("keys not redacted or rid lost: %.300s", raw)
+			}
+		}},
+		{RequestLora, `{"command":"packet queue add '{\"deveui\":\"00-80-00-ff-00-00-00-03\",\"data\":\"QA==\"}'","rid":4}`, func(t *testing.T, m map[string]any, raw string) {
+			if raw != `{"result":{"id":470,"status":"success"},"rid":4}` {
+				t.Fatalf("%s", raw)
+			}
+		}},
+		{RequestLora, `{"command":"help"}`, func(t *testing.T, m map[string]any, raw string) {
+			if _, isStr := m["result"].(string); !isStr || m["rid"] != nil {
+				t.Fatalf("raw output not a string, or a rid invented: %s", raw)
+			}
+		}},
+		{RequestLog, `{"file":"/var/log/messages","lines":5,"filter":"OTHER","rid":7}`, func(t *testing.T, m map[string]any, raw string) {
+			// tail first (the last 5 lines), then filter, as the original
+			if m["result"] != "line 297 other thing\nline 300 other thing\n" || m["rid"] != float64(7) {
+				t.Fatalf("%s", raw)
+			}
+		}},
+		{RequestLog, `{"file":"messages"}`, func(t *testing.T, m map[string]any, raw string) {
+			if s, _ := m["result"].(string); strings.Count(s, "\n") != 100 || !strings.HasSuffix(s, "line 300 other thing\n") {
+				t.Fatalf("default 100 lines: %q", s)
+			}
+		}},
+		{RequestLog, `{"file":"big.log","lines":1}`, func(t *testing.T, m map[string]any, raw string) {
+			if m["result"] != "the last line\n" {
+				t.Fatalf("%s", raw)
+			}
+		}},
+		{RequestAPI, `{"method":"GET","path":"/api/system","body":"","rid":5}`, func(t *testing.T, m map[string]any, raw string) {
+			res, _ := m["result"].(map[string]any)
+			if m["rid"] != float64(5) || m["code"] != float64(200) || res["firmware"] != "7.0.1" || res["apikey"] != "REDACTED" {
+				t.Fatalf("%s", raw)
+			}
+		}},
+	}
+	for i, tc := range tests {
+		t.Run(fmt.Sprintf("%d %s", i, tc.kind), func(t *testing.T) {
+			raw := e.q.Handle(ctx, tc.kind, "lorawan/x/"+tc.kind, []byte(tc.payload))
+			tc.check(t, reply(t, raw), string(raw))
+		})
+	}
+}
+
+// Hostile inputs: each is refused with an error reply carrying the rid, runs
+// nothing it should not, and leaves the marker file alone.
+func TestRequestsRefuseHostileInputs(t *testing.T) {
+	e := newReqEnv(t)
+	ctx := context.Background()
+	lora := func(cmd string) string {
+		b, _ := json.Marshal(map[string]any{"command": cmd, "rid": 9})
+		return string(b)
+	}
+	hostile := []struct{ kind, payload string }{
+		{RequestLora, lora("device list json; touch " + e.marker)},
+		{RequestLora, lora("device list json && reboot")},
+		{RequestLora, lora("$(reboot)")},
+		{RequestLora, lora("device list json `reboot`")},
+		{RequestLora, lora("device list json | sh")},
+		{RequestLora, lora("device list json\nreboot")},
+		{RequestLora, lora("device list json\x00reboot")},
+		{RequestLora, lora("device list json > " + e.marker)},
+		{RequestLora, lora("session list json file " + e.marker)},
+		{RequestLora, lora("device list json page 1; rm -rf /")},
+		{RequestLora, lora("device list json page x")},
+		{RequestLora, lora("appnet get $(reboot)")},
+		{RequestLora, lora("appnet get 00-11-00-11-00-11-00-11 extra")},
+		{RequestLora, lora("packet queue add '{\"deveui\":\"00-11-00-11-00-11-00-11\",\"data\":\"###\"}'")},
+		{RequestLora, lora("packet queue add '{\"data\":\"QA==\"}'")},
+		{RequestLora, lora("packet queue delete 1")},
+		{RequestLora, lora("device delete 00-11-00-11-00-11-00-11")},
+		{RequestLora, lora("'unbalanced")},
+		{RequestLora, lora(strings.Repeat("a ", 3000))},
+		{RequestLora, `{"command":5,"rid":9}`},
+		{RequestLora, `{"rid":9}`},
+		{RequestLog, `{"file":"../../etc/shadow","rid":9}`},
+		{RequestLog, `{"file":"/var/log/../config/x","rid":9}`},
+		{RequestLog, `{"file":"link.log","rid":9}`},
+		{RequestLog, `{"file":"sub/inner.log","rid":9}`},
+		{RequestLog, `{"file":"sub","rid":9}`},
+		{RequestLog, `{"file":"/etc/passwd","rid":9}`},
+		{RequestLog, `{"file":"messages","lines":"10; rm -rf /","rid":9}`},
+		{RequestLog, `{"file":"messages","lines":-1,"rid":9}`},
+		{RequestLog, `{"file":"messages","lines":1e9,"rid":9}`},
+		{RequestLog, `{"file":"messages","filter":"(a+)+$` + strings.Repeat("x", 300) + `","rid":9}`},
+		{RequestLog, `{"file":"messages","filter":"(unclosed","rid":9}`},
+		{RequestAPI, `{"method":"DELETE","path":"/api/customApps/1","rid":9}`},
+		{RequestAPI, `{"method":"GET","path":"/etc/passwd","rid":9}`},
+		{RequestAPI, `{"method":"GET","path":"http://evil.example/api/x","rid":9}`},
+		{RequestAPI, `{"method":"GET","path":"//evil.example/api/x","rid":9}`},
+		{RequestAPI, `{"method":"GET","path":"/api/../command/restart","rid":9}`},
+		{RequestAPI, `{"method":"POST","path":"/api/command/restart","rid":9}`},
+		{RequestAPI, `{"method":"GET","path":"/api/system","body":[1],"rid":9}`},
+		{RequestAPI, `{"method":"TRACE","path":"/api/system","rid":9}`},
+		{RequestAPI, `{"path":"/api/system","rid":9}`},
+		{RequestAPI, `not json`},
+		{RequestAPI, `[1,2]`},
+	}
+	if len(hostile) < 30 {
+		t.Fatalf("only %d hostile inputs", len(hostile))
+	}
+	for i, h := range hostile {
+		t.Run(fmt.Sprintf("%02d %s", i, h.kind), func(t *testing.T) {
+			before := len(e.calls())
+			apiBefore := len(e.api)
+			raw := e.q.Handle(ctx, h.kind, "lorawan/x/"+h.kind, []byte(h.payload))
+			m := reply(t, raw)
+			if m["error"] == nil || m["error"] == "" {
+				t.Fatalf("accepted: %s → %s", h.payload, raw)
+			}
+			if json.Valid([]byte(h.payload)) && strings.Contains(h.payload, `"rid":9`) && m["rid"] != float64(9) {
+				t.Fatalf("rid not echoed: %s", raw)
+			}
+			if h.kind == RequestAPI && (m["status"] != "fail" || m["code"] == nil) {
+				t.Fatalf("api error shape: %s", raw)
+			}
+			if h.kind != RequestAPI && !strings.HasPrefix(fmt.Sprint(m["result"]), "command rejected: ") {
+				t.Fatalf("lora/log error shape: %s", raw)
+			}
+			if len(e.calls()) != before || len(e.api) != apiBefore {
+				t.Fatalf("a refused request reached lora-query or mPower: %s", h.payload)
+			}
+			if b, _ := os.ReadFile(e.marker); string(b) != "untouched" {
+				t.Fatal("marker file changed")
+			}
+			if strings.Contains(string(raw), "outside") || strings.Contains(string(raw), "root:") {
+				t.Fatalf("leaked: %s", raw)
+			}
+		})
+	}
+}
+
+func TestRequestsFlagsOffAndRateLimit(t *testing.T) {
+	e := newReqEnv(t)
+	ctx := context.Background()
+	e.q.Enabled = config.RequestOptions{}
+	for _, kind := range []string{RequestAPI, RequestLora, RequestLog} {
+		raw := string(e.q.Handle(ctx, kind, "t", []byte(`{"command":"device count","file":"messages","method":"GET","path":"/api/system","rid":1}`)))
+		if !strings.Contains(raw, "not enabled") || strings.Contains(raw, "count") && strings.Contains(raw, `"result":{`) {
+			t.Fatalf("%s with its flag off: %s", kind, raw)
+		}
+	}
+	e.q.Enabled = config.RequestOptions{Lora: true}
+	e.q.LNS = false
+	if raw := string(e.q.Handle(ctx, RequestLora, "t", []byte(`{"command":"device count"}`))); !strings.Contains(raw, "network server") {
+		t.Fatalf("lora without LNS: %s", raw)
+	}
+	e.q.LNS = true
+	e.q.Policy.PerMinute = 2
+	var last string
+	for i := 0; i < 3; i++ {
+		last = string(e.q.Handle(ctx, RequestLora, "t", []byte(`{"command":"device count"}`)))
+	}
+	if !strings.Contains(last, "rate limit") {
+		t.Fatalf("third request within a minute: %s", last)
+	}
+}
+
+func TestSplitCommand(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []string
+		err  bool
+	}{
+		{"device list json page 0", []string{"device", "list", "json", "page", "0"}, false},
+		{`packet queue add '{"a": "b c"}'`, []string{"packet", "queue", "add", `{"a": "b c"}`}, false},
+		{`a "b \"c\" \\ d" e`, []string{"a", `b "c" \ d`, "e"}, false},
+		{`a'b'c`, []string{"abc"}, false},
+		{"  a\tb  ", []string{"a", "b"}, false},
+		{`$(x) ; | &`, []string{"$(x)", ";", "|", "&"}, false}, // words, never expanded or interpreted
+		{`'open`, nil, true},
+		{`"open`, nil, true},
+		{"a\nb", nil, true},
+		{"a\x00b", nil, true},
+		{"", nil, true},
+	}
+	for _, tc := range tests {
+		got, err := SplitCommand(tc.in)
+		if (err != nil) != tc.err || fmt.Sprint(got) != fmt.Sprint(tc.want) && !tc.err {
+			t.Errorf("SplitCommand(%q) = %q, %v", tc.in, got, err)
+		}
+	}
+}
+
+func FuzzSplitCommand(f *testing.F) {
+	for _, s := range []string{"device list json", `packet queue add '{"x":1}'`, `a "b\"c"`, "$(reboot)"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		words, err := SplitCommand(s)
+		if err != nil {
+			return
+		}
+		for _, w := range words {
+			if strings.ContainsAny(w, "\n\r\x00") {
+				t.Fatalf("control character in word %q", w)
+			}
+		}
+	})
+}
+
+func FuzzRequestDecode(f *testing.F) {
+	f.Add([]byte(`{"command":"device count","rid":1}`))
+	f.Add([]byte(`{"method":"GET","path":"/api/x","body":null,"rid":"a"}`))
+	f.Add([]byte(`{"file":"messages","lines":5,"filter":"x"}`))
+	q := &Requests{Policy: config.DefaultRemoteRequests(), Enabled: config.RequestOptions{API: true, Lora: true, Log: true}, LNS: true}
+	q.Policy.LogRoot = f.TempDir()
+	q.Policy.PerMinute = 1 << 30
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		for _, kind := range []string{RequestAPI, RequestLora, RequestLog} {
+			out := q.Handle(context.Background(), kind, "t", payload)
+			if !json.Valid(out) {
+				t.Fatalf("reply is not JSON: %s", out)
+			}
+		}
+	})
+}
+
+// No non-test code of the project starts a shell or builds a command from a
+// concatenated string.
+func TestNoShellInProductCode(t *testing.T) {
+	root := ".."
+	shell := regexp.MustCompile(`"(/bin/)?(ba|da|z)?sh"\s*,\s*"-c"`)
+	concat := regexp.MustCompile(`exec\.Command(Context)?\([^)]*\+`)
+	var checked int
+	err := filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if info.IsDir() && (info.Name() == ".git" || info.Name() == "testdata" || info.Name() == "build") {
+			return filepath.SkipDir
+		}
+		if !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		checked++
+		if shell.Match(b) || strings.Contains(string(b), `"sh -c`) || strings.Contains(string(b), `"bash -c`) {
+			t.Errorf("%s starts a shell", p)
+		}
+		if concat.Match(b) {
+			t.Errorf("%s builds a command from a concatenated string", p)
+		}
+		return nil
+	})
+	if err != nil || checked < 20 {
+		t.Fatalf("walked %d files: %v", checked, err)
+	}
+}
