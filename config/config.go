@@ -83,6 +83,9 @@ type Delivery struct {
 	RemovedAppGrace time.Duration `yaml:"removed_app_grace"`
 	// MaxDownlinkPayload bounds a downlink's decoded payload, bytes.
 	MaxDownlinkPayload int `yaml:"max_downlink_payload"`
+	// MQTTRetainEvents retains MQTT up/joined/moved publishes like the
+	// original (off: new subscribers do not get stale uplinks).
+	MQTTRetainEvents bool `yaml:"mqtt_retain_events"`
 }
 
 // Admin is the loopback-only HTTP endpoint for health, status and metrics,

@@ -41,6 +41,12 @@ type AppSettings struct {
 	Options    config.AppOptions
 	EncodeHex  bool // global: from mPower's defaultApp
 	Delivery   config.Delivery
+	// AppVersion is the program's version (the MQTT init's app_version).
+	AppVersion string
+	// RetainEvents retains MQTT up/joined/moved like the original (YAML delivery.mqtt_retain_events).
+	RetainEvents bool
+	// Backhaul is mPower's defaultApp.backhaulDetect (global, MQTT applications).
+	Backhaul config.BackhaulDetect
 }
 
 // Counters of one application.

@@ -1,21 +1,717 @@
 package forward
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 )
 
-// mqttTransport is an application's connection to its remote MQTT broker.
-// Until the MQTT protocol lands, an MQTT application keeps its rows queued.
-type mqttTransport struct{}
+// MQTT delivery limits.
+const (
+	mqttWindow         = 20               // rows in flight (published, PUBACK pending)
+	mqttKeepAlive      = 60 * time.Second // conduit.md §7.1
+	mqttConnectTimeout = 30 * time.Second
+	mqttAckTimeout     = 90 * time.Second // a PUBACK later than this: the connection is dead
+	mqttCloseTimeout   = 2 * time.Second
+	mqttSubBatch       = 100 // filters per SUBSCRIBE
+	mqttClearIgnore    = 5 * time.Second
+	mqttInbox          = 256
+)
 
-func newMQTTTransport(a *Application, ep config.Endpoint, id Identity) (*mqttTransport, error) {
-	a.state = StateUnsupported
-	a.log.Warn("this build forwards over HTTP(S) only; the application's rows are kept queued", "scheme", ep.Scheme)
-	return &mqttTransport{}, nil
+// mqttTransport is an application's connection to its remote MQTT broker
+// (conduit.md §7): one paho client per connection, so a lost connection's
+// unacknowledged rows are simply resent from the outbox on the next one.
+type mqttTransport struct {
+	a         *Application
+	brokerURL string
+	clientID  string
+	tls       *tls.Config
+	table     topicTable
+	vars      topicVars // app and gw set
+	// customUp and customDown are the application's templates when they
+	// differ from the version defaults (conduit.md §7.4), else "".
+	customUp, customDown string
+	retainEvents         bool // up/joined/moved retained like the original
+	azure                bool // Azure IoT Hub mode (conduit.md §7.6)
+	window               int
+	ackTimeout           time.Duration
+
+	// Owned by runMQTT's goroutine.
+	inbox          chan inbound
+	cursor         int64 // last row acknowledged or dead-lettered
+	seen           int64 // last row the delivery loop read
+	backhaul       config.BackhaulDetect
+	backhaulCursor int64
+	backhaulLast   map[string]time.Time // DevEUI → last backhaul downlink
+	backhaulBad    bool
+
+	mu       sync.Mutex
+	client   paho.Client // the live connection, nil while down
+	initDone bool
+	subs     map[string]*subEntry // filter → what arrives through it
+	devSubs  map[string][]string  // DevEUI → its per-device filters
+	devApp   map[string]string    // DevEUI → the device's AppEUI
+	cleared  map[string]time.Time // topics whose retained message we cleared
 }
 
-func (a *Application) runMQTT(ctx context.Context) { <-ctx.Done() }
+// subEntry says what a subscription is for.
+type subEntry struct {
+	event  string // "down" or "clear"
+	devEUI string // the device the topic names; "" for application-level topics
+	custom bool   // from a custom downlink template
+	refs   int    // devices sharing the filter; 0 for application-level filters
+}
 
-func (a *Application) closeMQTT(context.Context) {}
+type inbound struct {
+	topic    string
+	payload  []byte
+	retained bool
+	ack      func() // nil in tests
+}
+
+func newMQTTTransport(a *Application, ep config.Endpoint, id Identity) (*mqttTransport, error) {
+	s := a.Settings
+	t := &mqttTransport{
+		a: a, table: tableFor(s.APIVersion), window: mqttWindow, ackTimeout: mqttAckTimeout,
+		inbox: make(chan inbound, mqttInbox), backhaulLast: map[string]time.Time{},
+		subs: map[string]*subEntry{}, devSubs: map[string][]string{}, devApp: map[string]string{}, cleared: map[string]time.Time{},
+	}
+	t.retainEvents, t.backhaul = s.RetainEvents, s.Backhaul
+	gw := id.UUID
+	if t.table.rawUUID {
+		gw = id.UUIDRaw
+	}
+	t.vars = topicVars{app: s.EUI, gw: gw}
+	t.clientID = s.Options.ClientID
+	if t.clientID == "" {
+		t.clientID = "lorawan/" + s.EUI + "/" + gw
+	}
+	switch ep.Scheme {
+	case "mqtt":
+		t.brokerURL = "tcp://" + ep.Address()
+	case "mqtts":
+		t.brokerURL = "ssl://" + ep.Address()
+	case "wss":
+		t.brokerURL = "wss://" + ep.Address() + ep.Path
+	default:
+		return nil, fmt.Errorf("forward: mqtt: scheme %q not supported", ep.Scheme)
+	}
+	if ep.Scheme != "mqtt" {
+		tc, err := TLSConfig(ep.Host, s.Options)
+		if err != nil {
+			return nil, fmt.Errorf("forward: %s://%s: %w", ep.Scheme, ep.Address(), err)
+		}
+		t.tls = tc
+	}
+	if strings.EqualFold(s.Options.CloudService, "AZURE") {
+		return t, t.setupAzure()
+	}
+	if u := s.Options.UplinkTopic; u != "" && u != t.table.uplinkDefault {
+		t.customUp = u
+	}
+	if d := s.Options.DownlinkTopic; d != "" && d != t.table.downlinkDefault {
+		t.customDown = d
+	}
+	for _, f := range t.table.appSubs {
+		t.subs[t.vars.fill(f)] = &subEntry{event: lastLevel(f)}
+	}
+	return t, nil
+}
+
+func lastLevel(topic string) string { return topic[strings.LastIndexByte(topic, '/')+1:] }
+
+// runMQTT connects (retrying forever with backoff), then delivers the
+// application's rows with QoS 1, many in flight, in outbox order. On ctx's end
+// the connection stays open for closeMQTT.
+func (a *Application) runMQTT(ctx context.Context) {
+	t := a.mqtt
+	go t.dispatchLoop(ctx)
+	b := newBackoff(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
+	failing := false
+	for ctx.Err() == nil {
+		conn, err := t.connect(ctx)
+		if err == nil {
+			b.reset()
+			if failing {
+				a.log.Info("remote broker connected again", "broker", t.brokerURL)
+			} else {
+				a.log.Info("remote broker connected", "broker", t.brokerURL, "client_id", t.clientID)
+			}
+			failing = false
+			a.setState(StateUp, nil)
+			err = t.deliver(ctx, conn)
+			if ctx.Err() != nil {
+				return
+			}
+			t.drop(conn)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		a.Counters.Failures.Add(1)
+		a.setState(StateRetrying, err)
+		d := b.next()
+		if !failing {
+			a.log.Warn("remote broker unreachable, retrying with backoff; rows stay queued", "broker", t.brokerURL, "err", err, "retry_in", d.Round(time.Millisecond))
+			failing = true
+		} else {
+			a.log.Debug("remote broker still unreachable", "broker", t.brokerURL, "err", err, "retry_in", d.Round(time.Millisecond))
+		}
+		if !t.outageWait(ctx, d) {
+			return
+		}
+	}
+}
+
+// mqttConn is one connection.
+type mqttConn struct {
+	client paho.Client
+	lost   chan struct{}
+	once   sync.Once
+	err    error
+}
+
+func (c *mqttConn) setLost(err error) {
+	c.once.Do(func() { c.err = err; close(c.lost) })
+}
+
+func (c *mqttConn) lostErr() error {
+	if c.err != nil {
+		return fmt.Errorf("connection lost: %w", c.err)
+	}
+	return errors.New("connection lost")
+}
+
+// connect opens a connection with the last will set, resubscribes
+// everything, then publishes init (once per application instance, before
+// anything else) and connected (1.1.1).
+func (t *mqttTransport) connect(ctx context.Context) (*mqttConn, error) {
+	s := t.a.Settings
+	conn := &mqttConn{lost: make(chan struct{})}
+	o := paho.NewClientOptions().
+		AddBroker(t.brokerURL).
+		SetClientID(t.clientID).
+		SetCleanSession(s.Options.CleanSession).
+		SetProtocolVersion(4).
+		SetKeepAlive(mqttKeepAlive).
+		SetPingTimeout(10 * time.Second).
+		SetConnectTimeout(mqttConnectTimeout).
+		SetWriteTimeout(mqttConnectTimeout).
+		SetAutoReconnect(false).
+		SetConnectRetry(false).
+		SetOrderMatters(true).
+		SetAutoAckDisabled(true). // acknowledged once dispatched: a downlink is not lost at shutdown
+		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+			in := inbound{topic: m.Topic(), payload: append([]byte(nil), m.Payload()...), retained: m.Retained(), ack: m.Ack}
+			select {
+			case t.inbox <- in:
+			case <-ctx.Done():
+			}
+		}).
+		SetConnectionLostHandler(func(_ paho.Client, err error) { conn.setLost(err) })
+	if !t.azure {
+		o.SetBinaryWill(t.vars.fill(t.table.disconnected), []byte{}, 1, false)
+	}
+	if s.Options.Username != "" || s.Options.Password != "" {
+		o.SetUsername(s.Options.Username).SetPassword(s.Options.Password)
+	}
+	if t.tls != nil {
+		o.SetTLSConfig(t.tls.Clone())
+	}
+	c := paho.NewClient(o)
+	conn.client = c
+	tok := c.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		go func() { <-tok.Done(); c.Disconnect(0) }()
+		return nil, ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		return nil, fmt.Errorf("connect %s: %w", t.brokerURL, err)
+	}
+	t.mu.Lock()
+	t.client = c
+	t.mu.Unlock()
+	fail := func(err error) (*mqttConn, error) {
+		t.drop(conn)
+		return nil, err
+	}
+	// Subscriptions: the application's, and every device known to route here.
+	if t.perDevice() {
+		for _, dev := range t.a.poll.List() {
+			t.subscribeDevice(dev, t.knownAppEUI(dev), false)
+		}
+	}
+	if err := t.resubscribe(ctx, conn); err != nil {
+		return fail(err)
+	}
+	t.mu.Lock()
+	needInit := !t.initDone && !t.azure
+	t.mu.Unlock()
+	if needInit {
+		if err := t.waitToken(ctx, conn, c.Publish(t.vars.fill(t.table.init), 1, true, t.initPayload())); err != nil {
+			return fail(fmt.Errorf("init: %w", err))
+		}
+		t.mu.Lock()
+		t.initDone = true
+		t.mu.Unlock()
+	}
+	if t.table.connected != "" && !t.azure {
+		c.Publish(t.vars.fill(t.table.connected), 0, false, []byte{})
+	}
+	return conn, nil
+}
+
+// drop forgets a connection (closing it if it is still open).
+func (t *mqttTransport) drop(conn *mqttConn) {
+	t.mu.Lock()
+	if t.client == conn.client {
+		t.client = nil
+	}
+	t.mu.Unlock()
+	select {
+	case <-conn.lost:
+	default:
+		conn.client.Disconnect(0)
+	}
+}
+
+func (t *mqttTransport) waitToken(ctx context.Context, conn *mqttConn, tok paho.Token) error {
+	timer := time.NewTimer(t.ackTimeout)
+	defer timer.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-conn.lost:
+		return conn.lostErr()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return errors.New("no answer from the broker")
+	}
+}
+
+// resubscribe subscribes every filter, in batches.
+func (t *mqttTransport) resubscribe(ctx context.Context, conn *mqttConn) error {
+	t.mu.Lock()
+	filters := make([]string, 0, len(t.subs))
+	for f := range t.subs {
+		filters = append(filters, f)
+	}
+	t.mu.Unlock()
+	sortStrings(filters)
+	for len(filters) > 0 {
+		n := min(len(filters), mqttSubBatch)
+		m := make(map[string]byte, n)
+		for _, f := range filters[:n] {
+			m[f] = 1
+		}
+		filters = filters[n:]
+		tok := conn.client.SubscribeMultiple(m, nil)
+		if err := t.waitToken(ctx, conn, tok); err != nil {
+			return fmt.Errorf("subscribe: %w", err)
+		}
+	}
+	return nil
+}
+
+type initMessage struct {
+	GatewaysEUIs []string `json:"gateways_euis"`
+	Time         string   `json:"time"`
+	APIVersion   string   `json:"api_version"`
+	AppVersion   string   `json:"app_version"`
+}
+
+func (t *mqttTransport) initPayload() []byte {
+	gws := t.a.gateways
+	if gws == nil {
+		gws = []string{}
+	}
+	v := t.a.Settings.APIVersion
+	if v == "" {
+		v = config.API10
+	}
+	b, _ := json.Marshal(initMessage{GatewaysEUIs: gws, Time: utcMicro(time.Now()), APIVersion: v, AppVersion: cmp.Or(t.a.Settings.AppVersion, ProtocolAppVersion)})
+	return b
+}
+
+// utcMicro is UTC with six fractional digits and Z (conduit.md §8.4).
+func utcMicro(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000Z") }
+
+// pending is a row published on the current connection, PUBACK pending.
+type pending struct {
+	row  cache.Row
+	toks []paho.Token
+	dead error // the row cannot be published: dead-letter it in turn
+}
+
+// deliver publishes rows until the connection fails or ctx ends. Rows are
+// deleted in outbox order as their PUBACKs arrive; on a failure the next
+// connection resends from the first unacknowledged row.
+func (t *mqttTransport) deliver(ctx context.Context, conn *mqttConn) error {
+	a := t.a
+	var q []pending
+	next := t.cursor
+	for {
+		if len(q) < t.window {
+			rows, err := a.queue.Peek(ctx, a.Settings.EUI, next, t.window-len(q))
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				a.log.Error("reading the outbox failed", "err", err)
+				if !sleep(ctx, time.Second) {
+					return ctx.Err()
+				}
+				continue
+			}
+			for _, r := range rows {
+				q = append(q, t.publishRow(conn.client, r))
+				next = r.ID
+			}
+			t.seen = next
+		}
+		if len(q) == 0 {
+			select {
+			case <-a.wake:
+				continue
+			case <-conn.lost:
+				return conn.lostErr()
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		for _, tok := range q[0].toks {
+			if err := t.waitToken(ctx, conn, tok); err != nil {
+				return err
+			}
+		}
+		// The head is acknowledged; so may be the rows behind it.
+		n := 0
+		for n < len(q) && done(q[n].toks) {
+			n++
+		}
+		t.settle(q[:n])
+		q = q[n:]
+	}
+}
+
+func done(toks []paho.Token) bool {
+	for _, tk := range toks {
+		select {
+		case <-tk.Done():
+			if tk.Error() != nil {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// settle deletes acknowledged rows and dead-letters the unpublishable ones.
+func (t *mqttTransport) settle(ps []pending) {
+	a := t.a
+	var ok, dead []cache.Row
+	for _, p := range ps {
+		if p.dead != nil {
+			dead = append(dead, p.row)
+			a.log.Error("row cannot be published; dead-lettered", "kind", p.row.Kind, "target", p.row.Target, "err", p.dead)
+			continue
+		}
+		ok = append(ok, p.row)
+		lat := max(time.Since(p.row.EnqueuedAt), 0)
+		a.Counters.DeliveryLatencyNs.Add(uint64(lat))
+		if a.latency != nil {
+			a.latency.Observe(lat)
+		}
+	}
+	if len(ok) > 0 {
+		a.queue.Delete(ok)
+		a.Counters.Forwarded.Add(uint64(len(ok)))
+	}
+	if len(dead) > 0 {
+		a.queue.DeadLetter(dead)
+		a.Counters.DeadLettered.Add(uint64(len(dead)))
+	}
+	if len(ps) > 0 {
+		t.cursor = ps[len(ps)-1].row.ID
+	}
+}
+
+// publishRow publishes the messages of one row (QoS 1).
+func (t *mqttTransport) publishRow(c paho.Client, r cache.Row) pending {
+	msgs, err := t.rowMessages(r)
+	if err != nil {
+		return pending{row: r, dead: err}
+	}
+	appEUI, dev, _ := parseRowTarget(r.Target)
+	if r.Kind != "moved" && t.perDevice() {
+		t.subscribeDevice(dev, t.deviceAppEUI(appEUI), true)
+	}
+	p := pending{row: r}
+	for _, m := range msgs {
+		p.toks = append(p.toks, c.Publish(m.topic, 1, t.retainEvents, m.payload))
+	}
+	if r.Kind == "moved" && t.perDevice() {
+		t.unsubscribeDevice(dev)
+	}
+	return p
+}
+
+type pubMsg struct {
+	topic   string
+	payload []byte
+}
+
+// rowMessages maps an outbox row to its publishes (conduit.md §7.2, §7.3).
+func (t *mqttTransport) rowMessages(r cache.Row) ([]pubMsg, error) {
+	appEUI, dev, ok := parseRowTarget(r.Target)
+	if !ok {
+		return nil, fmt.Errorf("unexpected target %q", r.Target)
+	}
+	v := t.vars
+	v.appEUI, v.devEUI = appEUI, dev
+	var tmpls []string
+	body := r.Body
+	if t.azure {
+		return t.azureMessages(r)
+	}
+	switch r.Kind {
+	case "up":
+		body = t.a.body(r)
+		if topic, ok := t.customUplink(body); ok {
+			return []pubMsg{{topic, body}}, nil
+		}
+		tmpls = t.table.up
+	case "joined":
+		tmpls = t.table.joined
+	case "moved":
+		tmpls = t.table.moved
+	default:
+		return nil, fmt.Errorf("unknown row kind %q", r.Kind)
+	}
+	out := make([]pubMsg, 0, len(tmpls))
+	for _, tm := range tmpls {
+		out = append(out, pubMsg{v.fill(tm), body})
+	}
+	return out, nil
+}
+
+// customUplink fills the custom uplink template with the uplink's keys plus
+// gwuuid; a missing key or a wildcard in the result falls back to the
+// standard topic with a log line (conduit.md §7.4, §15 #2).
+func (t *mqttTransport) customUplink(body []byte) (string, bool) {
+	if t.customUp == "" {
+		return "", false
+	}
+	keys := map[string]json.RawMessage{}
+	if err := json.Unmarshal(body, &keys); err != nil {
+		keys = map[string]json.RawMessage{}
+	}
+	t.addGatewayKeys(keys)
+	topic, err := fillTemplate(t.customUp, keys)
+	if err == nil && strings.ContainsAny(topic, "+#") {
+		err = errors.New("the filled topic contains a wildcard")
+	}
+	if err == nil && topic == "" {
+		err = errors.New("the filled topic is empty")
+	}
+	if err != nil {
+		t.a.log.Warn("uplinkTopic template not applicable to this uplink", "template", t.customUp, "err", err, "standard_topic", !t.azure)
+		return "", false
+	}
+	return topic, true
+}
+
+func (t *mqttTransport) addGatewayKeys(keys map[string]json.RawMessage) {
+	gw, _ := json.Marshal(t.vars.gw)
+	keys["gwuuid"] = gw
+	if t.azure {
+		id, _ := json.Marshal(t.clientID)
+		keys["client_id"] = id
+	}
+}
+
+// perDevice reports whether devices get their own subscriptions.
+func (t *mqttTransport) perDevice() bool { return len(t.table.deviceSubs) > 0 || t.customDown != "" }
+
+// deviceAppEUI is the AppEUI a device's topics use: the application's own,
+// except under the catch-all.
+func (t *mqttTransport) deviceAppEUI(fromRow string) string {
+	if t.vars.app != config.CatchAll {
+		return t.vars.app
+	}
+	return fromRow
+}
+
+func (t *mqttTransport) knownAppEUI(dev string) string {
+	if t.vars.app != config.CatchAll {
+		return t.vars.app
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.devApp[dev]
+}
+
+// deviceFilters lists a device's subscriptions (conduit.md §7.2, §7.4).
+func (t *mqttTransport) deviceFilters(dev, appEUI string) map[string]subEntry {
+	out := map[string]subEntry{}
+	v := t.vars
+	v.appEUI, v.devEUI = appEUI, dev
+	for _, tm := range t.table.deviceSubs {
+		if strings.Contains(tm, "{appeui}") && appEUI == "" {
+			continue // learnt with the device's first row
+		}
+		if strings.Contains(tm, "{gweui}") {
+			for _, g := range t.a.gateways {
+				v.gwEUI = g
+				out[v.fill(tm)] = subEntry{event: lastLevel(tm), devEUI: dev}
+			}
+			continue
+		}
+		out[v.fill(tm)] = subEntry{event: lastLevel(tm), devEUI: dev}
+	}
+	if t.customDown != "" {
+		keys := map[string]json.RawMessage{}
+		d, _ := json.Marshal(dev)
+		keys["deveui"] = d
+		if appEUI != "" {
+			ae, _ := json.Marshal(appEUI)
+			keys["appeui"] = ae
+		}
+		t.addGatewayKeys(keys)
+		f, err := fillTemplate(t.customDown, keys)
+		switch {
+		case err != nil:
+			t.a.log.Debug("downlinkTopic template not applicable to this device", "deveui", dev, "template", t.customDown, "err", err)
+		case f != "":
+			if _, std := out[f]; !std {
+				e := subEntry{event: "down", custom: true}
+				if strings.Contains(t.customDown, "%(deveui)s") {
+					e.devEUI = dev
+				}
+				out[f] = e
+			}
+		}
+	}
+	return out
+}
+
+// subscribeDevice records a device's filters and, when send and connected,
+// subscribes the new ones.
+func (t *mqttTransport) subscribeDevice(dev, appEUI string, send bool) {
+	t.mu.Lock()
+	if _, ok := t.devSubs[dev]; ok && (t.devApp[dev] == appEUI || appEUI == "") {
+		t.mu.Unlock()
+		return
+	}
+	if _, ok := t.devSubs[dev]; ok {
+		t.unsubscribeLocked(dev) // AppEUI changed: drop the old topics (not sent: re-added below)
+	}
+	fs := t.deviceFilters(dev, appEUI)
+	var added []string
+	list := make([]string, 0, len(fs))
+	for f, e := range fs {
+		list = append(list, f)
+		if cur, ok := t.subs[f]; ok {
+			if cur.refs > 0 {
+				cur.refs++
+				if cur.devEUI != e.devEUI {
+					cur.devEUI = "" // shared by several devices: DevEUI from the payload
+				}
+			}
+			continue
+		}
+		e.refs = 1
+		t.subs[f] = &e
+		added = append(added, f)
+	}
+	t.devSubs[dev] = list
+	if appEUI != "" {
+		t.devApp[dev] = appEUI
+	}
+	c := t.client
+	t.mu.Unlock()
+	if send && c != nil && len(added) > 0 {
+		m := make(map[string]byte, len(added))
+		for _, f := range added {
+			m[f] = 1
+		}
+		c.SubscribeMultiple(m, nil) // in order before the row's publish; a failure shows as a lost connection
+	}
+}
+
+// unsubscribeDevice drops a device's own filters (moved).
+func (t *mqttTransport) unsubscribeDevice(dev string) {
+	t.mu.Lock()
+	gone := t.unsubscribeLocked(dev)
+	c := t.client
+	t.mu.Unlock()
+	if c != nil && len(gone) > 0 {
+		c.Unsubscribe(gone...)
+	}
+}
+
+func (t *mqttTransport) unsubscribeLocked(dev string) []string {
+	var gone []string
+	for _, f := range t.devSubs[dev] {
+		e, ok := t.subs[f]
+		if !ok || e.refs == 0 {
+			continue
+		}
+		e.refs--
+		if e.refs == 0 {
+			delete(t.subs, f)
+			gone = append(gone, f)
+		}
+	}
+	delete(t.devSubs, dev)
+	return gone
+}
+
+// closeMQTT publishes close (empty, retained, QoS 1, at most 2 s) on the
+// application's own connection, then disconnects.
+func (a *Application) closeMQTT(ctx context.Context) {
+	t := a.mqtt
+	defer a.setState(StateStopped, nil)
+	t.mu.Lock()
+	c := t.client
+	t.client = nil
+	t.mu.Unlock()
+	if t.azure { // IoT Hub drops clients publishing to unauthorised topics: no close
+		if c != nil {
+			c.Disconnect(250)
+		}
+		return
+	}
+	if c == nil || !c.IsConnectionOpen() {
+		a.log.Warn("close notice not sent: the remote broker is not connected", "broker", t.brokerURL)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, mqttCloseTimeout)
+	defer cancel()
+	tok := c.Publish(t.vars.fill(t.table.close), 1, true, []byte{})
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			a.log.Warn("close notice not delivered", "err", err)
+		}
+	case <-ctx.Done():
+		a.log.Warn("close notice not acknowledged in time", "timeout", mqttCloseTimeout)
+	}
+	c.Disconnect(250)
+}

@@ -90,6 +90,7 @@ func BuildDesired(d config.DefaultApp, override *config.DefaultApp, whenDisabled
 		out.Appnets = append(out.Appnets, AppSettings{
 			EUI: an.EUI, Name: "appnet " + an.AppNetID, Source: "appnet", APIVersion: d.APIVersion,
 			URL: an.URL, Options: an.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
+			Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents,
 		})
 	}
 	if d.Enabled || whenDisabled || override != nil {
@@ -99,6 +100,7 @@ func BuildDesired(d config.DefaultApp, override *config.DefaultApp, whenDisabled
 			out.Default = &AppSettings{
 				EUI: d.EUI, Name: "default", Source: "default", APIVersion: d.APIVersion, URL: d.URL,
 				Options: d.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
+				Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents,
 			}
 		}
 	}
@@ -128,6 +130,8 @@ type Manager struct {
 	// application's delivery latencies and downlink outcomes.
 	Latency   Observer
 	Downlinks OutcomeCounter
+	// AppVersion is the program version every application reports (MQTT init).
+	AppVersion string
 
 	mu       sync.Mutex
 	apps     map[string]*running
@@ -210,6 +214,7 @@ func (m *Manager) Apply(d Desired) {
 		if m.counters[eui] == nil {
 			m.counters[eui] = &Counters{}
 		}
+		s.AppVersion = m.AppVersion
 		app, err := NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log)
 		if err != nil {
 			m.log.Error("application cannot be set up; its events are not forwarded", "app", eui, "name", s.Name, "err", err)
@@ -286,7 +291,7 @@ func (m *Manager) Stop(ctx context.Context) {
 	for drained := false; !drained; {
 		drained = true
 		for _, a := range m.Router().Applications() {
-			if a.HTTP() && m.queue.Stats(a.Settings.EUI).Rows > 0 {
+			if st, _ := a.State(); st == StateUp && m.queue.Stats(a.Settings.EUI).Rows > 0 {
 				drained = false
 			}
 		}

@@ -108,7 +108,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer stopDelivery()
 	mgr := forward.NewManager(deliverCtx, outbox, local, log)
 	downlinks, deliveryLatency, joinLatency := newOutcomeCounts(), newHistogram(), newHistogram()
-	mgr.Latency, mgr.Downlinks = deliveryLatency, downlinks
+	mgr.Latency, mgr.Downlinks, mgr.AppVersion = deliveryLatency, downlinks, version
 	joins.latency = joinLatency
 	apps := &appConfig{cfg: cfg, log: log, mgr: mgr, def: defApp, appnets: appnets,
 		id: forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, GatewayEUIs: gwEUIs}}
