@@ -321,6 +321,12 @@ func TestDevicesAndApplications(t *testing.T) {
 	if d := devs[0]; d.AppEUI != "a2" || d.JoinEUI != "j1" || !d.LastSeen.Equal(t0) {
 		t.Fatalf("device %+v", d)
 	}
+	if app, ok, err := db.DeviceAppEUI(ctx, "d1"); err != nil || !ok || app != "a2" {
+		t.Fatalf("DeviceAppEUI = %q %v %v", app, ok, err)
+	}
+	if _, ok, _ := db.DeviceAppEUI(ctx, "nope"); ok {
+		t.Fatal("unknown device found")
+	}
 	if err := db.PutApplication(ctx, Application{EUI: "x", Source: "default", Info: []byte(`{}`)}); err != nil {
 		t.Fatal(err)
 	}

@@ -144,3 +144,16 @@ func SelfTest(ctx context.Context, path string) error {
 	}
 	return nil
 }
+
+// DeviceAppEUI returns a known device's AppEUI.
+func (db *DB) DeviceAppEUI(ctx context.Context, devEUI string) (string, bool, error) {
+	var app string
+	err := db.sql.QueryRowContext(ctx, `SELECT appeui FROM devices WHERE deveui = ?`, devEUI).Scan(&app)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("cache: device %s: %w", devEUI, err)
+	}
+	return app, true, nil
+}

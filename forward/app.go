@@ -47,6 +47,11 @@ type AppSettings struct {
 	RetainEvents bool
 	// Backhaul is mPower's defaultApp.backhaulDetect (global, MQTT applications).
 	Backhaul config.BackhaulDetect
+	// RequestOptions enables remote requests; only the default app serves them.
+	RequestOptions config.RequestOptions
+	// DefaultOptions are the default app's options, for appnets under
+	// overrideTopicsForAllApps and Azure (its templates win, conduit.md §7.4).
+	DefaultOptions config.AppOptions
 }
 
 // Counters of one application.
@@ -120,8 +125,11 @@ type Application struct {
 	sink      DownlinkSink
 	poll      *PollList
 
-	latency   Observer       // may be nil
-	downlinks OutcomeCounter // may be nil
+	latency      Observer                           // may be nil
+	downlinks    OutcomeCounter                     // may be nil
+	requests     *Requests                          // remote requests (default app only); may be nil
+	owner        func(devEUI string) string         // EUI of the application a device routes to, "" when unknown; may be nil
+	deviceAppEUI func(devEUI string) (string, bool) // a known device's AppEUI; may be nil
 
 	batching     atomic.Bool
 	batchMax     int

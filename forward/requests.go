@@ -52,6 +52,8 @@ type Requests struct {
 	Log     *slog.Logger
 	// MaxDownlink bounds `packet queue add` payloads.
 	MaxDownlink int
+	// Outcomes, when set, counts requests as "<kind> served" or "<kind> refused".
+	Outcomes OutcomeCounter
 
 	mu     sync.Mutex
 	recent []time.Time // serve times within the last minute
@@ -87,9 +89,17 @@ func (q *Requests) Handle(ctx context.Context, kind, from string, payload []byte
 		if q.Log != nil {
 			q.Log.Warn("remote request refused", "kind", kind, "topic", from, "reason", err.Error())
 		}
+		q.count(kind, "refused")
 		return errorReply(kind, err, rid)
 	}
+	q.count(kind, "served")
 	return reply
+}
+
+func (q *Requests) count(kind, outcome string) {
+	if q.Outcomes != nil {
+		q.Outcomes.Add(kind + " " + outcome)
+	}
 }
 
 // maxRequest bounds a request payload.

@@ -90,7 +90,7 @@ func BuildDesired(d config.DefaultApp, override *config.DefaultApp, whenDisabled
 		out.Appnets = append(out.Appnets, AppSettings{
 			EUI: an.EUI, Name: "appnet " + an.AppNetID, Source: "appnet", APIVersion: d.APIVersion,
 			URL: an.URL, Options: an.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
-			Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents,
+			Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents, DefaultOptions: d.Options,
 		})
 	}
 	if d.Enabled || whenDisabled || override != nil {
@@ -100,7 +100,8 @@ func BuildDesired(d config.DefaultApp, override *config.DefaultApp, whenDisabled
 			out.Default = &AppSettings{
 				EUI: d.EUI, Name: "default", Source: "default", APIVersion: d.APIVersion, URL: d.URL,
 				Options: d.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
-				Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents,
+				Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents, DefaultOptions: d.Options,
+				RequestOptions: d.RequestOptions,
 			}
 		}
 	}
@@ -132,6 +133,12 @@ type Manager struct {
 	Downlinks OutcomeCounter
 	// AppVersion is the program version every application reports (MQTT init).
 	AppVersion string
+	// Requests serves remote requests on the default application's connection.
+	Requests *Requests
+	// DeviceAppEUI gives a known device's AppEUI (from the device table), so
+	// the catch-all can subscribe per device at start-up and a downlink for a
+	// device of another application is refused. May be nil.
+	DeviceAppEUI func(devEUI string) (string, bool)
 
 	mu       sync.Mutex
 	apps     map[string]*running
@@ -221,6 +228,11 @@ func (m *Manager) Apply(d Desired) {
 			continue
 		}
 		app.latency, app.downlinks = m.Latency, m.Downlinks
+		app.deviceAppEUI, app.owner = m.DeviceAppEUI, m.owner
+		if s.Source == "default" && m.Requests != nil {
+			r := m.Requests
+			app.requests = &Requests{Policy: r.Policy, Enabled: s.RequestOptions, LNS: r.LNS, Lora: r.Lora, API: r.API, Log: r.Log, MaxDownlink: r.MaxDownlink, Outcomes: r.Outcomes}
+		}
 		// Deletions of the previous instance must be committed before the new
 		// one reads the queue, or it would resend them.
 		if err := m.queue.Sync(m.ctx); err != nil && m.ctx.Err() == nil {
@@ -251,6 +263,21 @@ func (m *Manager) stopLocked(r *running) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), 5*time.Second)
 	defer cancel()
 	r.app.Close(ctx)
+}
+
+// owner is the EUI of the application a device routes to, "" when unknown.
+func (m *Manager) owner(devEUI string) string {
+	if m.DeviceAppEUI == nil {
+		return ""
+	}
+	appEUI, ok := m.DeviceAppEUI(devEUI)
+	if !ok {
+		return ""
+	}
+	if a := m.Router().Route(Message{AppEUI: appEUI, DevEUI: devEUI}); a != nil {
+		return a.Settings.EUI
+	}
+	return ""
 }
 
 // Dropper removes all queued rows of an application, counting them as dropped.

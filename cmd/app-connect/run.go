@@ -107,8 +107,16 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	deliverCtx, stopDelivery := context.WithCancel(context.Background())
 	defer stopDelivery()
 	mgr := forward.NewManager(deliverCtx, outbox, local, log)
-	downlinks, deliveryLatency, joinLatency := newOutcomeCounts(), newHistogram(), newHistogram()
+	downlinks, requests, deliveryLatency, joinLatency := newOutcomeCounts(), newOutcomeCounts(), newHistogram(), newHistogram()
 	mgr.Latency, mgr.Downlinks, mgr.AppVersion = deliveryLatency, downlinks, version
+	mgr.Requests = &forward.Requests{Policy: cfg.RemoteRequests, LNS: ln.LNSAvailable(), Lora: lq, API: mp, Log: log,
+		MaxDownlink: cfg.Delivery.MaxDownlinkPayload, Outcomes: requests}
+	mgr.DeviceAppEUI = func(dev string) (string, bool) {
+		qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		app, ok, err := db.DeviceAppEUI(qctx, dev)
+		return app, ok && err == nil
+	}
 	joins.latency = joinLatency
 	apps := &appConfig{cfg: cfg, log: log, mgr: mgr, def: defApp, appnets: appnets,
 		id: forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, GatewayEUIs: gwEUIs}}
@@ -124,7 +132,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	intake := forward.NewIntake(outbox, db, router, resolver, log)
 
 	st := &state{started: time.Now(), local: local, intake: intake, outbox: outbox, router: router, joins: joins,
-		downlinks: downlinks, requests: newOutcomeCounts(), deliveryLatency: deliveryLatency, joinLatency: joinLatency}
+		downlinks: downlinks, requests: requests, deliveryLatency: deliveryLatency, joinLatency: joinLatency}
 	statusFileOf(ctx).Attach(st)
 	adminStop, err := startAdmin(cfg.Admin.Listen, st, log)
 	if err != nil {
