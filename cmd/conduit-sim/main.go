@@ -54,6 +54,7 @@ type options struct {
 	sinkCert     string // PEM files: the sink serves HTTPS with them
 	sinkKey      string
 	sinkClientCA string // PEM CA: the sink requires a client certificate it signed
+	remoteMQTT   string // the cloud side over MQTT: this broker's messages are counted
 	sinkPrefix   string
 	sysfs        string
 	uuid         string
@@ -93,6 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.sinkListen, "sink-listen", "127.0.0.1:8090", "remote cloud HTTP sink address; empty disables the sink")
 	fs.StringVar(&o.sinkCert, "sink-tls-cert", "", "serve the sink over HTTPS with this PEM certificate (needs -sink-tls-key)")
 	fs.StringVar(&o.sinkKey, "sink-tls-key", "", "PEM private key of -sink-tls-cert")
+	fs.StringVar(&o.remoteMQTT, "remote-mqtt", "", "remote MQTT broker (tcp://host:port) whose messages from app-connect are counted instead of the HTTP sink's; default app URL mqtt://… unless -app-url")
 	fs.StringVar(&o.sinkClientCA, "sink-client-ca", "", "PEM CA: the HTTPS sink requires a client certificate signed by it")
 	fs.StringVar(&o.sinkPrefix, "sink-prefix", "", "path prefix of the sink's API (e.g. /tenant-a)")
 	fs.StringVar(&o.sysfs, "sysfs", "", "directory for the mts-io files uuid and device-id (default: a temporary directory)")
@@ -187,6 +189,7 @@ type simulator struct {
 	sink      *sim.Sink
 	sinkURL   string
 	source    sim.Source // set by joinAll: uplinks through the joined sessions
+	remote    *sim.MQTTRemote
 	servers   []*http.Server
 	pub       *sim.Publisher
 	fleet     *sim.Fleet
@@ -241,6 +244,20 @@ func (s *simulator) start() error {
 		}
 		s.sinkURL = scheme + addr + o.sinkPrefix
 		s.log.Info("remote sink listening", "url", s.sinkURL)
+	}
+
+	if o.remoteMQTT != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		remote, err := sim.NewMQTTRemote(ctx, o.remoteMQTT, nil)
+		cancel()
+		if err != nil {
+			return err
+		}
+		s.remote, s.sink = remote, remote.Sink
+		if u, err := url.Parse(o.remoteMQTT); err == nil && u.Host != "" {
+			s.sinkURL = "mqtt://" + u.Host
+		}
+		s.log.Info("remote MQTT role subscribed", "broker", o.remoteMQTT)
 	}
 
 	s.mpower = sim.NewMPower()
@@ -631,6 +648,9 @@ func (s *simulator) runProbe(ctx context.Context) error {
 func (s *simulator) close() {
 	if s.pub != nil {
 		s.pub.Close()
+	}
+	if s.remote != nil {
+		s.remote.Close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

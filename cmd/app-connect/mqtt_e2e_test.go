@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/lorawan-gateway/app-connect/internal/sim"
+	"github.com/lorawan-gateway/app-connect/internal/testpeer"
+)
+
+// The whole program over MQTT: LNS events reach a remote Mosquitto on the
+// API 1.1.1 topics, and a downlink published there reaches the local network
+// server.
+func TestMQTTApplicationEndToEnd(t *testing.T) {
+	h := newHarness(t, 5)
+	remoteBroker := testpeer.StartMosquitto(t, testpeer.MosquittoOptions{})
+	h.mpower.SetDefaultApp(defaultAppJSON(t, "mqtt://"+remoteBroker.Addr(), "1.1.1", "ff-ff-ff-ff-ff-ff-ff-ff", nil))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	remote, err := sim.NewMQTTRemote(ctx, remoteBroker.URL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remote.Close()
+	local := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(h.broker.URL()).SetClientID("local-watch"))
+	if tok := local.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer local.Disconnect(100)
+	var mu sync.Mutex
+	var downs []string
+	local.Subscribe("lora/+/down", 1, func(_ mqtt.Client, m mqtt.Message) {
+		mu.Lock()
+		downs = append(downs, m.Topic())
+		mu.Unlock()
+	}).Wait()
+
+	h.start()
+	h.publish(ctx, 20)
+	if err := remote.Sink.Wait(ctx, h.fleet.Expected()); err != nil {
+		t.Fatalf("%v\n%s", err, h.logs.tail(30))
+	}
+	s := remote.Sink.Stats()
+	if s.Inits != 1 || s.Joined != 5 || s.Duplicates != 0 || s.OutOfOrder != 0 {
+		t.Fatalf("remote saw %+v", s)
+	}
+	dashed := "029998e0-6156-cdd4-4523-264b523115c1"
+	dev := h.fleet.Devices()[0]
+	var sawUp bool
+	for _, r := range remote.Sink.Recorded() {
+		// mPower's sample pairs 1.1.1 with the v1.0 uplink template, which then
+		// wins over the 1.1 topic (conduit.md §15 item 8).
+		if r.Path == "lorawan/"+dev.AppEUI+"/"+dev.DevEUI+"/up" {
+			sawUp = true
+		}
+	}
+	if !sawUp {
+		t.Fatal("no uplink on the template topic")
+	}
+	dl, _ := json.Marshal(map[string]any{"deveui": dev.DevEUI, "data": "AQID", "port": 2})
+	if err := remote.Publish(ctx, "lorawan/"+dashed+"/down", dl, false); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the downlink on the local broker", 20*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(downs) == 1 && downs[0] == "lora/"+dev.DevEUI+"/down"
+	})
+	if strings.Contains(h.logs.String(), "level=ERROR") {
+		t.Fatalf("errors logged:\n%s", h.logs.tail(30))
+	}
+}
