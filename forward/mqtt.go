@@ -49,8 +49,9 @@ type mqttTransport struct {
 
 	// Owned by runMQTT's goroutine.
 	inbox          chan inbound
-	cursor         int64 // last row acknowledged or dead-lettered
-	seen           int64 // last row the delivery loop read
+	reqs           chan requestJob // remote requests for the request worker
+	cursor         int64           // last row acknowledged or dead-lettered
+	seen           int64           // last row the delivery loop read
 	backhaul       config.BackhaulDetect
 	backhaulCursor int64
 	backhaulLast   map[string]time.Time // DevEUI → last backhaul downlink
@@ -84,7 +85,7 @@ func newMQTTTransport(a *Application, ep config.Endpoint, id Identity) (*mqttTra
 	s := a.Settings
 	t := &mqttTransport{
 		a: a, table: tableFor(s.APIVersion), window: mqttWindow, ackTimeout: mqttAckTimeout,
-		inbox: make(chan inbound, mqttInbox), backhaulLast: map[string]time.Time{},
+		inbox: make(chan inbound, mqttInbox), reqs: make(chan requestJob, mqttRequestQueue), backhaulLast: map[string]time.Time{},
 		subs: map[string]*subEntry{}, devSubs: map[string][]string{}, devApp: map[string]string{}, cleared: map[string]time.Time{},
 	}
 	t.retainEvents, t.backhaul = s.RetainEvents, s.Backhaul
@@ -117,16 +118,28 @@ func newMQTTTransport(a *Application, ep config.Endpoint, id Identity) (*mqttTra
 	if strings.EqualFold(s.Options.CloudService, "AZURE") {
 		return t, t.setupAzure()
 	}
-	if u := s.Options.UplinkTopic; u != "" && u != t.table.uplinkDefault {
-		t.customUp = u
-	}
-	if d := s.Options.DownlinkTopic; d != "" && d != t.table.downlinkDefault {
-		t.customDown = d
-	}
+	t.customUp = customTemplate(s, t.table.uplinkDefault, func(o config.AppOptions) string { return o.UplinkTopic })
+	t.customDown = customTemplate(s, t.table.downlinkDefault, func(o config.AppOptions) string { return o.DownlinkTopic })
 	for _, f := range t.table.appSubs {
 		t.subs[t.vars.fill(f)] = &subEntry{event: lastLevel(f)}
 	}
 	return t, nil
+}
+
+// customTemplate applies the template precedence of conduit.md §7.4: an
+// appnet under the default app's overrideTopicsForAllApps uses the default's
+// template when it differs from the version default; else the application's
+// own when it differs; else "" (the standard topics).
+func customTemplate(s AppSettings, versionDefault string, pick func(config.AppOptions) string) string {
+	if s.Source == "appnet" && s.DefaultOptions.OverrideTopicsForAllApps {
+		if d := pick(s.DefaultOptions); d != "" && d != versionDefault {
+			return d
+		}
+	}
+	if own := pick(s.Options); own != "" && own != versionDefault {
+		return own
+	}
+	return ""
 }
 
 func lastLevel(topic string) string { return topic[strings.LastIndexByte(topic, '/')+1:] }
@@ -136,6 +149,10 @@ func lastLevel(topic string) string { return topic[strings.LastIndexByte(topic, 
 // the connection stays open for closeMQTT.
 func (a *Application) runMQTT(ctx context.Context) {
 	t := a.mqtt
+	t.setupRequests()
+	if a.requests != nil {
+		go t.requestLoop(ctx)
+	}
 	go t.dispatchLoop(ctx)
 	b := newBackoff(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
 	failing := false
@@ -250,7 +267,7 @@ func (t *mqttTransport) connect(ctx context.Context) (*mqttConn, error) {
 	}
 	// Subscriptions: the application's, and every device known to route here.
 	if t.perDevice() {
-		for _, dev := range t.a.poll.List() {
+		for _, dev := range t.a.Poll().List() {
 			t.subscribeDevice(dev, t.knownAppEUI(dev), false)
 		}
 	}
@@ -558,13 +575,21 @@ func (t *mqttTransport) deviceAppEUI(fromRow string) string {
 	return fromRow
 }
 
+// knownAppEUI is the AppEUI of a device before the transport saw a row of
+// it: learnt from an earlier row, else from the device table.
 func (t *mqttTransport) knownAppEUI(dev string) string {
 	if t.vars.app != config.CatchAll {
 		return t.vars.app
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.devApp[dev]
+	ae := t.devApp[dev]
+	t.mu.Unlock()
+	if ae == "" && t.a.deviceAppEUI != nil {
+		if v, ok := t.a.deviceAppEUI(dev); ok {
+			ae = v
+		}
+	}
+	return ae
 }
 
 // deviceFilters lists a device's subscriptions (conduit.md §7.2, §7.4).

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,14 +32,10 @@ func (t *mqttTransport) setupAzure() error {
 	}
 	t.azure = true
 	t.clientID = s.Options.ClientID
-	t.customUp = s.Options.UplinkTopic
-	if t.customUp == "" {
-		t.customUp = azureUplinkDefault
-	}
-	down := s.Options.DownlinkTopic
-	if down == "" {
-		down = azureDownlinkDefault
-	}
+	// The default app's templates win (conduit.md §7.4 rule 1); for the
+	// default app itself DefaultOptions are its own options.
+	t.customUp = cmp.Or(s.DefaultOptions.UplinkTopic, s.Options.UplinkTopic, azureUplinkDefault)
+	down := cmp.Or(s.DefaultOptions.DownlinkTopic, s.Options.DownlinkTopic, azureDownlinkDefault)
 	keys := map[string]json.RawMessage{}
 	t.addGatewayKeys(keys)
 	f, err := fillTemplate(down, keys)
@@ -81,8 +78,10 @@ func (t *mqttTransport) azureMethod(ctx context.Context, in inbound) string {
 		reply = methodError("payload larger than 128 KB")
 	case method == "downlink":
 		reply = t.azureDownlink(ctx, in.payload)
-	case method == RequestAPI || method == RequestLora || method == RequestLog:
-		reply = methodError("not enabled")
+	case isRequestKind(method):
+		// Served by the request worker, through the same code path as the
+		// request topics (conduit.md §7.6, §9).
+		return t.enqueueRequest(ctx, requestJob{kind: method, from: in.topic, payload: in.payload, azure: true, rid: rid})
 	default:
 		reply = methodError("unknown method " + method)
 	}
@@ -109,6 +108,9 @@ func (t *mqttTransport) azureDownlink(ctx context.Context, payload []byte) map[s
 		a.countDownlink("refused")
 		a.log.Warn("downlink refused", "from", "direct method", "reason", err.Error())
 		return methodError(err.Error())
+	}
+	if reason := a.refuseForeign(dl.DevEUI, "direct method"); reason != "" {
+		return methodError(reason)
 	}
 	if a.sink == nil {
 		a.countDownlink("failed")

@@ -64,12 +64,17 @@ func (t *mqttTransport) dispatch(ctx context.Context, in inbound) string {
 	switch e.event {
 	case "method":
 		return t.azureMethod(ctx, in)
+	case RequestAPI, RequestLora, RequestLog:
+		return t.enqueueRequest(ctx, requestJob{kind: e.event, from: in.topic, payload: in.payload})
 	case "clear":
 		dev, err := clearDevEUI(in.payload, e.devEUI)
 		if err != nil {
 			a.countDownlink("refused")
 			a.log.Warn("clear refused", "topic", in.topic, "reason", err.Error())
 			return "refused: " + err.Error()
+		}
+		if reason := a.refuseForeign(dev, in.topic); reason != "" {
+			return "refused: " + reason
 		}
 		if a.sink == nil {
 			a.countDownlink("failed")
@@ -88,6 +93,9 @@ func (t *mqttTransport) dispatch(ctx context.Context, in inbound) string {
 			a.countDownlink("refused")
 			a.log.Warn("downlink refused", "topic", in.topic, "reason", err.Error())
 			return "refused: " + err.Error()
+		}
+		if reason := a.refuseForeign(dl.DevEUI, in.topic); reason != "" {
+			return "refused: " + reason
 		}
 		if a.sink == nil {
 			a.countDownlink("failed")

@@ -28,6 +28,7 @@ type topicTable struct {
 	rawUUID                   bool     // v1.0 uses the undashed GW-UUID
 	uplinkDefault             string   // the version's default uplinkTopic template
 	downlinkDefault           string   // the version's default downlinkTopic template
+	requests                  string   // prefix of …/{api,lora,log}_{req,res}
 }
 
 var (
@@ -45,6 +46,7 @@ var (
 			"lorawan/{gweui}/{deveui}/down", "lorawan/{gweui}/{deveui}/clear",
 		},
 		rawUUID:         true,
+		requests:        "lorawan/{app}/{gw}",
 		uplinkDefault:   "lorawan/%(appeui)s/%(deveui)s/up",
 		downlinkDefault: "lorawan/%(appeui)s/%(deveui)s/down",
 	}
@@ -56,6 +58,7 @@ var (
 		joined:          []string{"lorawan/{gw}/{appeui}/{deveui}/joined"},
 		moved:           []string{"lorawan/{gw}/{appeui}/{deveui}/moved"},
 		appSubs:         []string{"lorawan/{gw}/down"},
+		requests:        "lorawan/{gw}",
 		uplinkDefault:   "lorawan/%(gwuuid)s/%(appeui)s/%(deveui)s/up",
 		downlinkDefault: "lorawan/%(gwuuid)s/down",
 	}
@@ -68,6 +71,7 @@ var (
 		joined:          []string{"lorawan/{gw}/{appeui}/{deveui}/joined"},
 		moved:           []string{"lorawan/{gw}/{appeui}/{deveui}/moved"},
 		appSubs:         []string{"lorawan/{gw}/down", "lorawan/{gw}/clear"},
+		requests:        "lorawan/{gw}",
 		uplinkDefault:   "lorawan/%(gwuuid)s/%(appeui)s/%(deveui)s/up",
 		downlinkDefault: "lorawan/%(gwuuid)s/down",
 	}
