@@ -20,7 +20,9 @@ import (
 func TestMQTTApplicationEndToEnd(t *testing.T) {
 	h := newHarness(t, 5)
 	remoteBroker := testpeer.StartMosquitto(t, testpeer.MosquittoOptions{})
-	h.mpower.SetDefaultApp(defaultAppJSON(t, "mqtt://"+remoteBroker.Addr(), "1.1.1", "ff-ff-ff-ff-ff-ff-ff-ff", nil))
+	h.mpower.SetDefaultApp(defaultAppJSON(t, "mqtt://"+remoteBroker.Addr(), "1.1.1", "ff-ff-ff-ff-ff-ff-ff-ff",
+		map[string]any{"requestOptions": map[string]any{"api": false, "lora": true, "log": false}}))
+	h.withLoraQuery(sim.LoraQueryState{Devices: 5})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	remote, err := sim.NewMQTTRemote(ctx, remoteBroker.URL(), nil)
@@ -72,6 +74,26 @@ func TestMQTTApplicationEndToEnd(t *testing.T) {
 		defer mu.Unlock()
 		return len(downs) == 1 && downs[0] == "lora/"+dev.DevEUI+"/down"
 	})
+	// A remote lora_req through the whole program: the stand-in answers, the reply carries the rid.
+	if err := remote.Publish(ctx, "lorawan/"+dashed+"/lora_req", []byte(`{"command":"device count","rid":41}`), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Publish(ctx, "lorawan/"+dashed+"/lora_req", []byte(`{"command":"device count; reboot","rid":42}`), false); err != nil {
+		t.Fatal(err)
+	}
+	var replies []string
+	waitUntil(t, "two lora_res replies", 20*time.Second, func() bool {
+		replies = replies[:0]
+		for _, r := range remote.Sink.Recorded() {
+			if r.Path == "lorawan/"+dashed+"/lora_res" {
+				replies = append(replies, string(r.Body))
+			}
+		}
+		return len(replies) == 2
+	})
+	if replies[0] != `{"result":{"count":5},"rid":41}` || !strings.Contains(replies[1], `"rid":42`) || !strings.Contains(replies[1], "command rejected") {
+		t.Fatalf("replies %q", replies)
+	}
 	if strings.Contains(h.logs.String(), "level=ERROR") {
 		t.Fatalf("errors logged:\n%s", h.logs.tail(30))
 	}
