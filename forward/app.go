@@ -28,6 +28,7 @@ type Queue interface {
 type Identity struct {
 	UUIDRaw     string
 	UUID        string
+	Serial      string // mts-io device-id, template key gwserial
 	GatewayEUIs []string
 }
 

@@ -42,8 +42,9 @@ type mqttTransport struct {
 	// customUp and customDown are the application's templates when they
 	// differ from the version defaults (conduit.md §7.4), else "".
 	customUp, customDown string
-	retainEvents         bool // up/joined/moved retained like the original
-	azure                bool // Azure IoT Hub mode (conduit.md §7.6)
+	retainEvents         bool   // up/joined/moved retained like the original
+	serial               string // gateway serial, template key gwserial
+	azure                bool   // Azure IoT Hub mode (conduit.md §7.6)
 	window               int
 	ackTimeout           time.Duration
 
@@ -89,6 +90,7 @@ func newMQTTTransport(a *Application, ep config.Endpoint, id Identity) (*mqttTra
 		subs: map[string]*subEntry{}, devSubs: map[string][]string{}, devApp: map[string]string{}, cleared: map[string]time.Time{},
 	}
 	t.retainEvents, t.backhaul = s.RetainEvents, s.Backhaul
+	t.serial = id.Serial
 	gw := id.UUID
 	if t.table.rawUUID {
 		gw = id.UUIDRaw
@@ -557,6 +559,8 @@ func (t *mqttTransport) customUplink(body []byte) (string, bool) {
 func (t *mqttTransport) addGatewayKeys(keys map[string]json.RawMessage) {
 	gw, _ := json.Marshal(t.vars.gw)
 	keys["gwuuid"] = gw
+	serial, _ := json.Marshal(t.serial)
+	keys["gwserial"] = serial
 	if t.azure {
 		id, _ := json.Marshal(t.clientID)
 		keys["client_id"] = id

@@ -119,7 +119,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	joins.latency = joinLatency
 	apps := &appConfig{cfg: cfg, log: log, mgr: mgr, def: defApp, appnets: appnets,
-		id: forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, GatewayEUIs: gwEUIs}}
+		id: forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, Serial: ident.Serial, GatewayEUIs: gwEUIs}}
 	apps.apply()
 	if ln.LNSAvailable() {
 		loadSessions(ctx, lq, db, mgr, log)
