@@ -19,6 +19,7 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/config"
 	jc "github.com/lorawan-gateway/app-connect/joinclient"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 const claimUsage = `usage: app-connect claim [status|unclaim] [--config FILE] [--csv FILE|-] [--qr-file FILE|-]
@@ -207,6 +208,16 @@ func (c claimCommand) run(ctx context.Context, args []string, stdout, stderr io.
 	if o.concurrency > 0 {
 		settings.Concurrency = o.concurrency
 	}
+	if o.netID == "" && cfg.Join.NetID == "" && o.action == jc.OpClaim && !o.dryRun {
+		// The gateway's own NetID, as the join proxy uses it (mPower loraNetwork lora.netID).
+		mctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		if n, err := joinNetIDFromMPower(mctx, lnsbridge.NewMPower(cfg.MPower.API, 3*time.Second, log), cfg.Join); err == nil {
+			cfg.Join.NetID = n
+		} else {
+			log.Debug("home NetID not read from mPower", "err", err)
+		}
+		cancel()
+	}
 	ident, err := claimIdentity(o, cfg.Join)
 	if err != nil {
 		fmt.Fprintf(stderr, "app-connect claim: %v\n", err)
@@ -283,7 +294,7 @@ func claimIdentity(o *claimOptions, j config.Join) (jc.ClaimIdentity, error) {
 	id.ASID = pick(o.asID, j.ASID)
 	if netID == "" {
 		if o.action == jc.OpClaim && !o.dryRun {
-			return id, errors.New("no home NetID: set join.net_id in the configuration or --net-id")
+			return id, errors.New("no home NetID: set join.net_id in the configuration or --net-id (mPower's lora.netID was not readable)")
 		}
 	} else {
 		n, err := jc.ParseNetID(netID)
