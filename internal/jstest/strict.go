@@ -122,7 +122,7 @@ func (s *Strict) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if cfg.Block {
 		<-r.Context().Done()
-		return
+		panic(http.ErrAbortHandler) // never an (empty 200) answer
 	}
 	if cfg.Status != 0 {
 		w.WriteHeader(cfg.Status)

@@ -160,7 +160,9 @@ func (s *TTJS) serve(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 		case <-s.release:
 		}
-		return
+		// A hanging server never answers: abort the connection instead of
+		// letting the handler's return send an empty 200.
+		panic(http.ErrAbortHandler)
 	}
 	if fault != 0 {
 		ttjsError(w, fault, "internal error")
