@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -171,26 +170,15 @@ func NewClaimClient(srv *ClaimServer, opts ClaimClientOptions) *ClaimClient {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	tr := &http.Transport{
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:   false, // HTTP/1.1 surfaces the server's TLS 1.3 alert for a refused client certificate; http2 hides it
-		MaxIdleConns:        8,
-		MaxIdleConnsPerHost: 8,
-		IdleConnTimeout:     90 * time.Second,
-	}
-	if srv.TLSConfig != nil {
-		tr.TLSClientConfig = srv.TLSConfig.Clone()
-	}
+	// HTTP/1.1: the server's TLS 1.3 alert for a refused client certificate
+	// then reaches the caller; HTTP/2 reports it as an unreachable server.
+	tr, hc := directHTTP(srv.TLSConfig, false, 8)
 	return &ClaimClient{
 		srv:   srv,
 		opts:  opts,
 		trans: tr,
-		http: &http.Client{
-			Transport:     tr,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		log: opts.Logger.With("js", srv.Name),
+		http:  hc,
+		log:   opts.Logger.With("js", srv.Name),
 	}
 }
 

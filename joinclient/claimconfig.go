@@ -2,7 +2,6 @@ package joinclient
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -155,11 +155,7 @@ func (l *claimLoader) load() *ClaimRepository {
 func (l *claimLoader) entry(repo *ClaimRepository, errs *yamlErrs, item *yaml.Node, path string) {
 	var fileNode, typeNode *yaml.Node
 	var file, typ string
-	type pfx struct {
-		p    EUIPrefix
-		line int
-	}
-	var prefixes []pfx
+	var prefixes []linedPrefix
 	for _, f := range errs.mapping(item, path) {
 		key := path + "." + f.key
 		switch f.key {
@@ -172,23 +168,7 @@ func (l *claimLoader) entry(repo *ClaimRepository, errs *yamlErrs, item *yaml.No
 				typ, typeNode = s, f.value
 			}
 		case "join-euis":
-			for j, c := range errs.sequence(f.value, key) {
-				pk := fmt.Sprintf("%s[%d]", key, j)
-				s, ok := errs.str(c, pk)
-				if !ok {
-					continue
-				}
-				p, err := ParsePrefix(s)
-				if err != nil {
-					errs.add(c, pk, "bad prefix %q: %v", truncate(s, 40), err)
-					continue
-				}
-				if p.HasHostBits() {
-					l.opts.Logger.Warn("joinclient: claiming prefix has bits set beyond its length; they are ignored",
-						"file", errs.file, "line", c.Line, "prefix", p.String())
-				}
-				prefixes = append(prefixes, pfx{p, c.Line})
-			}
+			prefixes = append(prefixes, parsePrefixes(errs, f.value, key, l.opts.Logger, "claiming")...)
 		case "components":
 			errs.add(f.keyNode, key, "unknown key: a claiming repository has no components")
 		default:
@@ -219,21 +199,12 @@ func (l *claimLoader) entry(repo *ClaimRepository, errs *yamlErrs, item *yaml.No
 	if srv == nil {
 		return
 	}
-	if !containsClaimServer(repo.Servers, srv) {
+	if !slices.Contains(repo.Servers, srv) {
 		repo.Servers = append(repo.Servers, srv)
 	}
 	for _, p := range prefixes {
 		repo.Entries = append(repo.Entries, ClaimEntry{Prefix: p.p, Server: srv, Line: p.line})
 	}
-}
-
-func containsClaimServer(list []*ClaimServer, s *ClaimServer) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (l *claimLoader) server(cfgErrs *yamlErrs, file string, fileNode *yaml.Node, key string) *ClaimServer {
@@ -253,8 +224,8 @@ func (l *claimLoader) server(cfgErrs *yamlErrs, file string, fileNode *yaml.Node
 	}
 	srv := &ClaimServer{Name: (&loader{dir: l.dir}).jsName(file, resolved), File: resolved}
 	jsDir := filepath.Dir(resolved)
-	var tlsNode, urlNode, sourceNode, certNode, keyNode *yaml.Node
-	var certFile, keyFile string
+	var tlsNode, urlNode *yaml.Node
+	var tb tlsBlock
 	for _, f := range errs.mapping(root, "") {
 		switch f.key {
 		case "url":
@@ -268,34 +239,7 @@ func (l *claimLoader) server(cfgErrs *yamlErrs, file string, fileNode *yaml.Node
 			}
 		case "tls":
 			tlsNode = f.value
-			for _, p := range errs.mapping(f.value, f.key) {
-				pk := f.key + "." + p.key
-				s, ok := errs.str(p.value, pk)
-				if !ok {
-					continue
-				}
-				switch p.key {
-				case "source":
-					if s != TLSSourceFile && s != TLSSourceKeyVault {
-						errs.add(p.value, pk, "must be file or key-vault, got %q", truncate(s, 20))
-					}
-					srv.TLSSource, sourceNode = s, p.value
-				case "root-ca":
-					if s != "" {
-						srv.RootCA = resolve(jsDir, s)
-					}
-				case "certificate":
-					if s != "" {
-						certFile, certNode = resolve(jsDir, s), p.value
-					}
-				case "key":
-					if s != "" {
-						keyFile, keyNode = resolve(jsDir, s), p.value
-					}
-				default:
-					errs.add(p.keyNode, pk, "unknown key")
-				}
-			}
+			tb = parseTLSBlock(errs, f, jsDir, false)
 		case "basic-auth":
 			errs.add(f.keyNode, f.key, "not supported: TTJS v2 authenticates by TLS client certificate only")
 		default:
@@ -308,7 +252,11 @@ func (l *claimLoader) server(cfgErrs *yamlErrs, file string, fileNode *yaml.Node
 	if tlsNode == nil {
 		errs.add(root, "tls", "missing: mutual TLS is required (source file with certificate and key, or key-vault)")
 	} else {
-		srv.TLSConfig = l.buildTLS(errs, srv, tlsNode, sourceNode, certFile, keyFile, certNode, keyNode)
+		srv.TLSSource, srv.RootCA = tb.source, tb.rootCA
+		if tb.source == "" {
+			errs.add(tlsNode, "tls.source", "missing: must be file or key-vault")
+		}
+		srv.TLSConfig = tb.clientTLS(errs, l.opts.ReadFile, l.opts.DefaultClientCertificate, "missing: mutual TLS needs certificate and key")
 	}
 	if len(errs.list) > 0 {
 		return nil
@@ -337,74 +285,11 @@ func checkClaimURL(s string) (string, error) {
 	return strings.TrimRight(s, "/"), nil
 }
 
-func (l *claimLoader) buildTLS(errs *yamlErrs, srv *ClaimServer, tlsNode, sourceNode *yaml.Node, certFile, keyFile string, certNode, keyNode *yaml.Node) *tls.Config {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if srv.RootCA != "" {
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		data, err := l.opts.ReadFile(srv.RootCA)
-		if err != nil {
-			errs.add(tlsNode, "tls.root-ca", "cannot read: %v", err)
-		} else if !appendPEMCerts(pool, data) {
-			errs.add(tlsNode, "tls.root-ca", "%s holds no PEM certificate", srv.RootCA)
-		}
-		cfg.RootCAs = pool
-	}
-	switch srv.TLSSource {
-	case "":
-		errs.add(tlsNode, "tls.source", "missing: must be file or key-vault")
-	case TLSSourceKeyVault:
-		if certFile != "" || keyFile != "" {
-			errs.add(sourceNode, "tls.source", "key-vault cannot be combined with certificate or key")
-			break
-		}
-		if l.opts.DefaultClientCertificate == nil {
-			errs.add(sourceNode, "tls.source", "key-vault needs the gateway's default client certificate (join.client_tls.certificate and join.client_tls.key)")
-			break
-		}
-		cfg.Certificates = []tls.Certificate{*l.opts.DefaultClientCertificate}
-	case TLSSourceFile:
-		if certFile == "" || keyFile == "" {
-			k := "tls.certificate"
-			if certFile != "" {
-				k = "tls.key"
-			}
-			errs.add(tlsNode, k, "missing: mutual TLS needs certificate and key")
-			break
-		}
-		certPEM, err := l.opts.ReadFile(certFile)
-		if err != nil {
-			errs.add(certNode, "tls.certificate", "cannot read: %v", err)
-			break
-		}
-		keyPEM, err := l.opts.ReadFile(keyFile)
-		if err != nil {
-			errs.add(keyNode, "tls.key", "cannot read: %v", err)
-			break
-		}
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			errs.add(certNode, "tls.certificate", "certificate %s and key %s: %v", certFile, keyFile, sanitizePEMError(err))
-			break
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg
-}
-
 // WriteClaimTable prints the claim routing table (prefix → claim server,
 // client certificate source, URL), most specific prefixes first, for check-config.
 func WriteClaimTable(w io.Writer, repo *ClaimRepository) error {
 	entries := append([]ClaimEntry(nil), repo.Entries...)
-	sort.SliceStable(entries, func(i, j int) bool {
-		a, b := entries[i].Prefix, entries[j].Prefix
-		if a.Length != b.Length {
-			return a.Length > b.Length
-		}
-		return a.EUI.Uint64() < b.EUI.Uint64()
-	})
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].Prefix.tableOrder(entries[j].Prefix) })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PREFIX\tCLAIM SERVER\tTYPE\tCLIENT CERT\tURL")
 	for _, e := range entries {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -49,26 +50,12 @@ func NewClient(js *JoinServer, opts ClientOptions) *Client {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	tr := &http.Transport{
-		Proxy:               nil, // a Join Server is reached directly
-		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:   true,
-		MaxIdleConns:        16,
-		MaxIdleConnsPerHost: 16,
-		IdleConnTimeout:     90 * time.Second,
-	}
-	if js.TLSConfig != nil {
-		tr.TLSClientConfig = js.TLSConfig.Clone()
-	}
+	tr, hc := directHTTP(js.TLSConfig, true, 16)
 	return &Client{
-		js:    js,
-		opts:  opts,
-		trans: tr,
-		http: &http.Client{
-			Transport: tr,
-			// A redirected POST is not part of BI: report the status instead.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		js:       js,
+		opts:     opts,
+		trans:    tr,
+		http:     hc,
 		log:      opts.Logger.With("js", js.Name),
 		warnings: map[string]uint64{},
 	}
@@ -358,5 +345,27 @@ func (c *Client) checkHeader(info requestInfo, ans answer) {
 		if info.macVersion != "" && !info.macVersion.Is11() && a.NwkSKey == nil && a.FNwkSIntKey != nil {
 			c.warn("fnwksintkey_for_10", "LoRaWAN 1.0 answer carries FNwkSIntKey instead of NwkSKey; using it")
 		}
+	}
+}
+
+// directHTTP is the HTTP client of one remote server: no proxy (a gateway
+// reaches its Join and claim servers directly), kept-alive connections, the
+// server's TLS settings, and redirects reported instead of followed (a
+// redirected POST or PUT is not part of either protocol).
+func directHTTP(tc *tls.Config, http2 bool, idle int) (*http.Transport, *http.Client) {
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:   http2,
+		MaxIdleConns:        idle,
+		MaxIdleConnsPerHost: idle,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	if tc != nil {
+		tr.TLSClientConfig = tc.Clone()
+	}
+	return tr, &http.Client{
+		Transport:     tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }

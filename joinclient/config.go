@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -225,11 +226,7 @@ func (l *loader) entry(repo *Repository, errs *yamlErrs, item *yaml.Node, path s
 	var fileNode *yaml.Node
 	var file string
 	var comps []Component
-	type pfx struct {
-		p    EUIPrefix
-		line int
-	}
-	var prefixes []pfx
+	var prefixes []linedPrefix
 	sawEUIs := false
 	for _, f := range errs.mapping(item, path) {
 		key := path + "." + f.key
@@ -247,7 +244,7 @@ func (l *loader) entry(repo *Repository, errs *yamlErrs, item *yaml.Node, path s
 				}
 				switch Component(s) {
 				case ComponentNS, ComponentAS:
-					if !containsComponent(comps, Component(s)) {
+					if !slices.Contains(comps, Component(s)) {
 						comps = append(comps, Component(s))
 					}
 				default:
@@ -256,23 +253,7 @@ func (l *loader) entry(repo *Repository, errs *yamlErrs, item *yaml.Node, path s
 			}
 		case "join-euis":
 			sawEUIs = true
-			for j, c := range errs.sequence(f.value, key) {
-				pk := fmt.Sprintf("%s[%d]", key, j)
-				s, ok := errs.str(c, pk)
-				if !ok {
-					continue
-				}
-				p, err := ParsePrefix(s)
-				if err != nil {
-					errs.add(c, pk, "bad prefix %q: %v", truncate(s, 40), err)
-					continue
-				}
-				if p.HasHostBits() {
-					l.opts.Logger.Warn("joinclient: interop prefix has bits set beyond its length; they are ignored",
-						"file", errs.file, "line", c.Line, "prefix", p.String())
-				}
-				prefixes = append(prefixes, pfx{p, c.Line})
-			}
+			prefixes = append(prefixes, parsePrefixes(errs, f.value, key, l.opts.Logger, "interop")...)
 		default:
 			errs.add(f.keyNode, key, "unknown key")
 		}
@@ -296,7 +277,7 @@ func (l *loader) entry(repo *Repository, errs *yamlErrs, item *yaml.Node, path s
 	if js == nil {
 		return
 	}
-	if !containsJS(repo.JoinServers, js) {
+	if !slices.Contains(repo.JoinServers, js) {
 		repo.JoinServers = append(repo.JoinServers, js)
 	}
 	for _, c := range comps {
@@ -307,22 +288,34 @@ func (l *loader) entry(repo *Repository, errs *yamlErrs, item *yaml.Node, path s
 	}
 }
 
-func containsComponent(cs []Component, c Component) bool {
-	for _, x := range cs {
-		if x == c {
-			return true
-		}
-	}
-	return false
+// linedPrefix is a JoinEUI prefix with the line it was given on.
+type linedPrefix struct {
+	p    EUIPrefix
+	line int
 }
 
-func containsJS(list []*JoinServer, js *JoinServer) bool {
-	for _, x := range list {
-		if x == js {
-			return true
+// parsePrefixes reads a join-euis list; what names the repository in the
+// warning about host bits ("interop", "claiming").
+func parsePrefixes(errs *yamlErrs, list *yaml.Node, key string, log *slog.Logger, what string) []linedPrefix {
+	var out []linedPrefix
+	for j, c := range errs.sequence(list, key) {
+		pk := fmt.Sprintf("%s[%d]", key, j)
+		s, ok := errs.str(c, pk)
+		if !ok {
+			continue
 		}
+		p, err := ParsePrefix(s)
+		if err != nil {
+			errs.add(c, pk, "bad prefix %q: %v", truncate(s, 40), err)
+			continue
+		}
+		if p.HasHostBits() {
+			log.Warn("joinclient: "+what+" prefix has bits set beyond its length; they are ignored",
+				"file", errs.file, "line", c.Line, "prefix", p.String())
+		}
+		out = append(out, linedPrefix{p, c.Line})
 	}
-	return false
+	return out
 }
 
 // resolve makes p relative to dir unless absolute (absolute paths are used as given).
@@ -369,8 +362,7 @@ func (l *loader) joinServer(cfgErrs *yamlErrs, file string, fileNode *yaml.Node,
 	}
 	jsDir := filepath.Dir(resolved)
 	var protoNode, tlsNode, schemeNode, nsidNode *yaml.Node
-	var certFile, keyFile string
-	var certNode, keyNode, sourceNode *yaml.Node
+	var tb tlsBlock
 	for _, f := range errs.mapping(root, "") {
 		switch f.key {
 		case "scheme":
@@ -464,34 +456,7 @@ func (l *loader) joinServer(cfgErrs *yamlErrs, file string, fileNode *yaml.Node,
 			}
 		case "tls":
 			tlsNode = f.value
-			for _, p := range errs.mapping(f.value, f.key) {
-				pk := f.key + "." + p.key
-				s, ok := errs.str(p.value, pk)
-				if !ok {
-					continue
-				}
-				switch p.key {
-				case "source":
-					if s != "" && s != TLSSourceFile && s != TLSSourceKeyVault {
-						errs.add(p.value, pk, "must be file or key-vault, got %q", truncate(s, 20))
-					}
-					js.TLSSource, sourceNode = s, p.value
-				case "root-ca":
-					if s != "" {
-						js.RootCA = resolve(jsDir, s)
-					}
-				case "certificate":
-					if s != "" {
-						certFile, certNode = resolve(jsDir, s), p.value
-					}
-				case "key":
-					if s != "" {
-						keyFile, keyNode = resolve(jsDir, s), p.value
-					}
-				default:
-					errs.add(p.keyNode, pk, "unknown key")
-				}
-			}
+			tb = parseTLSBlock(errs, f, jsDir, true)
 		case "headers":
 			for _, p := range errs.mapping(f.value, f.key) {
 				pk := f.key + "." + p.key
@@ -547,76 +512,17 @@ func (l *loader) joinServer(cfgErrs *yamlErrs, file string, fileNode *yaml.Node,
 			l.opts.Logger.Warn("joinclient: Join Server uses plain http", "js", js.Name, "file", resolved, "line", line)
 		}
 	} else {
-		if sourceNode == nil {
-			sourceNode = tlsNode
+		if tb.source == "" && (tb.certFile != "" || tb.keyFile != "") {
+			tb.source = TLSSourceFile // a certificate alone implies source file
 		}
-		l.buildTLS(errs, js, tlsNode, sourceNode, certFile, keyFile, certNode, keyNode)
+		js.TLSSource, js.RootCA = tb.source, tb.rootCA
+		js.TLSConfig = tb.clientTLS(errs, l.opts.ReadFile, l.opts.DefaultClientCertificate, "missing: source file needs certificate and key")
 	}
 	if len(errs.list) > 0 {
 		return nil
 	}
 	l.files[resolved] = js
 	return js
-}
-
-func (l *loader) buildTLS(errs *yamlErrs, js *JoinServer, tlsNode, sourceNode *yaml.Node, certFile, keyFile string, certNode, keyNode *yaml.Node) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if js.RootCA != "" {
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		data, err := l.opts.ReadFile(js.RootCA)
-		if err != nil {
-			errs.add(tlsNode, "tls.root-ca", "cannot read: %v", err)
-		} else if !appendPEMCerts(pool, data) {
-			errs.add(tlsNode, "tls.root-ca", "%s holds no PEM certificate", js.RootCA)
-		}
-		cfg.RootCAs = pool
-	}
-	source := js.TLSSource
-	if source == "" && (certFile != "" || keyFile != "") {
-		source = TLSSourceFile
-		js.TLSSource = source
-	}
-	switch source {
-	case TLSSourceKeyVault:
-		if certFile != "" || keyFile != "" {
-			errs.add(sourceNode, "tls.source", "key-vault cannot be combined with certificate or key")
-			break
-		}
-		if l.opts.DefaultClientCertificate == nil {
-			errs.add(sourceNode, "tls.source", "key-vault needs the gateway's default client certificate (join.client_tls.certificate and join.client_tls.key)")
-			break
-		}
-		cfg.Certificates = []tls.Certificate{*l.opts.DefaultClientCertificate}
-	case TLSSourceFile:
-		if certFile == "" {
-			errs.add(tlsNode, "tls.certificate", "missing: source file needs certificate and key")
-			break
-		}
-		if keyFile == "" {
-			errs.add(tlsNode, "tls.key", "missing: source file needs certificate and key")
-			break
-		}
-		certPEM, err := l.opts.ReadFile(certFile)
-		if err != nil {
-			errs.add(certNode, "tls.certificate", "cannot read: %v", err)
-			break
-		}
-		keyPEM, err := l.opts.ReadFile(keyFile)
-		if err != nil {
-			errs.add(keyNode, "tls.key", "cannot read: %v", err)
-			break
-		}
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			errs.add(certNode, "tls.certificate", "certificate %s and key %s: %v", certFile, keyFile, sanitizePEMError(err))
-			break
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	js.TLSConfig = cfg
 }
 
 // sanitizePEMError keeps crypto/tls's message, which never contains key material.

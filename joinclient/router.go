@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -24,7 +25,7 @@ func (r *Repository) Route(c Component, joinEUI EUI64) (EUIPrefix, []*JoinServer
 		if e.Prefix.Length > best {
 			best, prefix, out = e.Prefix.Length, e.Prefix, out[:0]
 		}
-		if !containsJS(out, e.JoinServer) {
+		if !slices.Contains(out, e.JoinServer) {
 			out = append(out, e.JoinServer)
 		}
 	}
@@ -151,13 +152,7 @@ func race[T any](ctx context.Context, r *Router, comp Component, m MessageType, 
 // components, protocol, URL), most specific prefixes first, for check-config.
 func WriteRoutingTable(w io.Writer, repo *Repository) error {
 	entries := append([]Entry(nil), repo.Entries...)
-	sort.SliceStable(entries, func(i, j int) bool {
-		a, b := entries[i].Prefix, entries[j].Prefix
-		if a.Length != b.Length {
-			return a.Length > b.Length
-		}
-		return a.EUI.Uint64() < b.EUI.Uint64()
-	})
+	sort.SliceStable(entries, func(i, j int) bool { return entries[i].Prefix.tableOrder(entries[j].Prefix) })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PREFIX\tJOIN SERVER\tCOMPONENTS\tPROTOCOL\tURL")
 	for _, e := range entries {

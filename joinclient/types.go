@@ -430,3 +430,12 @@ func jsonString(raw json.RawMessage) (string, bool) {
 	}
 	return s, true
 }
+
+// tableOrder sorts routing tables for people: most specific prefix first,
+// then by EUI.
+func (p EUIPrefix) tableOrder(q EUIPrefix) bool {
+	if p.Length != q.Length {
+		return p.Length > q.Length
+	}
+	return p.EUI.Uint64() < q.EUI.Uint64()
+}
