@@ -270,9 +270,7 @@ func loadMPower(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, path, k
 		wctx, cancel = context.WithTimeout(ctx, bootWait)
 		defer cancel()
 	}
-	raw, err := retry(wctx, log, "reading mPower "+path, func(ctx context.Context) (json.RawMessage, error) {
-		return mp.Get(ctx, path)
-	})
+	raw, err := mp.GetRetry(wctx, path)
 	if err != nil {
 		if ctx.Err() != nil || !haveCached {
 			return nil, err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 	"os"
 	"testing"
 )
@@ -20,7 +21,7 @@ func TestIsTotals(t *testing.T) {
 
 func TestProcFigures(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
-		t.Skip("no /proc on this system")
+		testpeer.Missing(t, "/proc (the benchmark reads CPU and RSS figures from it)")
 	}
 	cpu, err := cpuSeconds(os.Getpid())
 	if err != nil || cpu < 0 {
