@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/sim"
+	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
@@ -34,10 +34,7 @@ func newReqEnv(t *testing.T) *reqEnv {
 	t.Helper()
 	e := &reqEnv{}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "conduit-sim")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/conduit-sim").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testpeer.GoBuild(t, "../cmd/conduit-sim")
 	sessions, _ := os.ReadFile("../lnsbridge/testdata/session-list.json")
 	var sess []json.RawMessage
 	json.Unmarshal(sessions, &sess)

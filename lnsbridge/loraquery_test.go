@@ -4,20 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/internal/sim"
+	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 )
 
 func TestLoraQuery(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "conduit-sim")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/conduit-sim").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testpeer.GoBuild(t, "../cmd/conduit-sim")
 	read := func(name string) json.RawMessage {
 		b, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,18 +15,11 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/lorawan-gateway/app-connect/internal/sim"
+	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 )
 
 // buildSim builds conduit-sim, whose binary linked as lora-query is the stand-in.
-func buildSim(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "conduit-sim")
-	out, err := exec.Command("go", "build", "-o", bin, "../conduit-sim").CombinedOutput()
-	if err != nil {
-		t.Fatalf("building conduit-sim: %v\n%s", err, out)
-	}
-	return bin
-}
+func buildSim(t *testing.T) string { return testpeer.GoBuild(t, "../conduit-sim") }
 
 // withLoraQuery installs the lora-query stand-in and points app-connect at it.
 func (h *harness) withLoraQuery(state sim.LoraQueryState) *sim.LoraQueryDir {

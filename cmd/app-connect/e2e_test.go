@@ -375,21 +375,9 @@ func TestKilledMidStreamLosesNothing(t *testing.T) {
 	// the default max_queued_messages (1000) a burst publisher would overflow
 	// that queue, which is the broker's loss, not app-connect's.
 	h := newHarnessWith(t, 20, testpeer.MosquittoOptions{MaxQueued: ptr(0)})
-	cfgFile := filepath.Join(h.dir, "app-connect.yml")
-	yml := fmt.Sprintf("lns:\n  broker: %s\nmpower:\n  api: %s\ngateway:\n  sysfs_root: %s\nstorage:\n  database: %s\nadmin:\n  listen: \"\"\ndelivery:\n  retry_min: 50ms\n  retry_max: 400ms\n",
-		h.cfg.LNS.Broker, h.cfg.MPower.API, h.cfg.Gateway.SysfsRoot, h.cfg.Storage.Database)
-	if err := os.WriteFile(cfgFile, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgFile := h.writeConfigFile("")
 	h.sink.SetDelay(time.Millisecond) // keep a backlog in the outbox when the kill comes
-	startProc := func() *exec.Cmd {
-		cmd := exec.Command(bin, "run", "--config", cfgFile)
-		cmd.Stdout, cmd.Stderr = h.logs, h.logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
-	}
+	startProc := func() *exec.Cmd { return h.startBinary(bin, cfgFile) }
 	proc := startProc()
 	h.waitSubscribed(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -418,15 +406,30 @@ func TestKilledMidStreamLosesNothing(t *testing.T) {
 	}
 }
 
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "app-connect")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+func buildBinary(t *testing.T) string { return testpeer.GoBuild(t, ".") }
+
+// writeConfigFile writes an app-connect.yml pointing the real binary at the
+// harness, with extra YAML lines for the delivery section.
+func (h *harness) writeConfigFile(deliveryExtra string) string {
+	h.t.Helper()
+	cfgFile := filepath.Join(h.dir, "app-connect.yml")
+	yml := fmt.Sprintf("lns:\n  broker: %s\nmpower:\n  api: %s\ngateway:\n  sysfs_root: %s\nstorage:\n  database: %s\nadmin:\n  listen: \"\"\ndelivery:\n  retry_min: 50ms\n  retry_max: 400ms\n%s",
+		h.cfg.LNS.Broker, h.cfg.MPower.API, h.cfg.Gateway.SysfsRoot, h.cfg.Storage.Database, deliveryExtra)
+	if err := os.WriteFile(cfgFile, []byte(yml), 0o600); err != nil {
+		h.t.Fatal(err)
 	}
-	return bin
+	return cfgFile
+}
+
+// startBinary runs the real binary on cfgFile, its output in the harness's logs.
+func (h *harness) startBinary(bin, cfgFile string) *exec.Cmd {
+	h.t.Helper()
+	cmd := exec.Command(bin, "run", "--config", cfgFile)
+	cmd.Stdout, cmd.Stderr = h.logs, h.logs
+	if err := cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	return cmd
 }
 
 // syncBuffer is a goroutine-safe log sink.

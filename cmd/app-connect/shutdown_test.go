@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,22 +21,9 @@ func TestGracefulStopDuringAStream(t *testing.T) {
 	bin := buildBinary(t)
 	h := newHarnessWith(t, 20, testpeer.MosquittoOptions{MaxQueued: ptr(0)})
 	const shutdown = 2 * time.Second
-	cfgFile := filepath.Join(h.dir, "app-connect.yml")
-	yml := fmt.Sprintf("lns:\n  broker: %s\nmpower:\n  api: %s\ngateway:\n  sysfs_root: %s\nstorage:\n  database: %s\n"+
-		"admin:\n  listen: \"\"\ndelivery:\n  retry_min: 50ms\n  retry_max: 400ms\n  shutdown_timeout: %s\nlog:\n  destination: stderr\n  level: debug\n",
-		h.cfg.LNS.Broker, h.cfg.MPower.API, h.cfg.Gateway.SysfsRoot, h.cfg.Storage.Database, shutdown)
-	if err := os.WriteFile(cfgFile, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfgFile := h.writeConfigFile(fmt.Sprintf("  shutdown_timeout: %s\nlog:\n  destination: stderr\n  level: debug\n", shutdown))
 	h.sink.SetDelay(2 * time.Millisecond) // a backlog in the outbox when the signal comes
-	startProc := func() *exec.Cmd {
-		cmd := exec.Command(bin, "run", "--config", cfgFile)
-		cmd.Stdout, cmd.Stderr = h.logs, h.logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd
-	}
+	startProc := func() *exec.Cmd { return h.startBinary(bin, cfgFile) }
 	proc := startProc()
 	h.waitSubscribed(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
