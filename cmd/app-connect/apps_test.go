@@ -192,19 +192,7 @@ func TestDownlinksFromAnswersAndPolls(t *testing.T) {
 	h := newHarness(t, 1)
 	h.sink.SetInitReply(json.RawMessage(`{"timeout":20,"queue_size":10,"downlink_query_interval":1}`))
 	dev := h.fleet.Devices()[0]
-	// Subscribe to the local downlink topics first.
-	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(h.broker.URL()).SetClientID("dl-watch"))
-	if tok := sub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer sub.Disconnect(100)
-	var mu sync.Mutex
-	var downs []string
-	sub.Subscribe("lora/+/down", 1, func(_ mqtt.Client, m mqtt.Message) {
-		mu.Lock()
-		downs = append(downs, m.Topic()+" "+string(m.Payload()))
-		mu.Unlock()
-	}).Wait()
+	downs := h.watchLocalDownlinks()
 	h.sink.QueueDownlink(json.RawMessage(`{"deveui":"` + dev.DevEUI + `","data":"AQID","port":2}`))
 	h.sink.QueueDownlink(json.RawMessage(`{"deveui":"` + dev.DevEUI + `","data":"AQID","port":300}`)) // hostile: refused
 	h.sink.QueuePollDownlink(json.RawMessage(`{"deveui":"` + dev.DevEUI + `","data":"BAU=","port":3,"confirmed_note":"kept"}`))
@@ -212,16 +200,14 @@ func TestDownlinksFromAnswersAndPolls(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	h.publish(ctx, 1)
-	waitUntil(t, "two downlinks", 20*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(downs) >= 2 })
+	waitUntil(t, "two downlinks", 20*time.Second, func() bool { return len(downs()) >= 2 })
 	time.Sleep(200 * time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
 	want := []string{
 		"lora/" + dev.DevEUI + `/down {"deveui":"` + dev.DevEUI + `","data":"AQID","port":2}`,
 		"lora/" + dev.DevEUI + `/down {"deveui":"` + dev.DevEUI + `","data":"BAU=","port":3,"confirmed_note":"kept"}`,
 	}
-	if fmt.Sprint(downs) != fmt.Sprint(want) {
-		t.Fatalf("downlinks\n got %q\nwant %q", downs, want)
+	if got := downs(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("downlinks\n got %q\nwant %q", got, want)
 	}
 	if !strings.Contains(h.logs.String(), "port = 300 out of range") {
 		t.Fatalf("hostile downlink not refused with a reason:\n%s", h.logs.tail(20))
@@ -422,5 +408,28 @@ func TestUnknownAppnetResolvedOnJoin(t *testing.T) {
 	}
 	if strings.Contains(h.logs.String(), "2b7e151628aed2a6abf7158809cf4f3c") {
 		t.Fatal("a session key reached the logs")
+	}
+}
+
+// watchLocalDownlinks subscribes to lora/+/down on the local broker and
+// returns what arrived so far ("topic payload"), in order.
+func (h *harness) watchLocalDownlinks() func() []string {
+	h.t.Helper()
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(h.broker.URL()).SetClientID("local-downlink-watch"))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		h.t.Fatal(tok.Error())
+	}
+	h.t.Cleanup(func() { c.Disconnect(100) })
+	var mu sync.Mutex
+	var got []string
+	c.Subscribe("lora/+/down", 1, func(_ mqtt.Client, m mqtt.Message) {
+		mu.Lock()
+		got = append(got, m.Topic()+" "+string(m.Payload()))
+		mu.Unlock()
+	}).Wait()
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), got...)
 	}
 }

@@ -4,11 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/lorawan-gateway/app-connect/internal/sim"
 	"github.com/lorawan-gateway/app-connect/internal/testpeer"
@@ -30,18 +27,7 @@ func TestMQTTApplicationEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer remote.Close()
-	local := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(h.broker.URL()).SetClientID("local-watch"))
-	if tok := local.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer local.Disconnect(100)
-	var mu sync.Mutex
-	var downs []string
-	local.Subscribe("lora/+/down", 1, func(_ mqtt.Client, m mqtt.Message) {
-		mu.Lock()
-		downs = append(downs, m.Topic())
-		mu.Unlock()
-	}).Wait()
+	downs := h.watchLocalDownlinks()
 
 	h.start()
 	h.publish(ctx, 20)
@@ -70,9 +56,8 @@ func TestMQTTApplicationEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the downlink on the local broker", 20*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(downs) == 1 && downs[0] == "lora/"+dev.DevEUI+"/down"
+		got := downs()
+		return len(got) == 1 && got[0] == "lora/"+dev.DevEUI+"/down "+string(dl)
 	})
 	// A remote lora_req through the whole program: the stand-in answers, the reply carries the rid.
 	if err := remote.Publish(ctx, "lorawan/"+dashed+"/lora_req", []byte(`{"command":"device count","rid":41}`), false); err != nil {
