@@ -1,0 +1,214 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lorawan-gateway/app-connect/cache"
+	"github.com/lorawan-gateway/app-connect/config"
+)
+
+// idleQueue is an outbox with nothing to deliver: the intake test needs the
+// applications only for routing.
+type idleQueue struct{}
+
+func (idleQueue) Peek(context.Context, string, int64, int) ([]cache.Row, error) { return nil, nil }
+func (idleQueue) Delete([]cache.Row)                                            {}
+func (idleQueue) DeadLetter([]cache.Row)                                        {}
+func (idleQueue) RecordFailure(int64, time.Time)                                {}
+func (idleQueue) Stats(string) cache.AppStats                                   { return cache.AppStats{} }
+func (idleQueue) Sync(context.Context) error                                    { return nil }
+
+// scriptedAppender is an outbox write side whose first commit blocks until
+// released and then fails, whose second commit fails at once, and whose later
+// commits succeed. It records which message bodies a successful commit holds,
+// and every acknowledgement that came before the commit of its message.
+type scriptedAppender struct {
+	entered chan struct{} // closed when the first commit starts
+	release chan struct{} // closing it lets the first commit fail
+
+	mu        sync.Mutex
+	calls     int
+	committed map[string]bool // bodies of rows whose commit returned nil
+	acked     map[string]int  // body → acknowledgements
+	early     []string        // acknowledged before committed
+	ackedAt1  int             // acknowledgements seen when the first commit started
+}
+
+func newScriptedAppender() *scriptedAppender {
+	return &scriptedAppender{entered: make(chan struct{}), release: make(chan struct{}),
+		committed: map[string]bool{}, acked: map[string]int{}, ackedAt1: -1}
+}
+
+func (s *scriptedAppender) Append(ctx context.Context, rows []cache.Row) (map[string]int, error) {
+	s.mu.Lock()
+	s.calls++
+	call := s.calls
+	if call == 1 {
+		n := 0
+		for _, c := range s.acked {
+			n += c
+		}
+		s.ackedAt1 = n
+	}
+	s.mu.Unlock()
+	switch call {
+	case 1:
+		close(s.entered)
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return nil, errors.New("disk I/O error (injected, after blocking)")
+	case 2:
+		return nil, errors.New("database is locked (injected)")
+	}
+	s.mu.Lock()
+	for _, r := range rows {
+		s.committed[string(r.Body)] = true
+	}
+	s.mu.Unlock()
+	return nil, nil
+}
+
+// ack is a message's acknowledgement to the local broker.
+func (s *scriptedAppender) ack(body string) func() {
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if !s.committed[body] {
+			s.early = append(s.early, body)
+		}
+		s.acked[body]++
+	}
+}
+
+func (s *scriptedAppender) ackCount(body string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.acked[body]
+}
+
+// The intake acknowledges a local message only after the outbox commit that
+// holds its row returned nil: not while the commit blocks, not when it fails,
+// for every transport kind and batch size.
+func TestIntakeAcknowledgesOnlyAfterCommit(t *testing.T) {
+	const appEUI = "16-16-16-16-16-16-16-16"
+	urls := map[string]string{
+		"http":  "http://127.0.0.1:1/app",
+		"https": "https://127.0.0.1:1/app",
+		"mqtt":  "mqtt://127.0.0.1:1",
+		"mqtts": "mqtts://127.0.0.1:1",
+		"wss":   "wss://127.0.0.1:1/mqtt",
+	}
+	for _, scheme := range []string{"http", "https", "mqtt", "mqtts", "wss"} {
+		for _, batch := range []int{1, 3, 1000} {
+			t.Run(fmt.Sprintf("%s/batch=%d", scheme, batch), func(t *testing.T) {
+				t.Parallel()
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				log := slog.New(slog.DiscardHandler)
+				m := NewManager(ctx, idleQueue{}, nil, log)
+				m.Apply(Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
+					URL: urls[scheme], Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
+				if len(m.Router().Applications()) != 1 {
+					t.Fatalf("application for %s not set up", urls[scheme])
+				}
+				defer m.Stop(context.Background())
+				ap := newScriptedAppender()
+				in := NewIntake(ap, nil, m.Router(), nil, log)
+				in.MaxBatch = batch
+
+				// Every message is queued before the intake starts, so the
+				// first commit holds min(batch, n) of them.
+				const n = 7
+				msgs := make(chan Message, n)
+				var bodies []string
+				for i := range n {
+					kind := "up"
+					if i%3 == 1 {
+						kind = "joined"
+					}
+					body := fmt.Sprintf(`{"i":%d,"kind":%q}`, i, kind)
+					bodies = append(bodies, body)
+					msgs <- Message{Kind: kind, DevEUI: fmt.Sprintf("00-00-00-00-00-00-00-%02x", i), AppEUI: appEUI, FCnt: uint32(i), Body: []byte(body), Ack: ap.ack(body)}
+				}
+				close(msgs)
+				done := make(chan struct{})
+				go func() { defer close(done); in.Run(ctx, msgs) }()
+
+				select {
+				case <-ap.entered:
+				case <-done:
+					t.Fatal("the intake ended without committing")
+				}
+				ap.mu.Lock()
+				before := ap.ackedAt1
+				ap.mu.Unlock()
+				if before != 0 {
+					t.Fatalf("%d messages acknowledged before their first commit started", before)
+				}
+				for _, b := range bodies {
+					if c := ap.ackCount(b); c != 0 {
+						t.Fatalf("message %s acknowledged while its commit blocks", b)
+					}
+				}
+				close(ap.release)
+				<-done // msgs is closed: Run ends once everything is committed
+
+				ap.mu.Lock()
+				defer ap.mu.Unlock()
+				if len(ap.early) > 0 {
+					t.Fatalf("acknowledged before their commit returned nil: %v", ap.early)
+				}
+				if ap.calls < 3 {
+					t.Fatalf("%d commits, want the two failures retried", ap.calls)
+				}
+				for _, b := range bodies {
+					if ap.acked[b] != 1 || !ap.committed[b] {
+						t.Fatalf("message %s: committed %v, acknowledged %d times (want once)", b, ap.committed[b], ap.acked[b])
+					}
+				}
+				if st := in.Stats(); st.Stored != n || st.Received < n {
+					t.Fatalf("stats %+v, want %d stored", st, n)
+				}
+			})
+		}
+	}
+}
+
+// A commit that never succeeds acknowledges nothing: stopping the intake
+// leaves every message with the local broker.
+func TestIntakeStoppedDuringFailingCommitAcknowledgesNothing(t *testing.T) {
+	const appEUI = "16-16-16-16-16-16-16-17"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	m := NewManager(ctx, idleQueue{}, nil, log)
+	m.Apply(Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
+		URL: "http://127.0.0.1:1/app", Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
+	defer m.Stop(context.Background())
+	ap := newScriptedAppender()
+	in := NewIntake(ap, nil, m.Router(), nil, log)
+	msgs := make(chan Message, 3)
+	for i := range 3 {
+		body := fmt.Sprintf(`{"i":%d}`, i)
+		msgs <- Message{Kind: "up", DevEUI: "00-00-00-00-00-00-00-01", AppEUI: appEUI, Body: []byte(body), Ack: ap.ack(body)}
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); in.Run(ctx, msgs) }()
+	<-ap.entered
+	cancel() // the blocked commit returns ctx's error; nothing is stored
+	<-done
+	ap.mu.Lock()
+	defer ap.mu.Unlock()
+	if len(ap.acked) != 0 {
+		t.Fatalf("acknowledged without a commit: %v", ap.acked)
+	}
+}
