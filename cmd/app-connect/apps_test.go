@@ -148,6 +148,7 @@ func TestHTTPConformance(t *testing.T) {
 			if err := json.Unmarshal(bodies[want[1].path], &joined); err != nil || joined["deveui"] != dev.DevEUI || joined["appeui"] != dev.AppEUI || joined["time"] == nil {
 				t.Errorf("joined body %s", bodies[want[1].path])
 			}
+			checkSink(t, "default", h.sink, false)
 		})
 	}
 }
@@ -183,6 +184,16 @@ func TestBatchingAndBatchRouteFallback(t *testing.T) {
 			}
 			if !batchRoute && (batches != 0 || !strings.Contains(h.logs.String(), "no batch route")) {
 				t.Fatalf("batches %d after a 404 batch route", batches)
+			}
+			// The outage and the batch route's 404 are injected; a batch the
+			// sink refuses (a joined event in it) is not.
+			checkSink(t, "default", h.sink, true)
+			if batchRoute {
+				for _, b := range h.sink.Batches() {
+					if b.Status != 200 && b.Status != 503 {
+						t.Fatalf("batch answered %d: %s", b.Status, b.Err)
+					}
+				}
 			}
 		})
 	}
@@ -222,6 +233,7 @@ func TestDownlinksFromAnswersAndPolls(t *testing.T) {
 	if poll == nil || poll.Path != "/tenant/api/v1/lorawan/ff-ff-ff-ff-ff-ff-ff-ff/down" || string(poll.Body) != `["`+dev.DevEUI+`"]` {
 		t.Fatalf("poll %+v", poll)
 	}
+	checkSink(t, "default", h.sink, false)
 }
 
 // Two Lens appnets and the default app: each device's uplinks reach its own
@@ -306,6 +318,9 @@ func TestAppnetsRoutingAndLiveChange(t *testing.T) {
 			t.Fatalf("lora-query called with %q", c)
 		}
 	}
+	for name, s := range map[string]*sim.Sink{"default": h.sink, "A": sinkA, "B": sinkB, "B2": sinkB2} {
+		checkSink(t, name, s, false)
+	}
 }
 
 // After a reboot with neither mPower nor lora-query answering, the cached
@@ -353,6 +368,8 @@ func TestRebootWithoutNetworkUsesCachedApps(t *testing.T) {
 			t.Fatalf("log lacks %q:\n%s", want, h.logs.tail(30))
 		}
 	}
+	checkSink(t, "default", h.sink, true) // both remote APIs were down for a while
+	checkSink(t, "A", sinkA, true)
 }
 
 // A device of an appnet the list does not have joins: app-connect asks
@@ -409,6 +426,7 @@ func TestUnknownAppnetResolvedOnJoin(t *testing.T) {
 	if strings.Contains(h.logs.String(), "2b7e151628aed2a6abf7158809cf4f3c") {
 		t.Fatal("a session key reached the logs")
 	}
+	checkSink(t, "C", sinkC, false)
 }
 
 // watchLocalDownlinks subscribes to lora/+/down on the local broker and

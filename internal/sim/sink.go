@@ -26,6 +26,7 @@ type Sink struct {
 
 	mu          sync.Mutex
 	records     []Request
+	batches     []Batch
 	recordLimit int
 	devices     map[string]*sinkDevice
 	stats       SinkStats
@@ -67,6 +68,14 @@ func takeDownlinks(q *[]json.RawMessage) []byte {
 	return b
 }
 
+// Batch is one batch post (…/<APP>/up) the Sink received, whatever it answered.
+type Batch struct {
+	Time     time.Time
+	Status   int               // status answered; 0 when the client went away first
+	Elements []json.RawMessage // the array's elements as received; nil when the body is not a JSON array
+	Err      string            // why the sink refused the batch's content, "" when it is an array of uplinks
+}
+
 // Request is one request the Sink received, as received.
 type Request struct {
 	Time   time.Time
@@ -80,7 +89,8 @@ type Request struct {
 // SinkStats are the Sink's counters.
 type SinkStats struct {
 	Requests      int // every request, faults included
-	Failed        int // requests answered with a non-2xx status
+	Failed        int // requests answered with a non-2xx status, injected faults included
+	Refused       int // requests the sink itself refused (unknown route, wrong method, malformed body), never injected
 	Uplinks       int // uplinks answered 2xx, duplicates included
 	Unique        int // distinct (DevEUI, FCnt) answered 2xx
 	Duplicates    int // uplinks answered 2xx whose (DevEUI, FCnt) was already received
@@ -140,6 +150,7 @@ func (s *Sink) SetRecordLimit(n int) {
 	defer s.mu.Unlock()
 	s.recordLimit = n
 	s.records = trimTail(s.records, n)
+	s.batches = trimTail(s.batches, n)
 	for _, d := range s.devices {
 		d.bodies = trimTail(d.bodies, n)
 	}
@@ -202,6 +213,14 @@ func (s *Sink) Recorded() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Request(nil), trimTail(s.records, s.recordLimit)...)
+}
+
+// Batches returns the batch posts received, in arrival order, refused ones
+// included (see SetRecordLimit).
+func (s *Sink) Batches() []Batch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Batch(nil), trimTail(s.batches, s.recordLimit)...)
 }
 
 // Received returns the FCnts of devEUI's uplinks answered 2xx, in arrival order, duplicates included.
@@ -367,8 +386,12 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.Requests++
+	if status != http.StatusOK {
+		s.stats.Refused++
+	}
 	if r.Context().Err() != nil { // the client gave up: it will never see an answer
 		s.record(rec)
+		s.recordBatch(rt, rec, parseErr)
 		s.stats.Failed++
 		return
 	}
@@ -390,6 +413,7 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.Status = status
 	s.record(rec)
+	s.recordBatch(rt, rec, parseErr)
 
 	var reply []byte
 	if status < 200 || status > 299 {
@@ -435,6 +459,24 @@ func (s *Sink) record(rec Request) {
 	s.records = append(s.records, rec)
 	if s.recordLimit > 0 && len(s.records) > 2*s.recordLimit {
 		s.records = trimTail(s.records, s.recordLimit)
+	}
+}
+
+// recordBatch keeps a batch post's elements within the record limit. Called with s.mu held.
+func (s *Sink) recordBatch(rt sinkRoute, rec Request, parseErr error) {
+	if rt != routeBatch || s.recordLimit < 0 {
+		return
+	}
+	b := Batch{Time: rec.Time, Status: rec.Status}
+	if parseErr != nil {
+		b.Err = parseErr.Error()
+	}
+	if err := json.Unmarshal(rec.Body, &b.Elements); err != nil {
+		b.Elements = nil
+	}
+	s.batches = append(s.batches, b)
+	if s.recordLimit > 0 && len(s.batches) > 2*s.recordLimit {
+		s.batches = trimTail(s.batches, s.recordLimit)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -161,7 +162,7 @@ func TestSinkCounts(t *testing.T) {
 					}
 				}
 			},
-			want:     SinkStats{Requests: 5, Failed: 5},
+			want:     SinkStats{Requests: 5, Failed: 5, Refused: 5},
 			expected: map[string]uint32{d0: 2},
 			missing:  2,
 		},
@@ -260,6 +261,53 @@ func TestSinkFaults(t *testing.T) {
 				t.Errorf("Unique = %d, want %d (%+v)", st.Unique, tc.unique, st)
 			}
 		})
+	}
+}
+
+// The sink keeps every batch post's content, refused ones too: a joined event
+// inside a batch is refused by the sink itself (Refused), unlike an injected
+// fault (Failed only).
+func TestSinkRecordsBatches(t *testing.T) {
+	s, c := newSinkServer(t)
+	f := NewFleet(2, "16-ea-76-f6-ab-66-3d-80", "00-80-00-00-d0-00-01-ff", 5)
+	d0 := f.Devices()[0].DevEUI
+	if code := c.batch(f, [2]int{0, 0}, [2]int{1, 0}); code != 200 {
+		t.Fatalf("batch: %d", code)
+	}
+	_, joined := f.Joined(0)
+	mixed, _ := json.Marshal([]json.RawMessage{uplinkWith(t, f, 0, 1), joined})
+	if code, _ := c.do("POST", testApp+"/up", mixed); code != 400 {
+		t.Fatalf("batch with a joined event: %d, want 400", code)
+	}
+	s.FailUplink(d0, 2, 503)
+	if code := c.batch(f, [2]int{0, 2}, [2]int{1, 1}); code != 503 {
+		t.Fatalf("injected: %d", code)
+	}
+	if code, _ := c.do("POST", testApp+"/up", []byte(`not json`)); code != 400 {
+		t.Fatalf("not json: %d", code)
+	}
+	got := s.Batches()
+	if len(got) != 4 {
+		t.Fatalf("%d batches recorded, want 4: %+v", len(got), got)
+	}
+	for i, want := range []struct {
+		status, elements int
+		err              string
+	}{{200, 2, ""}, {400, 2, "uplink 1 lacks deveui or fcnt"}, {503, 2, ""}, {400, 0, "batch is not a JSON array"}} {
+		b := got[i]
+		if b.Status != want.status || len(b.Elements) != want.elements || !strings.Contains(b.Err, want.err) || (want.err == "") != (b.Err == "") {
+			t.Errorf("batch %d: status %d, %d elements, err %q; want %d, %d, %q", i, b.Status, len(b.Elements), b.Err, want.status, want.elements, want.err)
+		}
+	}
+	if !bytes.Equal(got[1].Elements[1], joined) {
+		t.Errorf("element kept as %s, sent %s", got[1].Elements[1], joined)
+	}
+	if st := s.Stats(); st.Failed != 3 || st.Refused != 2 || st.BatchRequests != 1 {
+		t.Errorf("stats %+v, want 3 failed of which 2 refused, 1 batch", st)
+	}
+	s.SetRecordLimit(1)
+	if got := s.Batches(); len(got) != 1 || got[0].Status != 400 {
+		t.Errorf("record limit 1 keeps %+v", got)
 	}
 }
 
