@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/config"
@@ -30,7 +31,9 @@ type Attempt struct {
 }
 
 // Recorder receives every join attempt after the network server has been
-// answered (so that a slow store never eats the join budget). It is declared
+// answered, from one goroutine of the proxy fed by a bounded queue: a slow
+// store never eats the join budget nor holds the network server's connection
+// (when the queue is full the attempt is dropped and counted). It is declared
 // here and implemented by the cache; a nil Recorder records nothing.
 type Recorder interface {
 	RecordJoinAttempt(ctx context.Context, a Attempt) error
@@ -40,6 +43,8 @@ type Recorder interface {
 const (
 	DefaultBudget      = 3 * time.Second
 	DefaultMaxInFlight = 32
+	// DefaultRecordQueue is the number of join attempts waiting to be recorded.
+	DefaultRecordQueue = 1024
 	// answerReserve is kept from the budget for answering the network server.
 	answerReserve = 100 * time.Millisecond
 	// minAppSKeyTime is the least time left for an AppSKeyReq to be attempted.
@@ -60,7 +65,8 @@ type ProxyConfig struct {
 	NSKEKLabel  string
 	Recorder    Recorder
 	Logger      *slog.Logger
-	MaxInFlight int // default 32
+	MaxInFlight int // all Join Servers together; default 32 (each has its own bound too, see ClientOptions)
+	RecordQueue int // attempts waiting for the Recorder; default DefaultRecordQueue
 }
 
 // Proxy is the loopback Backend Interfaces endpoint for the gateway's network
@@ -71,6 +77,39 @@ type Proxy struct {
 	log      *slog.Logger
 	slots    chan struct{}
 	warnOnce sync.Map // warning kind → struct{}
+	busy     atomic.Uint64
+
+	recMu     sync.RWMutex // guards sending on records against Close
+	recClosed bool
+	records   chan Attempt
+	recDone   chan struct{}
+	recDrops  atomic.Uint64
+	recFails  atomic.Uint64
+}
+
+// ProxyStats is the proxy's state for /status and /metrics.
+type ProxyStats struct {
+	InFlight      int               `json:"in_flight"`
+	MaxInFlight   int               `json:"max_in_flight"`
+	Busy          uint64            `json:"busy_total"`           // refused by the global bound
+	RecordQueued  int               `json:"record_queued"`        // attempts waiting to be recorded
+	RecordDropped uint64            `json:"record_dropped_total"` // attempts not recorded: queue full
+	RecordFailed  uint64            `json:"record_failed_total"`  // attempts the Recorder failed to store
+	JoinServers   []JoinServerState `json:"join_servers"`         // per Join Server, sorted by name
+}
+
+// Stats returns the proxy's in-flight bound, recording queue and the state of
+// every Join Server (bulkhead, circuit breaker, header warnings).
+func (p *Proxy) Stats() ProxyStats {
+	return ProxyStats{
+		InFlight:      len(p.slots),
+		MaxInFlight:   cap(p.slots),
+		Busy:          p.busy.Load(),
+		RecordQueued:  len(p.records),
+		RecordDropped: p.recDrops.Load(),
+		RecordFailed:  p.recFails.Load(),
+		JoinServers:   p.cfg.Router.JoinServerStates(),
+	}
 }
 
 // NewProxy validates cfg and builds the proxy.
@@ -93,7 +132,64 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxInFlight)}, nil
+	if cfg.RecordQueue <= 0 {
+		cfg.RecordQueue = DefaultRecordQueue
+	}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxInFlight),
+		records: make(chan Attempt, cfg.RecordQueue), recDone: make(chan struct{})}
+	go p.recordLoop()
+	return p, nil
+}
+
+// recordLoop logs and records the attempts queued by ServeHTTP until Close.
+func (p *Proxy) recordLoop() {
+	defer close(p.recDone)
+	for att := range p.records {
+		p.log.Info("joinclient: join attempt", "type", string(att.MessageType), "deveui", att.DevEUI.String(),
+			"joineui", att.JoinEUI.String(), "js", att.JoinServer, "result", att.Result, "latency_ms", att.Latency.Milliseconds())
+		if p.cfg.Recorder == nil {
+			continue
+		}
+		if err := p.cfg.Recorder.RecordJoinAttempt(context.Background(), att); err != nil {
+			p.recFails.Add(1)
+			p.log.Warn("joinclient: recording join attempt failed", "deveui", att.DevEUI.String(), "err", err)
+		}
+	}
+}
+
+// record queues att for recordLoop; a full queue drops it (counted, and
+// logged at the first drop).
+func (p *Proxy) record(att Attempt) {
+	p.recMu.RLock()
+	defer p.recMu.RUnlock()
+	if !p.recClosed {
+		select {
+		case p.records <- att:
+			return
+		default:
+		}
+	}
+	if p.recDrops.Add(1) == 1 {
+		p.log.Warn("joinclient: join attempt not recorded: recording queue full (first drop; see record_dropped_total)", "deveui", att.DevEUI.String())
+	}
+}
+
+// Close stops recording: the attempts already queued are recorded until ctx
+// ends; later ones are dropped. Call it after the server serving the proxy
+// has shut down and before closing the Recorder's store. It is idempotent.
+func (p *Proxy) Close(ctx context.Context) error {
+	p.recMu.Lock()
+	if !p.recClosed {
+		p.recClosed = true
+		close(p.records)
+	}
+	p.recMu.Unlock()
+	select {
+	case <-p.recDone:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("joinclient: proxy: %d join attempts not recorded: %w", len(p.records), ctx.Err())
+	}
 }
 
 func (p *Proxy) warnFirst(kind, msg string, args ...any) {
@@ -138,6 +234,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case p.slots <- struct{}{}:
 			defer func() { <-p.slots }()
 		default:
+			p.busy.Add(1)
 			err := &Error{MessageType: h.MessageType, Kind: ErrBusy}
 			ans = p.errorAnswer(h, h.ProtocolVersion, err)
 			att.Result = ResultOf(err)
@@ -158,13 +255,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 	_ = http.NewResponseController(w).Flush()
 	att.Latency = time.Since(start)
-	p.log.Info("joinclient: join attempt", "type", string(att.MessageType), "deveui", att.DevEUI.String(),
-		"joineui", att.JoinEUI.String(), "js", att.JoinServer, "result", att.Result, "latency_ms", att.Latency.Milliseconds())
-	if p.cfg.Recorder != nil {
-		if err := p.cfg.Recorder.RecordJoinAttempt(context.WithoutCancel(r.Context()), att); err != nil {
-			p.log.Warn("joinclient: recording join attempt failed", "deveui", att.DevEUI.String(), "err", err)
-		}
-	}
+	p.record(att)
 }
 
 func readLimited(w http.ResponseWriter, r *http.Request) ([]byte, error) {

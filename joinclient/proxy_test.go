@@ -502,3 +502,190 @@ func TestProxyBusy(t *testing.T) {
 		t.Fatalf("first join: %v", m)
 	}
 }
+
+// postWith is post through a given client (kept-alive connections).
+func postWith(t *testing.T, c *http.Client, url string, body any) map[string]any {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	resp, err := c.Post(url, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return m
+}
+
+// One Join Server that never answers keeps at most its own bound of the
+// proxy's slots: joins routed to a healthy Join Server are still served.
+func TestProxyBulkheadIsolatesHangingJoinServer(t *testing.T) {
+	strict, hang := startStrict(t, jstest.StrictConfig{Block: true})
+	healthy := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{katDevice}, FirstJoinNonce: 5}))
+	hangDevice := katDevice
+	hangDevice.JoinEUI = lorawan.EUI64{0x00, 0x11, 0x22, 0x33, 0x00, 0x00, 0x00, 0x02}
+	repo := testRepo(t, jc.RepositoryOptions{},
+		jsSpec{name: "hang", url: hang.URL, protocol: "BI1.0", prefixes: []string{"0011223300000002/64"}},
+		jsSpec{name: "healthy", url: healthy.URL, protocol: "BI1.0", prefixes: []string{"0011223300000001/64"}})
+	opts := clientOpts()
+	opts.MaxInFlight = 1
+	rec := newRecorder()
+	p, err := jc.NewProxy(jc.ProxyConfig{Router: jc.NewRouter(repo, opts), NetID: katNetID, Budget: 2 * time.Second, Recorder: rec, MaxInFlight: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	first := make(chan map[string]any, 1)
+	go func() {
+		b, _ := json.Marshal(nsJoinReq(t, "1.0", hangDevice, 60))
+		resp, err := http.Post(srv.URL, "application/json", bytes.NewReader(b))
+		if err != nil {
+			first <- nil
+			return
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		first <- m
+	}()
+	for len(strict.Requests()) == 0 { // the first join holds the hanging Join Server's only slot
+		time.Sleep(time.Millisecond)
+	}
+	// A second join to the hanging Join Server is refused by its own bound,
+	// without waiting and without keeping a global slot.
+	if _, ans, _ := post(t, srv.URL, nsJoinReq(t, "1.0", hangDevice, 61)); resultCode(ans) != "Other" {
+		t.Fatalf("second join to the hanging Join Server: %v", ans)
+	}
+	if a := rec.next(t); a.Result != "busy" || a.JoinServer != "hang" {
+		t.Fatalf("attempt %+v", a)
+	}
+	// The healthy Join Server still gets a slot of the global two.
+	if _, ans, _ := post(t, srv.URL, nsJoinReq(t, "1.0", katDevice, 7)); resultCode(ans) != "Success" {
+		t.Fatalf("join to the healthy Join Server: %v", ans)
+	}
+	if a := rec.next(t); a.Result != "Success" || a.JoinServer != "healthy" {
+		t.Fatalf("attempt %+v", a)
+	}
+	st := p.Stats()
+	if st.MaxInFlight != 2 || len(st.JoinServers) != 2 || st.JoinServers[0].JoinServer != "hang" ||
+		st.JoinServers[0].InFlight != 1 || st.JoinServers[0].MaxInFlight != 1 || st.JoinServers[0].Busy != 1 || st.Busy != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if m := <-first; resultCode(m) != "Other" {
+		t.Fatalf("first join: %v", m)
+	}
+}
+
+// After BreakerTimeouts consecutive timeouts the Join Server's requests are
+// answered at once with the timeout result and never reach it.
+func TestProxyBreakerAnswersAtOnce(t *testing.T) {
+	strict, peer := startStrict(t, jstest.StrictConfig{Block: true})
+	repo := testRepo(t, jc.RepositoryOptions{}, jsSpec{name: "hang", url: peer.URL, protocol: "BI1.0", prefixes: []string{"0000000000000000/0"}})
+	opts := clientOpts()
+	opts.BreakerTimeouts, opts.BreakerCoolDown = 2, time.Hour
+	rec := newRecorder()
+	p, err := jc.NewProxy(jc.ProxyConfig{Router: jc.NewRouter(repo, opts), NetID: katNetID, Budget: 400 * time.Millisecond, Recorder: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	for i := range 2 {
+		if _, ans, _ := post(t, srv.URL, nsJoinReq(t, "1.0", katDevice, uint16(70+i))); resultCode(ans) != "Other" {
+			t.Fatalf("join %d: %v", i, ans)
+		}
+		if a := rec.next(t); a.Result != "timeout" {
+			t.Fatalf("join %d: %+v", i, a)
+		}
+	}
+	sent := len(strict.Requests())
+	for i := range 3 {
+		_, ans, _ := post(t, srv.URL, nsJoinReq(t, "1.0", katDevice, uint16(80+i)))
+		if resultCode(ans) != "Other" || !strings.Contains(ans["Result"].(map[string]any)["Description"].(string), "circuit open") {
+			t.Fatalf("join with the breaker open: %v", ans)
+		}
+		if a := rec.next(t); a.Result != "timeout" || a.JoinServer != "hang" {
+			t.Fatalf("attempt %+v", a)
+		}
+	}
+	if n := len(strict.Requests()); n != sent {
+		t.Fatalf("%d requests reached the Join Server while its breaker was open", n-sent)
+	}
+	st := p.Stats().JoinServers[0]
+	if st.Breaker != jc.BreakerOpen || st.BreakerOpened != 1 || st.ShortCircuited != 3 || st.ConsecutiveTimeouts != 2 {
+		t.Fatalf("state %+v", st)
+	}
+}
+
+// blockingRecorder stores nothing until released.
+type blockingRecorder struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (r *blockingRecorder) RecordJoinAttempt(ctx context.Context, _ jc.Attempt) error {
+	r.entered <- struct{}{}
+	<-r.release
+	return nil
+}
+
+// Recording never holds the network server's connection: with a store that
+// does not return, kept-alive joins are answered, and what does not fit the
+// queue is dropped and counted.
+func TestProxyRecordingDoesNotHoldTheConnection(t *testing.T) {
+	js := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{katDevice}, FirstJoinNonce: 5}))
+	repo := testRepo(t, jc.RepositoryOptions{}, jsSpec{name: "brocaar", url: js.URL, protocol: "BI1.0", prefixes: []string{"0000000000000000/0"}})
+	rec := &blockingRecorder{entered: make(chan struct{}, 10), release: make(chan struct{})}
+	p, err := jc.NewProxy(jc.ProxyConfig{Router: jc.NewRouter(repo, clientOpts()), NetID: katNetID, Recorder: rec, RecordQueue: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer c.CloseIdleConnections()
+	if ans := postWith(t, c, srv.URL, nsJoinReq(t, "1.0", katDevice, 90)); resultCode(ans) != "Success" {
+		t.Fatalf("join 1: %v", ans)
+	}
+	<-rec.entered // the recorder holds the first attempt
+	for i := range 2 {
+		if ans := postWith(t, c, srv.URL, nsJoinReq(t, "1.0", katDevice, uint16(91+i))); resultCode(ans) != "Success" {
+			t.Fatalf("join %d: %v", i+2, ans)
+		}
+	}
+	for p.Stats().RecordDropped != 1 { // the third attempt finds the queue (one slot) full
+		time.Sleep(time.Millisecond)
+	}
+	close(rec.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st.RecordDropped != 1 || st.RecordQueued != 0 || len(rec.entered) != 1 {
+		t.Fatalf("stats %+v, %d recorded after the first", st, len(rec.entered))
+	}
+}
+
+// Header-warning counts of each Join Server are exported (spec §7.6).
+func TestProxyStatsHeaderWarnings(t *testing.T) {
+	js := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{katDevice}, FirstJoinNonce: 5}))
+	repo := testRepo(t, jc.RepositoryOptions{NSID: nsid}, jsSpec{name: "brocaar", url: js.URL, protocol: "BI1.1", prefixes: []string{"0000000000000000/0"}})
+	p, err := jc.NewProxy(jc.ProxyConfig{Router: jc.NewRouter(repo, clientOpts()), NetID: katNetID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	for i := range 2 {
+		if _, ans, _ := post(t, srv.URL, nsJoinReq(t, "1.1", katDevice, uint16(100+i))); resultCode(ans) != "Success" {
+			t.Fatalf("join: %v", ans)
+		}
+	}
+	// brocaar answers a BI1.1 request in "1.0" without ReceiverNSID.
+	w := p.Stats().JoinServers[0].HeaderWarnings
+	if w["protocol_version"] != 2 || w["receiver_nsid"] != 2 {
+		t.Fatalf("header warnings %v", w)
+	}
+}
