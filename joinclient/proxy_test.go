@@ -6,10 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/brocaar/lorawan"
@@ -687,5 +692,124 @@ func TestProxyStatsHeaderWarnings(t *testing.T) {
 	w := p.Stats().JoinServers[0].HeaderWarnings
 	if w["protocol_version"] != 2 || w["receiver_nsid"] != 2 {
 		t.Fatalf("header warnings %v", w)
+	}
+}
+
+type nopRecorder struct{}
+
+func (nopRecorder) RecordJoinAttempt(context.Context, jc.Attempt) error { return nil }
+
+// BenchmarkProxyAddedLatency measures what the proxy adds to a join: the same
+// JoinReq is sent directly to brocaar's Join Server and through the proxy,
+// alternately in blocks within one run (so both see the same machine load).
+// It reports p50/p99 of both, the difference, and the process CPU per join of
+// each path (their difference is the proxy's own CPU per join). make bench
+// runs it; it asserts nothing.
+func BenchmarkProxyAddedLatency(b *testing.B) {
+	js := jstest.Serve(b, jstest.NewBrocaar(b, jstest.BrocaarConfig{Devices: []jstest.Device{katDevice}, KEKs: map[string][]byte{"000013": katNSKEK}}))
+	repo := benchRepo(b, js.URL)
+	p, err := jc.NewProxy(jc.ProxyConfig{Router: jc.NewRouter(repo, clientOpts()), KEKs: kekStoreB(b), NetID: katNetID, Recorder: nopRecorder{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := jc.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := jc.NewServer(p)
+	go func() { _ = srv.Serve(context.Background(), ln) }()
+	defer func() { _ = srv.Shutdown(context.Background()); _ = p.Close(context.Background()) }()
+	proxyURL := "http://" + ln.Addr().String() + "/"
+
+	body := func(devNonce uint16) []byte {
+		bb, _ := json.Marshal(nsJoinReqB(b, devNonce))
+		return bb
+	}
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	one := func(url string, bb []byte) time.Duration {
+		start := time.Now()
+		resp, err := c.Post(url, "application/json", bytes.NewReader(bb))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var m map[string]any
+		err = json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		if err != nil || resultCode(m) != "Success" {
+			b.Fatalf("%s: %v %v", url, err, m)
+		}
+		return time.Since(start)
+	}
+	bodies := [2][]byte{body(7), body(7)}
+	urls := [2]string{js.URL, proxyURL}
+	one(urls[0], bodies[0]) // warm the connections
+	one(urls[1], bodies[1])
+	const block = 50
+	lat := [2][]time.Duration{}
+	var cpu [2]time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i += block {
+		n := min(block, b.N-i)
+		for path := range 2 {
+			before := processCPU(b)
+			for range n {
+				lat[path] = append(lat[path], one(urls[path], bodies[path]))
+			}
+			cpu[path] += processCPU(b) - before
+		}
+	}
+	b.StopTimer()
+	pct := func(d []time.Duration, q float64) float64 {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return float64(s[min(len(s)-1, int(q*float64(len(s))))].Microseconds())
+	}
+	b.ReportMetric(pct(lat[0], 0.50), "direct-p50-µs")
+	b.ReportMetric(pct(lat[0], 0.99), "direct-p99-µs")
+	b.ReportMetric(pct(lat[1], 0.50), "proxied-p50-µs")
+	b.ReportMetric(pct(lat[1], 0.99), "proxied-p99-µs")
+	b.ReportMetric(pct(lat[1], 0.50)-pct(lat[0], 0.50), "added-p50-µs")
+	b.ReportMetric(pct(lat[1], 0.99)-pct(lat[0], 0.99), "added-p99-µs")
+	b.ReportMetric(float64(cpu[0].Microseconds())/float64(b.N), "direct-cpu-µs/join")
+	b.ReportMetric(float64(cpu[1].Microseconds())/float64(b.N), "proxied-cpu-µs/join")
+	b.ReportMetric(float64((cpu[1]-cpu[0]).Microseconds())/float64(b.N), "added-cpu-µs/join")
+	b.ReportMetric(0, "ns/op")
+}
+
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func benchRepo(b *testing.B, jsURL string) *jc.Repository {
+	u, _ := url.Parse(jsURL)
+	m := fstest.MapFS{
+		"r/config.yml": {Data: []byte("join-servers:\n  - file: './js.yml'\n    join-euis: ['0000000000000000/0']\n    components: ['ns']\n")},
+		"r/js.yml":     {Data: []byte(fmt.Sprintf("scheme: http\nfqdn: '%s'\nport: %s\nprotocol: BI1.0\n", u.Hostname(), u.Port()))},
+	}
+	repo, err := jc.LoadRepository("r", jc.RepositoryOptions{ReadFile: func(name string) ([]byte, error) { return fs.ReadFile(m, name) }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return repo
+}
+
+func kekStoreB(b *testing.B) *jc.KEKStore {
+	s, err := jc.NewKEKStore(map[string][]byte{"000013": katNSKEK})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// nsJoinReqB is the KAT JoinReq as the network server sends it (BI 1.0).
+func nsJoinReqB(_ *testing.B, devNonce uint16) map[string]any {
+	return map[string]any{
+		"ProtocolVersion": "1.0", "SenderID": "000013", "ReceiverID": jc.EUI64(katJoinEUI).String(), "TransactionID": 77,
+		"MessageType": "JoinReq", "MACVersion": "1.0.3", "PHYPayload": jc.HEXBytes(katDevice.JoinRequest(devNonce)).String(),
+		"DevEUI": jc.EUI64(katDevEUI).String(), "DevAddr": "26011234", "DLSettings": "00", "RxDelay": 1,
 	}
 }
