@@ -272,7 +272,9 @@ func writeBare(w http.ResponseWriter, desc string) {
 	_, _ = w.Write(b)
 }
 
-// answerHeader builds the header of the answer to h in version v.
+// answerHeader builds the header of the answer to h in version v. IDs are
+// echoed as the network server sent them (its own spelling, lowercase
+// included); the token, a byte field, is written in uppercase hex (§2.2).
 func answerHeader(h Header, v ProtocolVersion) Header {
 	a := Header{
 		ProtocolVersion: v,
@@ -280,12 +282,22 @@ func answerHeader(h Header, v ProtocolVersion) Header {
 		ReceiverID:      h.SenderID,
 		TransactionID:   TransactionID{Value: h.TransactionID.Value},
 		MessageType:     h.MessageType.answerType(),
-		ReceiverToken:   h.SenderToken,
+		ReceiverToken:   upperToken(h.SenderToken),
 	}
 	if v == BI11 {
 		a.ReceiverNSID = h.SenderNSID
 	}
 	return a
+}
+
+// upperToken writes a hex token in uppercase without prefix; a token that is
+// not hex is echoed verbatim (tokens are opaque to the proxy).
+func upperToken(s string) string {
+	var b HEXBytes
+	if s == "" || b.UnmarshalText([]byte(s)) != nil {
+		return s
+	}
+	return b.String()
 }
 
 // nsResult maps a join outcome to the Result sent to a network server speaking v (§7.5).
@@ -360,10 +372,12 @@ func (p *Proxy) handle(ctx context.Context, h Header, body []byte, att *Attempt)
 		ans any
 		err error
 	)
-	switch h.MessageType {
-	case MsgJoinReq, MsgRejoinReq:
+	switch {
+	case h.TransactionID.Invalid:
+		err = intakeError(h.MessageType, "TransactionID is not a number from 0 to 4294967295")
+	case h.MessageType == MsgJoinReq, h.MessageType == MsgRejoinReq:
 		ans, err = p.handleJoin(ctx, h, body, att)
-	case MsgHomeNSReq:
+	case h.MessageType == MsgHomeNSReq:
 		ans, err = p.handleHomeNS(ctx, h, body, att)
 	default:
 		err = intakeError(h.MessageType, "MessageType %q not accepted (want JoinReq, RejoinReq or HomeNSReq)", truncate(string(h.MessageType), 20))

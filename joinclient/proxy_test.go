@@ -813,3 +813,81 @@ func nsJoinReqB(_ *testing.B, devNonce uint16) map[string]any {
 		"DevEUI": jc.EUI64(katDevEUI).String(), "DevAddr": "26011234", "DLSettings": "00", "RxDelay": 1,
 	}
 }
+
+// IDs in the answer header echo the request as sent (lowercase in, lowercase
+// out), while byte fields are written in uppercase (spec §2.2).
+func TestProxyAnswerEchoesIDsAndWritesBytesUppercase(t *testing.T) {
+	dev := katDevice
+	dev.JoinEUI = lorawan.EUI64{0x70, 0xB3, 0xD5, 0x7E, 0xD0, 0x00, 0x00, 0x0A}
+	js := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{dev}, FirstJoinNonce: 5}))
+	repo := testRepo(t, jc.RepositoryOptions{NSID: nsid}, jsSpec{name: "brocaar", url: js.URL, protocol: "BI1.0", prefixes: []string{"70B3D57ED0000000/40"}})
+	env := startProxy(t, repo, nil, 3*time.Second, "")
+	for _, tc := range []struct{ name, mt string }{{"success", "JoinReq"}, {"error answer", "JoinReq-bad-devnonce"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := nsJoinReq(t, "1.1", dev, 120)
+			req["ReceiverID"] = "70b3d57ed000000a"
+			req["SenderID"] = "00001a"
+			req["SenderNSID"] = "70b3d5fffe0000ab"
+			req["SenderToken"] = "0xabcdef"
+			req["DLSettings"] = "0x00"
+			if tc.mt != "JoinReq" {
+				req["DevEUI"] = "aabbccddeeff0012" // differs from the frame: refused before forwarding
+			}
+			_, ans, _ := post(t, env.url, req)
+			if ans["SenderID"] != "70b3d57ed000000a" || ans["ReceiverID"] != "00001a" || ans["ReceiverNSID"] != "70b3d5fffe0000ab" {
+				t.Fatalf("IDs not echoed as sent: %v", ans)
+			}
+			if ans["ReceiverToken"] != "ABCDEF" {
+				t.Fatalf("ReceiverToken %v, want ABCDEF", ans["ReceiverToken"])
+			}
+			if tc.mt == "JoinReq" {
+				if resultCode(ans) != "Success" {
+					t.Fatalf("answer %v", ans)
+				}
+				for _, f := range []string{"PHYPayload"} {
+					if s := ans[f].(string); s != strings.ToUpper(s) {
+						t.Fatalf("%s not uppercase: %s", f, s)
+					}
+				}
+				for _, k := range []string{"NwkSKey", "AppSKey"} {
+					if s := ans[k].(map[string]any)["AESKey"].(string); s != strings.ToUpper(s) {
+						t.Fatalf("%s not uppercase: %s", k, s)
+					}
+				}
+			} else if resultCode(ans) != "MalformedMessage" {
+				t.Fatalf("answer %v", ans)
+			}
+		})
+	}
+}
+
+// A TransactionID that is not a number is a malformed request, answered as
+// such and never forwarded.
+func TestProxyRefusesNonNumericTransactionID(t *testing.T) {
+	strict, peer := startStrict(t, jstest.StrictConfig{})
+	repo := testRepo(t, jc.RepositoryOptions{}, jsSpec{name: "strict", url: peer.URL, protocol: "BI1.0", prefixes: []string{"0000000000000000/0"}})
+	env := startProxy(t, repo, nil, 3*time.Second, "")
+	for _, tc := range []struct {
+		pv, want string
+		txID     any
+	}{
+		{"1.0", "MalformedRequest", "abc"},
+		{"1.1", "MalformedMessage", "12x"},
+		{"1.0", "MalformedRequest", -1},
+		{"1.0", "MalformedRequest", 4294967296},
+		{"1.0", "MalformedRequest", true},
+	} {
+		req := nsJoinReq(t, tc.pv, katDevice, 130)
+		req["TransactionID"] = tc.txID
+		status, ans, _ := post(t, env.url, req)
+		if status != 200 || resultCode(ans) != tc.want || !strings.Contains(ans["Result"].(map[string]any)["Description"].(string), "TransactionID") {
+			t.Errorf("TransactionID %v: status %d answer %v", tc.txID, status, ans)
+		}
+		if a := env.rec.next(t); a.Result != "malformed_request" {
+			t.Errorf("TransactionID %v: recorded %+v", tc.txID, a)
+		}
+	}
+	if n := len(strict.Requests()); n != 0 {
+		t.Fatalf("%d malformed requests forwarded", n)
+	}
+}

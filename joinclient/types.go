@@ -219,7 +219,9 @@ func PlainEnvelope(key AES128Key) *KeyEnvelope {
 
 // TransactionID is the BI transaction identifier. It decodes leniently: a
 // number, a numeric string or anything else (then 0 with Invalid set), so that
-// a malformed answer header never makes decoding fail.
+// a malformed answer header never makes decoding fail; the client only warns
+// about an Invalid one in an answer, the proxy refuses a request carrying one
+// as malformed.
 type TransactionID struct {
 	Value   uint32
 	Invalid bool
