@@ -891,3 +891,58 @@ func TestProxyRefusesNonNumericTransactionID(t *testing.T) {
 		t.Fatalf("%d malformed requests forwarded", n)
 	}
 }
+
+// JoinReq, RejoinReq of every type and HomeNSReq are routed by a real prefix
+// (the more specific one beats a catch-all) to the paths the Join Server file
+// sets for each message type.
+func TestProxyRoutesEveryTypeByPrefixToItsPath(t *testing.T) {
+	hn := lorawan.NetID{0, 0, 0x42}
+	strict := jstest.NewStrict(jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{katDevice, device11}, FirstJoinNonce: 5, HomeNetID: &hn}), jstest.StrictConfig{})
+	peer := jstest.Serve(t, strict)
+	decoy, decoyPeer := startStrict(t, jstest.StrictConfig{})
+	repo := testRepo(t, jc.RepositoryOptions{NSID: nsid},
+		jsSpec{name: "specific", url: peer.URL, protocol: "BI1.1", prefixes: []string{"0011223300000000/32"}, components: []string{"ns"},
+			extra: "paths:\n  join: 'bi/join'\n  rejoin: '/bi/rejoin'\n  home-ns: 'bi/home-ns'\n"},
+		jsSpec{name: "catchall", url: decoyPeer.URL, protocol: "BI1.1", prefixes: []string{"0000000000000000/0"}, components: []string{"ns"}})
+	env := startProxy(t, repo, nil, 3*time.Second, "")
+
+	joinBody := nsJoinReq(t, "1.1", katDevice, 140)
+	_, ans, _ := post(t, env.url, joinBody)
+	if resultCode(ans) != "Success" || ans["MessageType"] != "JoinAns" {
+		t.Fatalf("JoinReq: %v", ans)
+	}
+	for typ := range 3 {
+		frame := device11.RejoinRequest(typ, lorawan.NetID{0, 0, 0x13}, uint16(10+typ))
+		body := map[string]any{"ProtocolVersion": "1.1", "SenderID": "000013", "ReceiverID": "0011223300000001", "TransactionID": 9,
+			"MessageType": "RejoinReq", "SenderNSID": "0102030405060708", "MACVersion": "1.1", "PHYPayload": jc.HEXBytes(frame).String(),
+			"DevEUI": jc.EUI64(device11.DevEUI).String(), "DevAddr": "26011234", "DLSettings": "80", "RxDelay": 1}
+		_, ans, _ := post(t, env.url, body)
+		if resultCode(ans) != "Success" || ans["MessageType"] != "RejoinAns" {
+			t.Fatalf("RejoinReq type %d: %v", typ, ans)
+		}
+		if err := device11.VerifyRejoinAccept(phy(t, ans), typ, uint16(10+typ)); err != nil {
+			t.Fatalf("RejoinReq type %d: %v", typ, err)
+		}
+	}
+	_, ans, _ = post(t, env.url, map[string]any{"ProtocolVersion": "1.1", "SenderID": "000013", "ReceiverID": "0011223300000001",
+		"TransactionID": 11, "MessageType": "HomeNSReq", "SenderNSID": "0102030405060708", "DevEUI": "AABBCCDDEEFF0011"})
+	if resultCode(ans) != "Success" || ans["HNetID"] != "000042" {
+		t.Fatalf("HomeNSReq: %v", ans)
+	}
+	var got []string
+	for _, r := range strict.Requests() {
+		got = append(got, fmt.Sprintf("%s %s", r.Body["MessageType"], r.Path))
+	}
+	want := []string{"JoinReq /bi/join", "RejoinReq /bi/rejoin", "RejoinReq /bi/rejoin", "RejoinReq /bi/rejoin", "HomeNSReq /bi/home-ns"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("requests at the specific Join Server:\n got %q\nwant %q", got, want)
+	}
+	if n := len(decoy.Requests()); n != 0 {
+		t.Fatalf("%d requests went to the catch-all Join Server", n)
+	}
+	for i, want := range []jc.MessageType{jc.MsgJoinReq, jc.MsgRejoinReq, jc.MsgRejoinReq, jc.MsgRejoinReq, jc.MsgHomeNSReq} {
+		if a := env.rec.next(t); a.Result != "Success" || a.MessageType != want || a.JoinServer != "specific" {
+			t.Fatalf("attempt %d: %+v", i, a)
+		}
+	}
+}
