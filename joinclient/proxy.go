@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/brocaar/lorawan"
 
 	"github.com/lorawan-gateway/app-connect/config"
 )
@@ -402,35 +405,42 @@ func (p *Proxy) checkSender(h Header) {
 	}
 }
 
-// frameEUIs checks the frame of a JoinReq/RejoinReq and returns the DevEUI and,
-// when the frame carries one, the JoinEUI (both MSB first).
-func frameEUIs(m MessageType, phy []byte) (devEUI EUI64, joinEUI EUI64, hasJoinEUI bool, err error) {
-	rev := func(b []byte) EUI64 { var e EUI64; copy(e[:], b); return e.reversed() }
-	switch m {
-	case MsgJoinReq:
-		if len(phy) != 23 || phy[0] != 0x00 {
-			return devEUI, joinEUI, false, errors.New("PHYPayload is not a 23-byte join-request (MHDR 0x00)")
-		}
-		return rev(phy[9:17]), rev(phy[1:9]), true, nil
-	case MsgRejoinReq:
-		if len(phy) < 2 || phy[0] != 0xC0 {
-			return devEUI, joinEUI, false, errors.New("PHYPayload is not a rejoin-request (MHDR 0xC0)")
-		}
-		switch phy[1] {
-		case 1:
-			if len(phy) != 24 {
-				return devEUI, joinEUI, false, errors.New("rejoin-request type 1 must be 24 bytes")
-			}
-			return rev(phy[10:18]), rev(phy[2:10]), true, nil
-		case 0, 2:
-			if len(phy) != 19 {
-				return devEUI, joinEUI, false, fmt.Errorf("rejoin-request type %d must be 19 bytes", phy[1])
-			}
-			return rev(phy[5:13]), joinEUI, false, nil
-		}
-		return devEUI, joinEUI, false, fmt.Errorf("unknown rejoin type %d", phy[1])
+// frameIDs is what the proxy checks in a join-request or rejoin-request frame.
+type frameIDs struct {
+	devEUI     EUI64
+	joinEUI    EUI64 // set when hasJoinEUI (join-request, rejoin type 1)
+	hasJoinEUI bool
+	netID      NetID // set when hasNetID (rejoin types 0 and 2)
+	hasNetID   bool
+}
+
+// parseFrame decodes the PHYPayload of a JoinReq (a join-request) or a
+// RejoinReq (a rejoin-request of type 0, 1 or 2) with lorawan.PHYPayload. The
+// MIC is not checked: the proxy has no key; the Join Server checks it.
+func parseFrame(m MessageType, phy []byte) (frameIDs, error) {
+	var f frameIDs
+	want, what := lorawan.JoinRequest, "join-request"
+	if m == MsgRejoinReq {
+		want, what = lorawan.RejoinRequest, "rejoin-request"
 	}
-	return devEUI, joinEUI, false, errors.New("no frame")
+	var pl lorawan.PHYPayload
+	if err := pl.UnmarshalBinary(phy); err != nil {
+		return f, fmt.Errorf("PHYPayload is not a %s frame: %v", what, strings.TrimPrefix(err.Error(), "lorawan: "))
+	}
+	if pl.MHDR.MType != want || pl.MHDR.Major != lorawan.LoRaWANR1 {
+		return f, fmt.Errorf("PHYPayload is a %s frame (major %d), not a %s (MHDR 0x%02X)", pl.MHDR.MType, pl.MHDR.Major, what, phy[0])
+	}
+	switch mp := pl.MACPayload.(type) {
+	case *lorawan.JoinRequestPayload:
+		f.devEUI, f.joinEUI, f.hasJoinEUI = EUI64(mp.DevEUI), EUI64(mp.JoinEUI), true
+	case *lorawan.RejoinRequestType1Payload:
+		f.devEUI, f.joinEUI, f.hasJoinEUI = EUI64(mp.DevEUI), EUI64(mp.JoinEUI), true
+	case *lorawan.RejoinRequestType02Payload:
+		f.devEUI, f.netID, f.hasNetID = EUI64(mp.DevEUI), NetID(mp.NetID), true
+	default:
+		return f, fmt.Errorf("PHYPayload is not a %s frame", what)
+	}
+	return f, nil
 }
 
 func (p *Proxy) handleJoin(ctx context.Context, h Header, body []byte, att *Attempt) (any, error) {
@@ -450,17 +460,23 @@ func (p *Proxy) handleJoin(ctx context.Context, h Header, body []byte, att *Atte
 		return nil, intakeError(m, "%v", err)
 	}
 	req.MACVersion = mv
-	devEUI, frameJoinEUI, hasJoinEUI, err := frameEUIs(m, req.PHYPayload)
+	frame, err := parseFrame(m, req.PHYPayload)
 	if err != nil {
 		return nil, intakeError(m, "%v", err)
 	}
-	if hasJoinEUI && frameJoinEUI != joinEUI {
-		return nil, intakeError(m, "ReceiverID %s differs from the frame's JoinEUI %s", joinEUI, frameJoinEUI)
+	if frame.hasJoinEUI && frame.joinEUI != joinEUI {
+		return nil, intakeError(m, "ReceiverID %s differs from the frame's JoinEUI %s", joinEUI, frame.joinEUI)
 	}
-	if devEUI != req.DevEUI {
-		return nil, intakeError(m, "DevEUI %s differs from the frame's DevEUI %s", req.DevEUI, devEUI)
+	if frame.devEUI != req.DevEUI {
+		return nil, intakeError(m, "DevEUI %s differs from the frame's DevEUI %s", req.DevEUI, frame.devEUI)
 	}
 	p.checkSender(h)
+	if frame.hasNetID && frame.netID != p.cfg.NetID {
+		p.warnFirst("rejoin_net_id", "rejoin-request frame names another NetID than join.net_id", "frame_net_id", frame.netID.String())
+	}
+	if !lorawan.DevAddr(req.DevAddr).IsNetID(lorawan.NetID(p.cfg.NetID)) {
+		p.warnFirst("devaddr_net_id", "network server assigned a DevAddr outside join.net_id's address block", "devaddr", req.DevAddr.String())
+	}
 
 	var ja *JoinAns
 	var js *JoinServer

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -501,5 +502,25 @@ func TestJoinRejoinAndHomeNSEndToEnd(t *testing.T) {
 	slices.Sort(kinds)
 	if want := []string{"HomeNSReq", "RejoinReq", "RejoinReq", "RejoinReq"}; !slices.Equal(kinds, want) {
 		t.Fatalf("recorded %q, want %q", kinds, want)
+	}
+}
+
+// The product links the root lorawan package (frames, NetID, DevAddr) and
+// none of its backend packages, which pull Redis, logrus and OpenTelemetry.
+func TestProductLinksLorawanWithoutBackend(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "github.com/brocaar/lorawan") {
+		t.Error("github.com/brocaar/lorawan is not linked")
+	}
+	for _, d := range deps {
+		for _, banned := range []string{"github.com/brocaar/lorawan/backend", "github.com/go-redis", "github.com/redis", "github.com/sirupsen/logrus", "go.opentelemetry.io", "testing", "net/http/httptest"} {
+			if d == banned || strings.HasPrefix(d, banned+"/") {
+				t.Errorf("the product links %s", d)
+			}
+		}
 	}
 }
