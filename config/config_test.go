@@ -56,23 +56,48 @@ admin:
 	}
 }
 
+// Every message names file, line and key and says what was expected in the
+// words of the file (issue 12 item 6), matched exactly.
 func TestLoadErrorsNameFileLineAndKey(t *testing.T) {
 	tests := []struct {
 		name string
 		yml  string
-		want []string // substrings, one per expected error, in order
+		want string // the whole error text, one line per problem
 	}{
-		{"unknown top-level key", "lnss:\n  broker: x\n", []string{"a.yml:1: lnss: unknown key"}},
-		{"unknown nested key", "lns:\n  broker: tcp://h:1\n  brokr: x\n", []string{"a.yml:3: lns.brokr: unknown key"}},
-		{"duplicate key", "lns:\n  broker: tcp://h:1\n  broker: tcp://h:2\n", []string{"a.yml:3: lns.broker: given twice (first on line 2)"}},
-		{"wrong type", "storage:\n  outbox_max_rows: many\n", []string{"a.yml:2: storage.outbox_max_rows: cannot unmarshal"}},
-		{"bad duration", "delivery:\n  retry_min: soon\n", []string{"a.yml:2: delivery.retry_min:"}},
-		{"section not a mapping", "lns: 5\n", []string{"a.yml:1: lns: must be a mapping"}},
-		{"bad broker scheme", "lns:\n  broker: http://x\n", []string{"a.yml:2: lns.broker: scheme \"http\" not supported"}},
-		{"non-loopback admin", "admin:\n  listen: 0.0.0.0:8650\n", []string{"a.yml:2: admin.listen:", "not a loopback address"}},
-		{"several value errors", "storage:\n  outbox_max_rows: 0\nlog:\n  level: loud\n", []string{"a.yml:2: storage.outbox_max_rows", "a.yml:4: log.level"}},
-		{"retry max below min", "delivery:\n  retry_min: 10s\n  retry_max: 1s\n", []string{"a.yml:3: delivery.retry_max: must not be below retry_min"}},
-		{"syntax error", "lns:\n  broker: [\n", []string{"a.yml:", "invalid YAML"}},
+		{"unknown top-level key", "lnss:\n  broker: x\n",
+			"a.yml:1: lnss: unknown key (known: admin, claim, default_app, delivery, gateway, join, lns, log, mpower, remote_requests, storage)"},
+		{"unknown nested key", "lns:\n  broker: tcp://h:1\n  brokr: x\n",
+			"a.yml:3: lns.brokr: unknown key (known: broker, client_id, password, username)"},
+		{"duplicate key", "lns:\n  broker: tcp://h:1\n  broker: tcp://h:2\n", "a.yml:3: lns.broker: given twice (first on line 2)"},
+		{"word for a number", "storage:\n  outbox_max_rows: many\n", `a.yml:2: storage.outbox_max_rows: must be a whole number, got "many"`},
+		{"fraction for a number", "storage:\n  outbox_max_rows: 1.5\n", `a.yml:2: storage.outbox_max_rows: must be a whole number, got "1.5"`},
+		{"number for a duration", "delivery:\n  retry_min: 5\n", `a.yml:2: delivery.retry_min: must be a duration such as 5s, got "5"`},
+		{"word for a duration", "delivery:\n  retry_min: soon\n", `a.yml:2: delivery.retry_min: must be a duration such as 5s, got "soon"`},
+		{"word for a flag", "delivery:\n  mqtt_retain_events: maybe\n", `a.yml:2: delivery.mqtt_retain_events: must be true or false, got "maybe"`},
+		{"list for a text", "lns:\n  broker: [a, b]\n", "a.yml:2: lns.broker: must be a single value, got a list"},
+		{"tab indentation", "lns:\n\tbroker: tcp://h:1\n", "a.yml:2: tabs are not allowed for indentation; use spaces"},
+		{"tab before a nested key", "lns:\n  broker: tcp://h:1\n \t username: x\n", "a.yml:3: tabs are not allowed for indentation; use spaces"},
+		{"section not a mapping", "lns: 5\n", "a.yml:1: lns: must be a mapping of keys"},
+		{"broker without scheme", "lns:\n  broker: 127.0.0.1:1883\n", `a.yml:2: lns.broker: must be a URL such as tcp://127.0.0.1:1883, got "127.0.0.1:1883"`},
+		{"broker host only", "lns:\n  broker: localhost\n", `a.yml:2: lns.broker: must be a URL such as tcp://127.0.0.1:1883, got "localhost"`},
+		{"bad broker scheme", "lns:\n  broker: http://x\n", `a.yml:2: lns.broker: scheme "http" not supported (want tcp or mqtt), as in tcp://127.0.0.1:1883`},
+		{"mPower API without scheme", "mpower:\n  api: 127.0.0.1\n", `a.yml:2: mpower.api: must be a URL such as http://127.0.0.1, got "127.0.0.1"`},
+		{"non-loopback admin", "admin:\n  listen: 0.0.0.0:8650\n", `a.yml:2: admin.listen: "0.0.0.0:8650" is not a loopback address (use 127.0.0.1 or [::1])`},
+		{"retry max below min", "delivery:\n  retry_min: 10s\n  retry_max: 1s\n", "a.yml:3: delivery.retry_max: must not be below retry_min (10s), got 1s"},
+		{"syntax error", "lns:\n  broker: [\n", "a.yml:2: invalid YAML: did not find expected node content"},
+		{"default_app unknown key", "lns:\n  broker: tcp://h:1\ndefault_app:\n  url: https://example.com\n  bogus: 1\n",
+			"a.yml:5: default_app.bogus: unknown key (known: apiVersion, backhaulDetect, enabled, encodeHex, eui, log, options, requestOptions, url)"},
+		{"default_app nested unknown key", "default_app:\n  url: https://example.com\n  options:\n    server_cert: x\n    clientcert: y\n",
+			"a.yml:5: default_app.options.clientcert: unknown key (known: apikey, check_hostname, clean_session, client_cert, client_id, cloudService, downlinkTopic, overrideTopicsForAllApps, password, server_cert, uplinkTopic, username)"},
+		{"default_app word for a number", "default_app:\n  url: https://example.com\n  backhaulDetect:\n    port: first\n",
+			`a.yml:4: default_app.backhaulDetect.port: must be a whole number, got "first"`},
+		{"default_app word for a flag", "default_app:\n  url: https://example.com\n  encodeHex: sometimes\n",
+			`a.yml:3: default_app.encodeHex: must be true or false, got "sometimes"`},
+		{"default_app API version", "default_app:\n  url: https://example.com\n  apiVersion: '2.0'\n",
+			`a.yml:3: default_app.apiVersion: "2.0" not supported (want 1.0, 1.1 or 1.1.1)`},
+		{"default_app EUI", "default_app:\n  url: https://example.com\n  eui: 12-34\n",
+			`a.yml:3: default_app.eui: "12-34" is not an EUI-64 (want 16 hex digits)`},
+		{"default_app not a mapping", "default_app: yes\n", "a.yml:1: default_app: must be a mapping of mPower defaultApp fields"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,17 +105,19 @@ func TestLoadErrorsNameFileLineAndKey(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error")
 			}
-			msg := err.Error()
-			for _, w := range tc.want {
-				if !strings.Contains(msg, w) {
-					t.Fatalf("error %q does not contain %q", msg, w)
-				}
+			if err.Error() != tc.want {
+				t.Fatalf("error\n got %s\nwant %s", err, tc.want)
 			}
 			var ce *Error
 			if !errors.As(err, &ce) || ce.File != "a.yml" {
 				t.Fatalf("error %T is not a located *Error", err)
 			}
 		})
+	}
+	// Several problems: one line each, in file order.
+	_, err := Parse("a.yml", []byte("storage:\n  outbox_max_rows: 0\nlog:\n  level: loud\n"))
+	if err == nil || !strings.HasPrefix(err.Error(), "a.yml:2: storage.outbox_max_rows: must be at least 1, got 0\na.yml:4: log.level: ") {
+		t.Fatalf("several errors: %v", err)
 	}
 }
 

@@ -94,7 +94,9 @@ func TestParseKEKFile(t *testing.T) {
 		{"empty label", "keks:\n  - label: ''\n    key: " + secret + "FF\n", "keks.yml:2: keks[0].label: must not be empty"},
 		{"empty file", "", "keks.yml: empty file"},
 		{"second document", "keks: []\n---\nkeks: []\n", "second YAML document"},
-		{"duplicate key", "keks: []\nkeks: []\n", "keks.yml:2: keks: duplicate key"},
+		{"duplicate key", "keks: []\nkeks: []\n", "keks.yml:2: keks: given twice (first on line 1)"},
+		{"tab indentation", "keks:\n\t- label: a\n", "keks.yml:2: tabs are not allowed for indentation; use spaces"},
+		{"not a list", "keks: a\n", "keks.yml:1: keks: must be a list"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseKEKFile("keks.yml", []byte(tc.in))
