@@ -327,7 +327,7 @@ func TestJoinNetIDFromMPower(t *testing.T) {
 // check-config prints the routing table of the fixture repository.
 func TestJoinCheckConfig(t *testing.T) {
 	cfg := config.Default()
-	cfg.Join.InteropDir = filepath.Join("testdata", "interop")
+	cfg.Join.InteropDir = filepath.Join("..", "..", "joinclient", "testdata", "interop") // the one copy of the fixture
 	cfg.Join.ASID = "conduit-1.example.com"
 	var out bytes.Buffer
 	if err := checkJoinConfig(cfg, &out); err != nil {
