@@ -18,6 +18,9 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
+
+	"github.com/lorawan-gateway/app-connect/config"
 )
 
 // memFS returns a ReadFile over an in-memory file system (paths relative, slash-separated).
@@ -224,4 +227,77 @@ func otherKeyPEM(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+}
+
+func FuzzLoadRepository(f *testing.F) {
+	for _, dir := range []string{"testdata/interop", "testdata/interop-keyvault"} {
+		cfg, err := os.ReadFile(dir + "/config.yml")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(string(cfg), "fqdn: 'js.example'\nprotocol: 'BI1.0'\n")
+	}
+	for _, js := range []string{"testdata/interop/tti/ns-js.yml", "testdata/interop/tti/as-js.yml", "testdata/interop/fallback/js.yml", "testdata/interop-keyvault/tti/js.yml"} {
+		b, err := os.ReadFile(js)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add("join-servers:\n  - file: './js.yml'\n    join-euis: ['11AA000000000000/16']\n", string(b))
+	}
+	f.Add("join-servers:\n  - file: js.yml\n    components: [ns]\n    join-euis: ['0000000000000000/0']\n", "scheme: http\nfqdn: a\nport: 1\nprotocol: BI1.1\nsender-ns-id: '1122334455667788'\nheaders:\n  X: y\npaths:\n  join: /a\n")
+	f.Add("&a [*a]", "x: &b\n  y: *b\n")
+	f.Fuzz(func(t *testing.T, cfg, js string) {
+		read := memFS(map[string]string{"r/config.yml": cfg, "r/js.yml": js, "r/tti/ns-js.yml": js, "r/tti/as-js.yml": js,
+			"r/semtech/js.yml": js, "r/fallback/js.yml": js, "r/tti/js.yml": js})
+		repo, err := LoadRepository("r", RepositoryOptions{ReadFile: read, NSID: SomeEUI64(EUI64{1})})
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "r/") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		for _, e := range repo.Entries {
+			if e.JoinServer == nil || len(e.Components) == 0 || e.Prefix.Length > 64 {
+				t.Fatalf("bad entry %+v", e)
+			}
+		}
+		var buf bytes.Buffer
+		if err := WriteRoutingTable(&buf, repo); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestFromConfigAndRoutingTable(t *testing.T) {
+	cfg := config.Join{
+		Enabled: true, ProxyListen: "127.0.0.1:8651", Budget: 3 * time.Second, NetID: "000013", NSID: "70B3D5FFFE000001",
+		ASID: "conduit-1.example.com", InteropDir: "interop", KEKFile: "keks.yml",
+		ClientCertFile: "interop/semtech/cert.pem", ClientKeyFile: "interop/semtech/key.pem",
+	}.Resolve("testdata")
+	svc, err := FromConfig(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !svc.KEKs.Has("000013") || svc.Proxy == nil || svc.Router == nil || len(svc.Repository.Entries) != 4 {
+		t.Fatalf("service %+v", svc)
+	}
+	var buf bytes.Buffer
+	if err := WriteRoutingTable(&buf, svc.Repository); err != nil || !strings.Contains(buf.String(), "0000000000000000/0   fallback/js  as,ns       BI1.0     http://127.0.0.1:8652") {
+		t.Fatalf("table:\n%s", buf.String())
+	}
+
+	cfg.InteropDir = "testdata/interop-keyvault"
+	if _, err := FromConfig(cfg, Options{}); err != nil {
+		t.Fatalf("key-vault with the default certificate: %v", err)
+	}
+	noCert := cfg
+	noCert.ClientCertFile, noCert.ClientKeyFile = "", ""
+	if _, err := FromConfig(noCert, Options{}); err == nil || !strings.Contains(err.Error(), "key-vault needs") {
+		t.Fatalf("key-vault without default certificate: %v", err)
+	}
+	noAS := cfg
+	noAS.ASID = ""
+	if _, err := FromConfig(noAS, Options{}); err == nil || !strings.Contains(err.Error(), "join.as_id is required") {
+		t.Fatalf("as entry without as_id: %v", err)
+	}
 }

@@ -1,6 +1,12 @@
 package joinclient
 
-import "testing"
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
 
 // parseFrame reads the identifiers of join-request and rejoin-request frames
 // through lorawan.PHYPayload and names what is wrong with anything else.
@@ -56,4 +62,42 @@ func TestParseFrame(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzProxyRequest feeds arbitrary network-server bodies to the proxy (no
+// route exists, so nothing leaves the process).
+func FuzzProxyRequest(f *testing.F) {
+	f.Add([]byte(`{"ProtocolVersion":"1.1","SenderID":"000013","ReceiverID":"0011223300000001","TransactionID":2864434397,
+ "MessageType":"JoinReq","SenderNSID":"70B3D5FFFE000001","MACVersion":"1.0.3",
+ "PHYPayload":"0001000000332211001100FFEEDDCCBBAA0700AF926245","DevEUI":"AABBCCDDEEFF0011",
+ "DevAddr":"26011234","DLSettings":"00","RxDelay":1}`))
+	f.Add([]byte(`{"ProtocolVersion":"1.0","MessageType":"RejoinReq","ReceiverID":"0011223300000001","MACVersion":"1.1","PHYPayload":"C001010203AABBCCDDEEFF0011001122","DevEUI":"1100FFEEDDCCBBAA"}`))
+	f.Add([]byte(`{"ProtocolVersion":"1.0","MessageType":"HomeNSReq","ReceiverID":"0011223300000001","DevEUI":"AABBCCDDEEFF0011"}`))
+	f.Add([]byte(`[]`))
+	p, err := NewProxy(ProxyConfig{Router: NewRouter(&Repository{}, ClientOptions{})})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body)))
+		switch w.Code {
+		case 200, 400, 413:
+		default:
+			t.Fatalf("status %d", w.Code)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &m); err != nil && w.Code != 413 {
+			t.Fatalf("answer is not JSON: %q", w.Body.String())
+		}
+		if w.Code == 200 && resultOf(m) == "Success" {
+			t.Fatal("Success without any Join Server")
+		}
+	})
+}
+
+func resultOf(m map[string]any) string {
+	r, _ := m["Result"].(map[string]any)
+	s, _ := r["ResultCode"].(string)
+	return s
 }
