@@ -524,3 +524,18 @@ func TestProductLinksLorawanWithoutBackend(t *testing.T) {
 		}
 	}
 }
+
+// The simulator plays the Join Server with brocaar's handler but links no
+// test package: what it shares with the tests is internal/loradev, not
+// internal/jstest.
+func TestSimulatorLinksNoTestPackage(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "../conduit-sim").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, d := range strings.Fields(string(out)) {
+		if d == "testing" || d == "net/http/httptest" || strings.HasSuffix(d, "/internal/jstest") {
+			t.Errorf("cmd/conduit-sim links %s", d)
+		}
+	}
+}
