@@ -4,7 +4,7 @@
 #   make package    the mPower custom-app tarballs of both into build/
 #   make test       everything CI runs (installs missing test dependencies first)
 #   make demo       the simulator and app-connect, uplinks flowing for ~20 s
-#   make bench      end-to-end and outbox benchmarks; prints figures, asserts nothing
+#   make bench      end-to-end, outbox and join-proxy benchmarks; prints figures, asserts nothing
 
 GO       ?= go
 GOPATH   := $(shell $(GO) env GOPATH)
@@ -73,6 +73,7 @@ demo: build
 bench: build
 	$(GO) run ./scripts/e2e bench -app-connect build/app-connect -sim build/conduit-sim
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./cache/
+	$(GO) test -run '^$$' -bench ProxyAddedLatency -benchtime 5000x ./joinclient/
 
 clean:
 	rm -rf build

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +8,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -130,10 +132,10 @@ func Default() Config {
 // Validate checks every value; each problem is one FieldError naming its key.
 func (c Config) Validate() []FieldError {
 	var errs []FieldError
-	if err := checkURL(c.LNS.Broker, "tcp", "mqtt"); err != nil {
+	if err := checkURL(c.LNS.Broker, "tcp://127.0.0.1:1883", "tcp", "mqtt"); err != nil {
 		errs = append(errs, FieldError{Key: "lns.broker", Err: err})
 	}
-	if err := checkURL(c.MPower.API, "http", "https"); err != nil {
+	if err := checkURL(c.MPower.API, "http://127.0.0.1", "http", "https"); err != nil {
 		errs = append(errs, FieldError{Key: "mpower.api", Err: err})
 	}
 	if c.MPower.PollInterval < time.Second {
@@ -190,23 +192,23 @@ func (c Config) Validate() []FieldError {
 	return errs
 }
 
-func checkURL(raw string, schemes ...string) error {
+// checkURL accepts an absolute URL with a host and one of schemes; anything
+// else is explained with example, a URL the key could hold.
+func checkURL(raw, example string, schemes ...string) error {
 	if raw == "" {
-		return errors.New("must not be empty")
+		return fmt.Errorf("must not be empty; a URL such as %s", example)
 	}
 	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("not a URL: %w", err)
+	if err != nil || u.Scheme == "" || u.Opaque != "" {
+		return fmt.Errorf("must be a URL such as %s, got %q", example, raw)
 	}
-	for _, s := range schemes {
-		if u.Scheme == s {
-			if u.Host == "" {
-				return fmt.Errorf("%q has no host", raw)
-			}
-			return nil
-		}
+	if !slices.Contains(schemes, u.Scheme) {
+		return fmt.Errorf("scheme %q not supported (want %s), as in %s", u.Scheme, strings.Join(schemes, " or "), example)
 	}
-	return fmt.Errorf("scheme %q not supported (want %v)", u.Scheme, schemes)
+	if u.Host == "" {
+		return fmt.Errorf("%q has no host; a URL such as %s", raw, example)
+	}
+	return nil
 }
 
 // CheckLoopback accepts only host:port addresses on the loopback interface, so
@@ -252,9 +254,9 @@ func Parse(name string, data []byte) (Config, error) {
 		return cfg, err
 	}
 	if cfg.DefaultApp.Kind != 0 {
-		d, err := defaultAppFromYAML(&cfg.DefaultApp)
+		d, err := defaultAppFromYAML(name, doc, &cfg.DefaultApp)
 		if err != nil {
-			return cfg, Errors{{File: name, Line: cfg.DefaultApp.Line, Key: "default_app", Err: err}}
+			return cfg, err
 		}
 		cfg.DefaultAppOverride = &d
 	}
@@ -266,30 +268,36 @@ func Parse(name string, data []byte) (Config, error) {
 	return cfg, nil
 }
 
-// defaultAppFromYAML reads a default_app block: mPower's defaultApp fields,
-// strictly (an unknown field is an error naming it).
-func defaultAppFromYAML(n *yaml.Node) (DefaultApp, error) {
-	var v any
-	if err := n.Decode(&v); err != nil {
+// defaultAppFromYAML reads a default_app block: mPower's defaultApp fields
+// (their JSON names), strictly, every problem located at its own key's line.
+func defaultAppFromYAML(name string, doc, n *yaml.Node) (DefaultApp, error) {
+	y := NewYAML(name)
+	if n.Kind != yaml.MappingNode {
+		y.Add(n, "default_app", "must be a mapping of mPower defaultApp fields")
+		return DefaultApp{}, y.Err()
+	}
+	checkNode(y, n, reflect.TypeOf(DefaultApp{}), "default_app", "json")
+	if err := y.Err(); err != nil {
 		return DefaultApp{}, err
+	}
+	var v map[string]any
+	if err := n.Decode(&v); err != nil {
+		return DefaultApp{}, decodeError(name, doc, err)
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
-		return DefaultApp{}, fmt.Errorf("not a mapping of mPower defaultApp fields: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	var probe DefaultApp
-	if err := dec.Decode(&probe); err != nil {
-		return DefaultApp{}, fmt.Errorf("mPower defaultApp fields: %w", err)
+		return DefaultApp{}, Errors{{File: name, Line: n.Line, Key: "default_app", Err: fmt.Errorf("not a mapping of mPower defaultApp fields: %w", err)}}
 	}
 	d, err := ParseDefaultApp(b)
 	if err != nil {
-		return d, err
+		var fe FieldError
+		if errors.As(err, &fe) {
+			key := "default_app." + fe.Key
+			return d, Errors{{File: name, Line: lineOf(doc, key), Key: key, Err: fe.Err}}
+		}
+		return d, Errors{{File: name, Line: n.Line, Key: "default_app", Err: err}}
 	}
-	if m, ok := v.(map[string]any); !ok {
-		return d, errors.New("must be a mapping of mPower defaultApp fields")
-	} else if _, has := m["enabled"]; !has {
+	if _, has := v["enabled"]; !has {
 		d.Enabled = true // a block written in the YAML file means "use this application"
 	}
 	return d, nil

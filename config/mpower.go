@@ -88,7 +88,7 @@ func ParseDefaultApp(data []byte) (DefaultApp, error) {
 	switch d.APIVersion {
 	case API10, API11, API111:
 	default:
-		return d, fmt.Errorf("defaultApp: apiVersion %q not supported (want 1.0, 1.1 or 1.1.1)", d.APIVersion)
+		return d, fmt.Errorf("defaultApp: %w", fieldErr("apiVersion", "%q not supported (want 1.0, 1.1 or 1.1.1)", d.APIVersion))
 	}
 	if d.APIVersion != API10 {
 		d.EUI = CatchAll
@@ -97,7 +97,7 @@ func ParseDefaultApp(data []byte) (DefaultApp, error) {
 	} else {
 		eui, err := NormalizeEUI(d.EUI)
 		if err != nil {
-			return d, fmt.Errorf("defaultApp: eui: %w", err)
+			return d, fmt.Errorf("defaultApp: %w", FieldError{Key: "eui", Err: err})
 		}
 		d.EUI = eui
 	}

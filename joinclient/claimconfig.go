@@ -123,28 +123,28 @@ func (l *claimLoader) load() *ClaimRepository {
 		l.errs = append(l.errs, &config.Error{File: name, Err: fmt.Errorf("cannot read: %w", err)})
 		return nil
 	}
-	root, errs := parseYAMLDoc(name, data)
-	defer func() { l.errs = append(errs.list, l.errs...) }()
+	root, errs := config.ParseYAML(name, data)
+	defer func() { l.errs = append(errs.Errors(), l.errs...) }()
 	if root == nil {
 		return nil
 	}
 	repo := &ClaimRepository{Dir: l.dir}
-	for _, kv := range errs.mapping(root, "") {
-		if kv.key != "join-servers" {
-			errs.add(kv.keyNode, kv.key, "unknown key")
+	for _, kv := range errs.Mapping(root, "") {
+		if kv.Key != "join-servers" {
+			errs.Add(kv.KeyNode, kv.Key, "unknown key")
 			continue
 		}
-		for i, item := range errs.sequence(kv.value, "join-servers") {
+		for i, item := range errs.Sequence(kv.Value, "join-servers") {
 			l.entry(repo, errs, item, fmt.Sprintf("join-servers[%d]", i))
 		}
 	}
-	if len(errs.list) > 0 || len(l.errs) > 0 {
+	if len(errs.Errors()) > 0 || len(l.errs) > 0 {
 		return nil
 	}
 	for i, a := range repo.Entries {
 		for _, b := range repo.Entries[:i] {
 			if samePrefix(a.Prefix, b.Prefix) && a.Server != b.Server {
-				errs.add(&yaml.Node{Line: a.Line}, "join-servers", "prefix %s is served by both %s and %s; identical prefixes are ambiguous",
+				errs.Add(&yaml.Node{Line: a.Line}, "join-servers", "prefix %s is served by both %s and %s; identical prefixes are ambiguous",
 					a.Prefix, b.Server.Name, a.Server.Name)
 			}
 		}
@@ -152,44 +152,44 @@ func (l *claimLoader) load() *ClaimRepository {
 	return repo
 }
 
-func (l *claimLoader) entry(repo *ClaimRepository, errs *yamlErrs, item *yaml.Node, path string) {
+func (l *claimLoader) entry(repo *ClaimRepository, errs *config.YAML, item *yaml.Node, path string) {
 	var fileNode, typeNode *yaml.Node
 	var file, typ string
 	var prefixes []linedPrefix
-	for _, f := range errs.mapping(item, path) {
-		key := path + "." + f.key
-		switch f.key {
+	for _, f := range errs.Mapping(item, path) {
+		key := path + "." + f.Key
+		switch f.Key {
 		case "file":
-			if s, ok := errs.str(f.value, key); ok {
-				file, fileNode = s, f.value
+			if s, ok := errs.Str(f.Value, key); ok {
+				file, fileNode = s, f.Value
 			}
 		case "type":
-			if s, ok := errs.str(f.value, key); ok {
-				typ, typeNode = s, f.value
+			if s, ok := errs.Str(f.Value, key); ok {
+				typ, typeNode = s, f.Value
 			}
 		case "join-euis":
-			prefixes = append(prefixes, parsePrefixes(errs, f.value, key, l.opts.Logger, "claiming")...)
+			prefixes = append(prefixes, parsePrefixes(errs, f.Value, key, l.opts.Logger, "claiming")...)
 		case "components":
-			errs.add(f.keyNode, key, "unknown key: a claiming repository has no components")
+			errs.Add(f.KeyNode, key, "unknown key: a claiming repository has no components")
 		default:
-			errs.add(f.keyNode, key, "unknown key")
+			errs.Add(f.KeyNode, key, "unknown key")
 		}
 	}
 	bad := false
 	switch {
 	case typeNode == nil:
-		errs.add(item, path+".type", "missing: must be %s", ClaimServerType)
+		errs.Add(item, path+".type", "missing: must be %s", ClaimServerType)
 		bad = true
 	case typ != ClaimServerType:
-		errs.add(typeNode, path+".type", "unknown type %q (want %s)", truncate(typ, 20), ClaimServerType)
+		errs.Add(typeNode, path+".type", "unknown type %q (want %s)", truncate(typ, 20), ClaimServerType)
 		bad = true
 	}
 	if fileNode == nil || file == "" {
-		errs.add(item, path+".file", "missing")
+		errs.Add(item, path+".file", "missing")
 		return
 	}
 	if len(prefixes) == 0 {
-		errs.add(item, path+".join-euis", "at least one JoinEUI prefix is required")
+		errs.Add(item, path+".join-euis", "at least one JoinEUI prefix is required")
 		return
 	}
 	if bad {
@@ -207,18 +207,18 @@ func (l *claimLoader) entry(repo *ClaimRepository, errs *yamlErrs, item *yaml.No
 	}
 }
 
-func (l *claimLoader) server(cfgErrs *yamlErrs, file string, fileNode *yaml.Node, key string) *ClaimServer {
+func (l *claimLoader) server(cfgErrs *config.YAML, file string, fileNode *yaml.Node, key string) *ClaimServer {
 	resolved := resolve(l.dir, file)
 	if s, ok := l.files[resolved]; ok {
 		return s
 	}
 	data, err := l.opts.ReadFile(resolved)
 	if err != nil {
-		cfgErrs.add(fileNode, key, "cannot read claim server file: %v", err)
+		cfgErrs.Add(fileNode, key, "cannot read claim server file: %v", err)
 		return nil
 	}
-	root, errs := parseYAMLDoc(resolved, data)
-	defer func() { l.errs = append(l.errs, errs.list...) }()
+	root, errs := config.ParseYAML(resolved, data)
+	defer func() { l.errs = append(l.errs, errs.Errors()...) }()
 	if root == nil {
 		return nil
 	}
@@ -226,39 +226,39 @@ func (l *claimLoader) server(cfgErrs *yamlErrs, file string, fileNode *yaml.Node
 	jsDir := filepath.Dir(resolved)
 	var tlsNode, urlNode *yaml.Node
 	var tb tlsBlock
-	for _, f := range errs.mapping(root, "") {
-		switch f.key {
+	for _, f := range errs.Mapping(root, "") {
+		switch f.Key {
 		case "url":
-			if s, ok := errs.str(f.value, f.key); ok {
-				urlNode = f.value
+			if s, ok := errs.Str(f.Value, f.Key); ok {
+				urlNode = f.Value
 				if u, err := checkClaimURL(s); err != nil {
-					errs.add(f.value, f.key, "%v", err)
+					errs.Add(f.Value, f.Key, "%v", err)
 				} else {
 					srv.URL = u
 				}
 			}
 		case "tls":
-			tlsNode = f.value
+			tlsNode = f.Value
 			tb = parseTLSBlock(errs, f, jsDir, false)
 		case "basic-auth":
-			errs.add(f.keyNode, f.key, "not supported: TTJS v2 authenticates by TLS client certificate only")
+			errs.Add(f.KeyNode, f.Key, "not supported: TTJS v2 authenticates by TLS client certificate only")
 		default:
-			errs.add(f.keyNode, f.key, "unknown key")
+			errs.Add(f.KeyNode, f.Key, "unknown key")
 		}
 	}
 	if urlNode == nil {
-		errs.add(root, "url", "missing: the claim server URL is required")
+		errs.Add(root, "url", "missing: the claim server URL is required")
 	}
 	if tlsNode == nil {
-		errs.add(root, "tls", "missing: mutual TLS is required (source file with certificate and key, or key-vault)")
+		errs.Add(root, "tls", "missing: mutual TLS is required (source file with certificate and key, or key-vault)")
 	} else {
 		srv.TLSSource, srv.RootCA = tb.source, tb.rootCA
 		if tb.source == "" {
-			errs.add(tlsNode, "tls.source", "missing: must be file or key-vault")
+			errs.Add(tlsNode, "tls.source", "missing: must be file or key-vault")
 		}
 		srv.TLSConfig = tb.clientTLS(errs, l.opts.ReadFile, l.opts.DefaultClientCertificate, "missing: mutual TLS needs certificate and key")
 	}
-	if len(errs.list) > 0 {
+	if len(errs.Errors()) > 0 {
 		return nil
 	}
 	l.files[resolved] = srv

@@ -131,7 +131,7 @@ func TestLoadClaimRepositoryErrors(t *testing.T) {
 		{name: "bad prefix", cfg: strings.Replace(cfg, "/36", "/65", 1), js: good,
 			want: "c/config.yml:3: join-servers[0].join-euis[0]: bad prefix"},
 		{name: "duplicate key", cfg: cfg + "    type: ttjsv2\n", js: good,
-			want: "c/config.yml:5: join-servers[0].type: duplicate key"},
+			want: "c/config.yml:5: join-servers[0].type: given twice (first on line 4)"},
 		{name: "identical prefixes of two files", cfg: cfg, extraCfg: "  - file: js2.yml\n    join-euis: ['70B3D57ED0000000/36']\n    type: ttjsv2\n",
 			js: good, js2: good, want: "c/config.yml:6: join-servers: prefix 70B3D57ED0000000/36 is served by both js and js2"},
 		{name: "unknown key in server file", cfg: cfg, js: good + "fqdn: x\n", want: "c/js.yml:6: fqdn: unknown key"},

@@ -27,6 +27,16 @@ type ClientOptions struct {
 	ASID      string // SenderID of AppSKeyReq
 	UserAgent string // default "app-connect"
 	Logger    *slog.Logger
+
+	// MaxInFlight bounds the requests in flight to one Join Server (the
+	// bulkhead inside the proxy's global bound); default DefaultMaxInFlightPerJS.
+	MaxInFlight int
+	// BreakerTimeouts is the number of consecutive timeouts of one Join Server
+	// that opens its circuit breaker; default DefaultBreakerTimeouts.
+	BreakerTimeouts int
+	// BreakerCoolDown is how long an open breaker answers at once before the
+	// next request probes the Join Server again; default DefaultBreakerCoolDown.
+	BreakerCoolDown time.Duration
 }
 
 // Client talks to one Join Server. It keeps its connections alive between
@@ -37,6 +47,7 @@ type Client struct {
 	http  *http.Client
 	trans *http.Transport
 	log   *slog.Logger
+	guard *guard
 
 	mu       sync.Mutex
 	warnings map[string]uint64 // header-warning kind → count
@@ -57,8 +68,17 @@ func NewClient(js *JoinServer, opts ClientOptions) *Client {
 		trans:    tr,
 		http:     hc,
 		log:      opts.Logger.With("js", js.Name),
+		guard:    newGuard(js.Name, opts, opts.Logger),
 		warnings: map[string]uint64{},
 	}
+}
+
+// State returns the bulkhead, circuit-breaker and header-warning state of the
+// client's Join Server.
+func (c *Client) State() JoinServerState {
+	s := c.guard.state()
+	s.HeaderWarnings = c.HeaderWarnings()
+	return s
 }
 
 // JoinServer returns the Join Server of the client.
@@ -183,7 +203,20 @@ func (c *Client) fail(info requestInfo, kind error, status int, err error) *Erro
 	return &Error{JoinServer: c.js.Name, MessageType: info.msgType, Kind: kind, HTTPStatus: status, Err: err}
 }
 
+// exchange sends one request inside the Join Server's guard (bulkhead and
+// circuit breaker) and decodes its answer into ans.
 func (c *Client) exchange(ctx context.Context, info requestInfo, req any, ans answer) error {
+	var err error
+	if kind, refusal := c.guard.run(ctx, func() error {
+		err = c.roundTrip(ctx, info, req, ans)
+		return err
+	}); kind != nil {
+		return c.fail(info, kind, 0, refusal)
+	}
+	return err
+}
+
+func (c *Client) roundTrip(ctx context.Context, info requestInfo, req any, ans answer) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return c.fail(info, ErrMalformed, 0, fmt.Errorf("encode request: %w", err))

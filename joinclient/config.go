@@ -201,44 +201,44 @@ func (l *loader) load() *Repository {
 		l.errs = append(l.errs, &config.Error{File: name, Err: fmt.Errorf("cannot read: %w", err)})
 		return nil
 	}
-	root, errs := parseYAMLDoc(name, data)
-	defer func() { l.errs = sortErrors(append(errs.list, l.errs...)) }()
+	root, errs := config.ParseYAML(name, data)
+	defer func() { l.errs = sortErrors(append(errs.Errors(), l.errs...)) }()
 	if root == nil {
 		return nil
 	}
-	for _, kv := range errs.mapping(root, "") {
-		if kv.key != "join-servers" {
-			errs.add(kv.keyNode, kv.key, "unknown key")
+	for _, kv := range errs.Mapping(root, "") {
+		if kv.Key != "join-servers" {
+			errs.Add(kv.KeyNode, kv.Key, "unknown key")
 			continue
 		}
-		for i, item := range errs.sequence(kv.value, "join-servers") {
+		for i, item := range errs.Sequence(kv.Value, "join-servers") {
 			l.entry(repo, errs, item, fmt.Sprintf("join-servers[%d]", i))
 		}
 	}
-	if len(errs.list) > 0 {
+	if len(errs.Errors()) > 0 {
 		return nil
 	}
 	l.checkRepository(repo, errs)
 	return repo
 }
 
-func (l *loader) entry(repo *Repository, errs *yamlErrs, item *yaml.Node, path string) {
+func (l *loader) entry(repo *Repository, errs *config.YAML, item *yaml.Node, path string) {
 	var fileNode *yaml.Node
 	var file string
 	var comps []Component
 	var prefixes []linedPrefix
 	sawEUIs := false
-	for _, f := range errs.mapping(item, path) {
-		key := path + "." + f.key
-		switch f.key {
+	for _, f := range errs.Mapping(item, path) {
+		key := path + "." + f.Key
+		switch f.Key {
 		case "file":
-			if s, ok := errs.str(f.value, key); ok {
-				file, fileNode = s, f.value
+			if s, ok := errs.Str(f.Value, key); ok {
+				file, fileNode = s, f.Value
 			}
 		case "components":
-			for j, c := range errs.sequence(f.value, key) {
+			for j, c := range errs.Sequence(f.Value, key) {
 				ck := fmt.Sprintf("%s[%d]", key, j)
-				s, ok := errs.str(c, ck)
+				s, ok := errs.Str(c, ck)
 				if !ok {
 					continue
 				}
@@ -248,25 +248,25 @@ func (l *loader) entry(repo *Repository, errs *yamlErrs, item *yaml.Node, path s
 						comps = append(comps, Component(s))
 					}
 				default:
-					errs.add(c, ck, "unknown component %q (want ns or as)", s)
+					errs.Add(c, ck, "unknown component %q (want ns or as)", s)
 				}
 			}
 		case "join-euis":
 			sawEUIs = true
-			prefixes = append(prefixes, parsePrefixes(errs, f.value, key, l.opts.Logger, "interop")...)
+			prefixes = append(prefixes, parsePrefixes(errs, f.Value, key, l.opts.Logger, "interop")...)
 		default:
-			errs.add(f.keyNode, key, "unknown key")
+			errs.Add(f.KeyNode, key, "unknown key")
 		}
 	}
 	if fileNode == nil || file == "" {
-		errs.add(item, path+".file", "missing")
+		errs.Add(item, path+".file", "missing")
 		return
 	}
 	if len(prefixes) == 0 {
 		if !sawEUIs {
-			errs.add(item, path+".join-euis", "missing: at least one JoinEUI prefix is required")
+			errs.Add(item, path+".join-euis", "missing: at least one JoinEUI prefix is required")
 		} else {
-			errs.add(item, path+".join-euis", "at least one JoinEUI prefix is required")
+			errs.Add(item, path+".join-euis", "at least one JoinEUI prefix is required")
 		}
 		return
 	}
@@ -296,22 +296,22 @@ type linedPrefix struct {
 
 // parsePrefixes reads a join-euis list; what names the repository in the
 // warning about host bits ("interop", "claiming").
-func parsePrefixes(errs *yamlErrs, list *yaml.Node, key string, log *slog.Logger, what string) []linedPrefix {
+func parsePrefixes(errs *config.YAML, list *yaml.Node, key string, log *slog.Logger, what string) []linedPrefix {
 	var out []linedPrefix
-	for j, c := range errs.sequence(list, key) {
+	for j, c := range errs.Sequence(list, key) {
 		pk := fmt.Sprintf("%s[%d]", key, j)
-		s, ok := errs.str(c, pk)
+		s, ok := errs.Str(c, pk)
 		if !ok {
 			continue
 		}
 		p, err := ParsePrefix(s)
 		if err != nil {
-			errs.add(c, pk, "bad prefix %q: %v", truncate(s, 40), err)
+			errs.Add(c, pk, "bad prefix %q: %v", truncate(s, 40), err)
 			continue
 		}
 		if p.HasHostBits() {
 			log.Warn("joinclient: "+what+" prefix has bits set beyond its length; they are ignored",
-				"file", errs.file, "line", c.Line, "prefix", p.String())
+				"file", errs.File(), "line", c.Line, "prefix", p.String())
 		}
 		out = append(out, linedPrefix{p, c.Line})
 	}
@@ -338,18 +338,18 @@ func (l *loader) jsName(file, resolved string) string {
 	return strings.TrimSuffix(rel, filepath.Ext(rel))
 }
 
-func (l *loader) joinServer(cfgErrs *yamlErrs, file string, fileNode *yaml.Node, key string) *JoinServer {
+func (l *loader) joinServer(cfgErrs *config.YAML, file string, fileNode *yaml.Node, key string) *JoinServer {
 	resolved := resolve(l.dir, file)
 	if js, ok := l.files[resolved]; ok {
 		return js
 	}
 	data, err := l.opts.ReadFile(resolved)
 	if err != nil {
-		cfgErrs.add(fileNode, key, "cannot read Join Server file: %v", err)
+		cfgErrs.Add(fileNode, key, "cannot read Join Server file: %v", err)
 		return nil
 	}
-	root, errs := parseYAMLDoc(resolved, data)
-	defer func() { l.errs = append(l.errs, errs.list...) }()
+	root, errs := config.ParseYAML(resolved, data)
+	defer func() { l.errs = append(l.errs, errs.Errors()...) }()
 	if root == nil {
 		return nil
 	}
@@ -363,52 +363,52 @@ func (l *loader) joinServer(cfgErrs *yamlErrs, file string, fileNode *yaml.Node,
 	jsDir := filepath.Dir(resolved)
 	var protoNode, tlsNode, schemeNode, nsidNode *yaml.Node
 	var tb tlsBlock
-	for _, f := range errs.mapping(root, "") {
-		switch f.key {
+	for _, f := range errs.Mapping(root, "") {
+		switch f.Key {
 		case "scheme":
-			if s, ok := errs.str(f.value, f.key); ok {
-				schemeNode = f.value
+			if s, ok := errs.Str(f.Value, f.Key); ok {
+				schemeNode = f.Value
 				if s != "https" && s != "http" {
-					errs.add(f.value, f.key, "must be https or http, got %q", truncate(s, 20))
+					errs.Add(f.Value, f.Key, "must be https or http, got %q", truncate(s, 20))
 				}
 				js.Scheme = s
 			}
 		case "fqdn":
-			if s, ok := errs.str(f.value, f.key); ok {
+			if s, ok := errs.Str(f.Value, f.Key); ok {
 				if strings.ContainsAny(s, "/:@?# ") && net.ParseIP(s) == nil {
-					errs.add(f.value, f.key, "must be a host name or IP address, got %q", truncate(s, 60))
+					errs.Add(f.Value, f.Key, "must be a host name or IP address, got %q", truncate(s, 60))
 				}
 				js.FQDN = s
 			}
 		case "port":
-			if n, ok := errs.integer(f.value, f.key); ok {
+			if n, ok := errs.Int(f.Value, f.Key); ok {
 				if n < 1 || n > 65535 {
-					errs.add(f.value, f.key, "must be 1..65535, got %d", n)
+					errs.Add(f.Value, f.Key, "must be 1..65535, got %d", n)
 				}
 				js.Port = n
 			}
 		case "protocol":
-			if s, ok := errs.str(f.value, f.key); ok {
-				protoNode = f.value
+			if s, ok := errs.Str(f.Value, f.Key); ok {
+				protoNode = f.Value
 				switch Protocol(s) {
 				case ProtocolBI10, ProtocolBI11:
 					js.Protocol = Protocol(s)
 				default:
-					errs.add(f.value, f.key, "unknown protocol %q (want BI1.0 or BI1.1)", truncate(s, 20))
+					errs.Add(f.Value, f.Key, "unknown protocol %q (want BI1.0 or BI1.1)", truncate(s, 20))
 				}
 			}
 		case "paths":
-			for _, p := range errs.mapping(f.value, f.key) {
-				pk := f.key + "." + p.key
-				s, ok := errs.str(p.value, pk)
+			for _, p := range errs.Mapping(f.Value, f.Key) {
+				pk := f.Key + "." + p.Key
+				s, ok := errs.Str(p.Value, pk)
 				if !ok {
 					continue
 				}
 				s = strings.TrimPrefix(s, "/")
 				if strings.ContainsAny(s, " ?#\r\n") {
-					errs.add(p.value, pk, "path must not contain spaces, '?' or '#'")
+					errs.Add(p.Value, pk, "path must not contain spaces, '?' or '#'")
 				}
-				switch p.key {
+				switch p.Key {
 				case "join":
 					js.Paths.Join = s
 				case "rejoin":
@@ -418,80 +418,80 @@ func (l *loader) joinServer(cfgErrs *yamlErrs, file string, fileNode *yaml.Node,
 				case "home-ns":
 					js.Paths.HomeNS = s
 				default:
-					errs.add(p.keyNode, pk, "unknown key")
+					errs.Add(p.KeyNode, pk, "unknown key")
 				}
 			}
 		case "sender-ns-id":
-			if s, ok := errs.str(f.value, f.key); ok && s != "" {
+			if s, ok := errs.Str(f.Value, f.Key); ok && s != "" {
 				e, err := ParseEUI64(s)
 				if err != nil {
-					errs.add(f.value, f.key, "must be an EUI-64 of 16 hex digits")
+					errs.Add(f.Value, f.Key, "must be an EUI-64 of 16 hex digits")
 				} else {
-					js.SenderNSID, nsidNode = SomeEUI64(e), f.keyNode
+					js.SenderNSID, nsidNode = SomeEUI64(e), f.KeyNode
 				}
 			}
 		case "basic-auth":
 			var ba BasicAuth
 			var pwNode *yaml.Node
-			for _, p := range errs.mapping(f.value, f.key) {
-				pk := f.key + "." + p.key
-				s, ok := errs.str(p.value, pk)
+			for _, p := range errs.Mapping(f.Value, f.Key) {
+				pk := f.Key + "." + p.Key
+				s, ok := errs.Str(p.Value, pk)
 				if !ok {
 					continue
 				}
-				switch p.key {
+				switch p.Key {
 				case "username":
 					ba.Username = s
 				case "password":
-					ba.Password, pwNode = s, p.value
+					ba.Password, pwNode = s, p.Value
 				default:
-					errs.add(p.keyNode, pk, "unknown key")
+					errs.Add(p.KeyNode, pk, "unknown key")
 				}
 			}
 			if ba.Username == "" && ba.Password != "" {
-				errs.add(pwNode, f.key+".password", "password set without username")
+				errs.Add(pwNode, f.Key+".password", "password set without username")
 			}
 			if ba.Username != "" {
 				js.BasicAuth = &ba
 			}
 		case "tls":
-			tlsNode = f.value
+			tlsNode = f.Value
 			tb = parseTLSBlock(errs, f, jsDir, true)
 		case "headers":
-			for _, p := range errs.mapping(f.value, f.key) {
-				pk := f.key + "." + p.key
-				s, ok := errs.str(p.value, pk)
+			for _, p := range errs.Mapping(f.Value, f.Key) {
+				pk := f.Key + "." + p.Key
+				s, ok := errs.Str(p.Value, pk)
 				if !ok {
 					continue
 				}
-				if !validHeaderName(p.key) {
-					errs.add(p.keyNode, pk, "not a valid HTTP header name")
+				if !validHeaderName(p.Key) {
+					errs.Add(p.KeyNode, pk, "not a valid HTTP header name")
 					continue
 				}
-				if strings.EqualFold(p.key, "Host") || strings.EqualFold(p.key, "Content-Length") {
-					errs.add(p.keyNode, pk, "header %s cannot be set", p.key)
+				if strings.EqualFold(p.Key, "Host") || strings.EqualFold(p.Key, "Content-Length") {
+					errs.Add(p.KeyNode, pk, "header %s cannot be set", p.Key)
 					continue
 				}
 				if strings.ContainsAny(s, "\r\n\x00") {
-					errs.add(p.value, pk, "header value must not contain CR, LF or NUL")
+					errs.Add(p.Value, pk, "header value must not contain CR, LF or NUL")
 					continue
 				}
-				js.Headers = append(js.Headers, HeaderField{Name: p.key, Value: s})
+				js.Headers = append(js.Headers, HeaderField{Name: p.Key, Value: s})
 			}
 		case "dns":
-			errs.add(f.keyNode, f.key, "DNS-based Join Server discovery is not supported")
+			errs.Add(f.KeyNode, f.Key, "DNS-based Join Server discovery is not supported")
 		default:
-			errs.add(f.keyNode, f.key, "unknown key")
+			errs.Add(f.KeyNode, f.Key, "unknown key")
 		}
 	}
 	if js.FQDN == "" {
-		errs.add(root, "fqdn", "missing: the Join Server host name is required")
+		errs.Add(root, "fqdn", "missing: the Join Server host name is required")
 	}
 	if js.Protocol == "" && protoNode == nil {
-		errs.add(root, "protocol", "missing: BI1.0 or BI1.1 is required")
+		errs.Add(root, "protocol", "missing: BI1.0 or BI1.1 is required")
 	}
 	if js.Protocol == ProtocolBI10 && js.SenderNSID.Set {
-		errs.add(nsidNode, "sender-ns-id", "not allowed with protocol BI1.0 (NSIDs exist only in BI1.1)")
+		errs.Add(nsidNode, "sender-ns-id", "not allowed with protocol BI1.0 (NSIDs exist only in BI1.1)")
 	}
 	if protoNode != nil {
 		js.protoLine = protoNode.Line
@@ -503,7 +503,7 @@ func (l *loader) joinServer(cfgErrs *yamlErrs, file string, fileNode *yaml.Node,
 	}
 	if js.Scheme == "http" {
 		if tlsNode != nil {
-			errs.add(tlsNode, "tls", "not allowed with scheme http")
+			errs.Add(tlsNode, "tls", "not allowed with scheme http")
 		} else {
 			line := 0
 			if schemeNode != nil {
@@ -518,7 +518,7 @@ func (l *loader) joinServer(cfgErrs *yamlErrs, file string, fileNode *yaml.Node,
 		js.TLSSource, js.RootCA = tb.source, tb.rootCA
 		js.TLSConfig = tb.clientTLS(errs, l.opts.ReadFile, l.opts.DefaultClientCertificate, "missing: source file needs certificate and key")
 	}
-	if len(errs.list) > 0 {
+	if len(errs.Errors()) > 0 {
 		return nil
 	}
 	l.files[resolved] = js
@@ -549,7 +549,7 @@ func appendPEMCerts(pool *x509.CertPool, data []byte) bool {
 }
 
 // checkRepository applies the rules that span files.
-func (l *loader) checkRepository(repo *Repository, errs *yamlErrs) {
+func (l *loader) checkRepository(repo *Repository, errs *config.YAML) {
 	for _, js := range repo.JoinServers {
 		if js.Protocol == ProtocolBI11 && js.components[ComponentNS] && !js.nsid.Set {
 			l.errs = append(l.errs, &config.Error{File: js.File, Line: js.protoLine, Key: "protocol",
@@ -566,7 +566,7 @@ func (l *loader) checkRepository(repo *Repository, errs *yamlErrs) {
 			}
 			for _, c := range a.Components {
 				if b.HasComponent(c) {
-					errs.add(&yaml.Node{Line: a.Line}, "join-servers", "prefix %s (component %s) is served by both %s and %s; identical prefixes shorter than /64 are ambiguous",
+					errs.Add(&yaml.Node{Line: a.Line}, "join-servers", "prefix %s (component %s) is served by both %s and %s; identical prefixes shorter than /64 are ambiguous",
 						a.Prefix, c, b.JoinServer.Name, a.JoinServer.Name)
 					break
 				}

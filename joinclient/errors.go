@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/lorawan-gateway/app-connect/internal/backoff"
 )
 
 // Kinds of BI failure, matched with errors.Is against a *ResultError (an
@@ -123,7 +125,7 @@ func (e *Error) Temporary() bool {
 	case ErrTransport, ErrTimeout:
 		return true
 	case ErrHTTPStatus:
-		return e.HTTPStatus == 408 || e.HTTPStatus == 429 || e.HTTPStatus >= 500
+		return backoff.RetryableStatus(e.HTTPStatus)
 	}
 	return false
 }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+
+	"github.com/lorawan-gateway/app-connect/config"
 )
 
 // rfc3394IV is the default initial value of RFC 3394 §2.2.3.1.
@@ -188,66 +190,66 @@ func LoadKEKFile(path string, logger *slog.Logger) (*KEKStore, error) {
 // digits. Unknown keys, duplicate keys and a second document are errors, each
 // a *config.Error naming name, line and key. Errors never contain a KEK.
 func ParseKEKFile(name string, data []byte) (*KEKStore, error) {
-	root, errs := parseYAMLDoc(name, data)
+	root, errs := config.ParseYAML(name, data)
 	if root == nil {
-		return nil, errs.err()
+		return nil, errs.Err()
 	}
 	keks := map[string][]byte{}
-	top := errs.mapping(root, "")
+	top := errs.Mapping(root, "")
 	for _, kv := range top {
-		switch kv.key {
+		switch kv.Key {
 		case "keks":
-			seq := errs.sequence(kv.value, "keks")
+			seq := errs.Sequence(kv.Value, "keks")
 			for i, item := range seq {
 				path := fmt.Sprintf("keks[%d]", i)
-				var label, key *kvPair
-				for _, f := range errs.mapping(item, path) {
-					switch f.key {
+				var label, key *config.KV
+				for _, f := range errs.Mapping(item, path) {
+					switch f.Key {
 					case "label":
 						label = &f
 					case "key":
 						key = &f
 					default:
-						errs.add(f.keyNode, path+"."+f.key, "unknown key")
+						errs.Add(f.KeyNode, path+"."+f.Key, "unknown key")
 					}
 				}
 				if label == nil {
-					errs.add(item, path+".label", "missing")
+					errs.Add(item, path+".label", "missing")
 					continue
 				}
-				l, ok := errs.str(label.value, path+".label")
+				l, ok := errs.Str(label.Value, path+".label")
 				if !ok {
 					continue
 				}
 				if l == "" {
-					errs.add(label.value, path+".label", "must not be empty")
+					errs.Add(label.Value, path+".label", "must not be empty")
 					continue
 				}
 				if _, dup := keks[l]; dup {
-					errs.add(label.value, path+".label", "duplicate label %q", l)
+					errs.Add(label.Value, path+".label", "duplicate label %q", l)
 					continue
 				}
 				if key == nil {
-					errs.add(item, path+".key", "missing")
+					errs.Add(item, path+".key", "missing")
 					continue
 				}
-				k, ok := errs.str(key.value, path+".key")
+				k, ok := errs.Str(key.Value, path+".key")
 				if !ok {
 					continue
 				}
 				b, err := decodeHexStrict(k)
 				if err != nil || len(b) != 16 {
 					// never echo the value: it is a secret
-					errs.add(key.value, path+".key", "must be exactly 32 hex digits")
+					errs.Add(key.Value, path+".key", "must be exactly 32 hex digits")
 					continue
 				}
 				keks[l] = b
 			}
 		default:
-			errs.add(kv.keyNode, kv.key, "unknown key")
+			errs.Add(kv.KeyNode, kv.Key, "unknown key")
 		}
 	}
-	if err := errs.err(); err != nil {
+	if err := errs.Err(); err != nil {
 		return nil, err
 	}
 	return NewKEKStore(keks)

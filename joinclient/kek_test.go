@@ -2,6 +2,7 @@ package joinclient
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -94,7 +95,9 @@ func TestParseKEKFile(t *testing.T) {
 		{"empty label", "keks:\n  - label: ''\n    key: " + secret + "FF\n", "keks.yml:2: keks[0].label: must not be empty"},
 		{"empty file", "", "keks.yml: empty file"},
 		{"second document", "keks: []\n---\nkeks: []\n", "second YAML document"},
-		{"duplicate key", "keks: []\nkeks: []\n", "keks.yml:2: keks: duplicate key"},
+		{"duplicate key", "keks: []\nkeks: []\n", "keks.yml:2: keks: given twice (first on line 1)"},
+		{"tab indentation", "keks:\n\t- label: a\n", "keks.yml:2: tabs are not allowed for indentation; use spaces"},
+		{"not a list", "keks: a\n", "keks.yml:1: keks: must be a list"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseKEKFile("keks.yml", []byte(tc.in))
@@ -110,4 +113,30 @@ func TestParseKEKFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+func FuzzKeyEnvelope(f *testing.F) {
+	f.Add("000013", []byte{0x93, 0xC9, 0xC3, 0x18, 0xB1, 0xB0, 0x16, 0x26, 0x8D, 0x1F, 0xFC, 0x71, 0xA0, 0x49, 0x6B, 0xA3, 0x94, 0xBC, 0x56, 0xA8, 0xB9, 0xA0, 0xB0, 0x79})
+	f.Add("", []byte{0xBB, 0x53, 0xB9, 0x62, 0xA3, 0x16, 0x61, 0xC0, 0x8F, 0xB2, 0xE9, 0x8C, 0xA8, 0xDE, 0x27, 0xEB})
+	f.Add("000013", []byte{0xA6, 0xA6, 0xA6, 0xA6, 0xA6, 0xA6, 0xA6, 0xA6})
+	f.Add("unknown", []byte{1, 2, 3})
+	f.Add("000013", []byte{})
+	store, err := NewKEKStore(map[string][]byte{"000013": make([]byte, 16)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, label string, key []byte) {
+		// Through JSON, as envelopes arrive.
+		b, _ := json.Marshal(KeyEnvelope{KEKLabel: label, AESKey: key})
+		var env KeyEnvelope
+		if err := json.Unmarshal(b, &env); err != nil {
+			t.Fatalf("round trip: %v", err)
+		}
+		if _, err := store.Open(&env); err == nil && label != "" && label != "000013" {
+			t.Fatal("unknown label opened")
+		}
+		if out, err := Unwrap(make([]byte, 16), key); err == nil && len(out) != len(key)-8 {
+			t.Fatalf("unwrap length %d from %d", len(out), len(key))
+		}
+	})
 }

@@ -10,8 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/brocaar/lorawan"
 
 	"github.com/lorawan-gateway/app-connect/config"
 )
@@ -30,7 +34,9 @@ type Attempt struct {
 }
 
 // Recorder receives every join attempt after the network server has been
-// answered (so that a slow store never eats the join budget). It is declared
+// answered, from one goroutine of the proxy fed by a bounded queue: a slow
+// store never eats the join budget nor holds the network server's connection
+// (when the queue is full the attempt is dropped and counted). It is declared
 // here and implemented by the cache; a nil Recorder records nothing.
 type Recorder interface {
 	RecordJoinAttempt(ctx context.Context, a Attempt) error
@@ -40,6 +46,8 @@ type Recorder interface {
 const (
 	DefaultBudget      = 3 * time.Second
 	DefaultMaxInFlight = 32
+	// DefaultRecordQueue is the number of join attempts waiting to be recorded.
+	DefaultRecordQueue = 1024
 	// answerReserve is kept from the budget for answering the network server.
 	answerReserve = 100 * time.Millisecond
 	// minAppSKeyTime is the least time left for an AppSKeyReq to be attempted.
@@ -60,7 +68,8 @@ type ProxyConfig struct {
 	NSKEKLabel  string
 	Recorder    Recorder
 	Logger      *slog.Logger
-	MaxInFlight int // default 32
+	MaxInFlight int // all Join Servers together; default 32 (each has its own bound too, see ClientOptions)
+	RecordQueue int // attempts waiting for the Recorder; default DefaultRecordQueue
 }
 
 // Proxy is the loopback Backend Interfaces endpoint for the gateway's network
@@ -71,6 +80,39 @@ type Proxy struct {
 	log      *slog.Logger
 	slots    chan struct{}
 	warnOnce sync.Map // warning kind → struct{}
+	busy     atomic.Uint64
+
+	recMu     sync.RWMutex // guards sending on records against Close
+	recClosed bool
+	records   chan Attempt
+	recDone   chan struct{}
+	recDrops  atomic.Uint64
+	recFails  atomic.Uint64
+}
+
+// ProxyStats is the proxy's state for /status and /metrics.
+type ProxyStats struct {
+	InFlight      int               `json:"in_flight"`
+	MaxInFlight   int               `json:"max_in_flight"`
+	Busy          uint64            `json:"busy_total"`           // refused by the global bound
+	RecordQueued  int               `json:"record_queued"`        // attempts waiting to be recorded
+	RecordDropped uint64            `json:"record_dropped_total"` // attempts not recorded: queue full
+	RecordFailed  uint64            `json:"record_failed_total"`  // attempts the Recorder failed to store
+	JoinServers   []JoinServerState `json:"join_servers"`         // per Join Server, sorted by name
+}
+
+// Stats returns the proxy's in-flight bound, recording queue and the state of
+// every Join Server (bulkhead, circuit breaker, header warnings).
+func (p *Proxy) Stats() ProxyStats {
+	return ProxyStats{
+		InFlight:      len(p.slots),
+		MaxInFlight:   cap(p.slots),
+		Busy:          p.busy.Load(),
+		RecordQueued:  len(p.records),
+		RecordDropped: p.recDrops.Load(),
+		RecordFailed:  p.recFails.Load(),
+		JoinServers:   p.cfg.Router.JoinServerStates(),
+	}
 }
 
 // NewProxy validates cfg and builds the proxy.
@@ -93,7 +135,64 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxInFlight)}, nil
+	if cfg.RecordQueue <= 0 {
+		cfg.RecordQueue = DefaultRecordQueue
+	}
+	p := &Proxy{cfg: cfg, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxInFlight),
+		records: make(chan Attempt, cfg.RecordQueue), recDone: make(chan struct{})}
+	go p.recordLoop()
+	return p, nil
+}
+
+// recordLoop logs and records the attempts queued by ServeHTTP until Close.
+func (p *Proxy) recordLoop() {
+	defer close(p.recDone)
+	for att := range p.records {
+		p.log.Info("joinclient: join attempt", "type", string(att.MessageType), "deveui", att.DevEUI.String(),
+			"joineui", att.JoinEUI.String(), "js", att.JoinServer, "result", att.Result, "latency_ms", att.Latency.Milliseconds())
+		if p.cfg.Recorder == nil {
+			continue
+		}
+		if err := p.cfg.Recorder.RecordJoinAttempt(context.Background(), att); err != nil {
+			p.recFails.Add(1)
+			p.log.Warn("joinclient: recording join attempt failed", "deveui", att.DevEUI.String(), "err", err)
+		}
+	}
+}
+
+// record queues att for recordLoop; a full queue drops it (counted, and
+// logged at the first drop).
+func (p *Proxy) record(att Attempt) {
+	p.recMu.RLock()
+	defer p.recMu.RUnlock()
+	if !p.recClosed {
+		select {
+		case p.records <- att:
+			return
+		default:
+		}
+	}
+	if p.recDrops.Add(1) == 1 {
+		p.log.Warn("joinclient: join attempt not recorded: recording queue full (first drop; see record_dropped_total)", "deveui", att.DevEUI.String())
+	}
+}
+
+// Close stops recording: the attempts already queued are recorded until ctx
+// ends; later ones are dropped. Call it after the server serving the proxy
+// has shut down and before closing the Recorder's store. It is idempotent.
+func (p *Proxy) Close(ctx context.Context) error {
+	p.recMu.Lock()
+	if !p.recClosed {
+		p.recClosed = true
+		close(p.records)
+	}
+	p.recMu.Unlock()
+	select {
+	case <-p.recDone:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("joinclient: proxy: %d join attempts not recorded: %w", len(p.records), ctx.Err())
+	}
 }
 
 func (p *Proxy) warnFirst(kind, msg string, args ...any) {
@@ -138,6 +237,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case p.slots <- struct{}{}:
 			defer func() { <-p.slots }()
 		default:
+			p.busy.Add(1)
 			err := &Error{MessageType: h.MessageType, Kind: ErrBusy}
 			ans = p.errorAnswer(h, h.ProtocolVersion, err)
 			att.Result = ResultOf(err)
@@ -158,13 +258,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 	_ = http.NewResponseController(w).Flush()
 	att.Latency = time.Since(start)
-	p.log.Info("joinclient: join attempt", "type", string(att.MessageType), "deveui", att.DevEUI.String(),
-		"joineui", att.JoinEUI.String(), "js", att.JoinServer, "result", att.Result, "latency_ms", att.Latency.Milliseconds())
-	if p.cfg.Recorder != nil {
-		if err := p.cfg.Recorder.RecordJoinAttempt(context.WithoutCancel(r.Context()), att); err != nil {
-			p.log.Warn("joinclient: recording join attempt failed", "deveui", att.DevEUI.String(), "err", err)
-		}
-	}
+	p.record(att)
 }
 
 func readLimited(w http.ResponseWriter, r *http.Request) ([]byte, error) {
@@ -181,7 +275,9 @@ func writeBare(w http.ResponseWriter, desc string) {
 	_, _ = w.Write(b)
 }
 
-// answerHeader builds the header of the answer to h in version v.
+// answerHeader builds the header of the answer to h in version v. IDs are
+// echoed as the network server sent them (its own spelling, lowercase
+// included); the token, a byte field, is written in uppercase hex (§2.2).
 func answerHeader(h Header, v ProtocolVersion) Header {
 	a := Header{
 		ProtocolVersion: v,
@@ -189,12 +285,22 @@ func answerHeader(h Header, v ProtocolVersion) Header {
 		ReceiverID:      h.SenderID,
 		TransactionID:   TransactionID{Value: h.TransactionID.Value},
 		MessageType:     h.MessageType.answerType(),
-		ReceiverToken:   h.SenderToken,
+		ReceiverToken:   upperToken(h.SenderToken),
 	}
 	if v == BI11 {
 		a.ReceiverNSID = h.SenderNSID
 	}
 	return a
+}
+
+// upperToken writes a hex token in uppercase without prefix; a token that is
+// not hex is echoed verbatim (tokens are opaque to the proxy).
+func upperToken(s string) string {
+	var b HEXBytes
+	if s == "" || b.UnmarshalText([]byte(s)) != nil {
+		return s
+	}
+	return b.String()
 }
 
 // nsResult maps a join outcome to the Result sent to a network server speaking v (§7.5).
@@ -269,10 +375,12 @@ func (p *Proxy) handle(ctx context.Context, h Header, body []byte, att *Attempt)
 		ans any
 		err error
 	)
-	switch h.MessageType {
-	case MsgJoinReq, MsgRejoinReq:
+	switch {
+	case h.TransactionID.Invalid:
+		err = intakeError(h.MessageType, "TransactionID is not a number from 0 to 4294967295")
+	case h.MessageType == MsgJoinReq, h.MessageType == MsgRejoinReq:
 		ans, err = p.handleJoin(ctx, h, body, att)
-	case MsgHomeNSReq:
+	case h.MessageType == MsgHomeNSReq:
 		ans, err = p.handleHomeNS(ctx, h, body, att)
 	default:
 		err = intakeError(h.MessageType, "MessageType %q not accepted (want JoinReq, RejoinReq or HomeNSReq)", truncate(string(h.MessageType), 20))
@@ -297,35 +405,42 @@ func (p *Proxy) checkSender(h Header) {
 	}
 }
 
-// frameEUIs checks the frame of a JoinReq/RejoinReq and returns the DevEUI and,
-// when the frame carries one, the JoinEUI (both MSB first).
-func frameEUIs(m MessageType, phy []byte) (devEUI EUI64, joinEUI EUI64, hasJoinEUI bool, err error) {
-	rev := func(b []byte) EUI64 { var e EUI64; copy(e[:], b); return e.reversed() }
-	switch m {
-	case MsgJoinReq:
-		if len(phy) != 23 || phy[0] != 0x00 {
-			return devEUI, joinEUI, false, errors.New("PHYPayload is not a 23-byte join-request (MHDR 0x00)")
-		}
-		return rev(phy[9:17]), rev(phy[1:9]), true, nil
-	case MsgRejoinReq:
-		if len(phy) < 2 || phy[0] != 0xC0 {
-			return devEUI, joinEUI, false, errors.New("PHYPayload is not a rejoin-request (MHDR 0xC0)")
-		}
-		switch phy[1] {
-		case 1:
-			if len(phy) != 24 {
-				return devEUI, joinEUI, false, errors.New("rejoin-request type 1 must be 24 bytes")
-			}
-			return rev(phy[10:18]), rev(phy[2:10]), true, nil
-		case 0, 2:
-			if len(phy) != 19 {
-				return devEUI, joinEUI, false, fmt.Errorf("rejoin-request type %d must be 19 bytes", phy[1])
-			}
-			return rev(phy[5:13]), joinEUI, false, nil
-		}
-		return devEUI, joinEUI, false, fmt.Errorf("unknown rejoin type %d", phy[1])
+// frameIDs is what the proxy checks in a join-request or rejoin-request frame.
+type frameIDs struct {
+	devEUI     EUI64
+	joinEUI    EUI64 // set when hasJoinEUI (join-request, rejoin type 1)
+	hasJoinEUI bool
+	netID      NetID // set when hasNetID (rejoin types 0 and 2)
+	hasNetID   bool
+}
+
+// parseFrame decodes the PHYPayload of a JoinReq (a join-request) or a
+// RejoinReq (a rejoin-request of type 0, 1 or 2) with lorawan.PHYPayload. The
+// MIC is not checked: the proxy has no key; the Join Server checks it.
+func parseFrame(m MessageType, phy []byte) (frameIDs, error) {
+	var f frameIDs
+	want, what := lorawan.JoinRequest, "join-request"
+	if m == MsgRejoinReq {
+		want, what = lorawan.RejoinRequest, "rejoin-request"
 	}
-	return devEUI, joinEUI, false, errors.New("no frame")
+	var pl lorawan.PHYPayload
+	if err := pl.UnmarshalBinary(phy); err != nil {
+		return f, fmt.Errorf("PHYPayload is not a %s frame: %v", what, strings.TrimPrefix(err.Error(), "lorawan: "))
+	}
+	if pl.MHDR.MType != want || pl.MHDR.Major != lorawan.LoRaWANR1 {
+		return f, fmt.Errorf("PHYPayload is a %s frame (major %d), not a %s (MHDR 0x%02X)", pl.MHDR.MType, pl.MHDR.Major, what, phy[0])
+	}
+	switch mp := pl.MACPayload.(type) {
+	case *lorawan.JoinRequestPayload:
+		f.devEUI, f.joinEUI, f.hasJoinEUI = EUI64(mp.DevEUI), EUI64(mp.JoinEUI), true
+	case *lorawan.RejoinRequestType1Payload:
+		f.devEUI, f.joinEUI, f.hasJoinEUI = EUI64(mp.DevEUI), EUI64(mp.JoinEUI), true
+	case *lorawan.RejoinRequestType02Payload:
+		f.devEUI, f.netID, f.hasNetID = EUI64(mp.DevEUI), NetID(mp.NetID), true
+	default:
+		return f, fmt.Errorf("PHYPayload is not a %s frame", what)
+	}
+	return f, nil
 }
 
 func (p *Proxy) handleJoin(ctx context.Context, h Header, body []byte, att *Attempt) (any, error) {
@@ -345,17 +460,23 @@ func (p *Proxy) handleJoin(ctx context.Context, h Header, body []byte, att *Atte
 		return nil, intakeError(m, "%v", err)
 	}
 	req.MACVersion = mv
-	devEUI, frameJoinEUI, hasJoinEUI, err := frameEUIs(m, req.PHYPayload)
+	frame, err := parseFrame(m, req.PHYPayload)
 	if err != nil {
 		return nil, intakeError(m, "%v", err)
 	}
-	if hasJoinEUI && frameJoinEUI != joinEUI {
-		return nil, intakeError(m, "ReceiverID %s differs from the frame's JoinEUI %s", joinEUI, frameJoinEUI)
+	if frame.hasJoinEUI && frame.joinEUI != joinEUI {
+		return nil, intakeError(m, "ReceiverID %s differs from the frame's JoinEUI %s", joinEUI, frame.joinEUI)
 	}
-	if devEUI != req.DevEUI {
-		return nil, intakeError(m, "DevEUI %s differs from the frame's DevEUI %s", req.DevEUI, devEUI)
+	if frame.devEUI != req.DevEUI {
+		return nil, intakeError(m, "DevEUI %s differs from the frame's DevEUI %s", req.DevEUI, frame.devEUI)
 	}
 	p.checkSender(h)
+	if frame.hasNetID && frame.netID != p.cfg.NetID {
+		p.warnFirst("rejoin_net_id", "rejoin-request frame names another NetID than join.net_id", "frame_net_id", frame.netID.String())
+	}
+	if !lorawan.DevAddr(req.DevAddr).IsNetID(lorawan.NetID(p.cfg.NetID)) {
+		p.warnFirst("devaddr_net_id", "network server assigned a DevAddr outside join.net_id's address block", "devaddr", req.DevAddr.String())
+	}
 
 	var ja *JoinAns
 	var js *JoinServer

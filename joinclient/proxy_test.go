@@ -6,10 +6,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/brocaar/lorawan"
@@ -500,5 +505,444 @@ func TestProxyBusy(t *testing.T) {
 	}
 	if m := <-first; resultCode(m) != "Other" || rec.next(t).Result != "timeout" {
 		t.Fatalf("first join: %v", m)
+	}
+}
+
+// postWith is post through a given client (kept-alive connections).
+func postWith(t *testing.T, c *http.Client, url string, body any) map[string]any {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	resp, err := c.Post(url, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return m
+}
+
+// One Join Server that never answers keeps at most its own bound of the
+// proxy's slots: joins routed to a healthy Join Server are still served.
+func TestProxyBulkheadIsolatesHangingJoinServer(t *testing.T) {
+	strict, hang := startStrict(t, jstest.StrictConfig{Block: true})
+	healthy := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{katDevice}, FirstJoinNonce: 5}))
+	hangDevice := katDevice
+	hangDevice.JoinEUI = lorawan.EUI64{0x00, 0x11, 0x22, 0x33, 0x00, 0x00, 0x00, 0x02}
+	repo := testRepo(t, jc.RepositoryOptions{},
+		jsSpec{name: "hang", url: hang.URL, protocol: "BI1.0", prefixes: []string{"0011223300000002/64"}},
+		jsSpec{name: "healthy", url: healthy.URL, protocol: "BI1.0", prefixes: []string{"0011223300000001/64"}})
+	opts := clientOpts()
+	opts.MaxInFlight = 1
+	rec := newRecorder()
+	p, err := jc.NewProxy(jc.ProxyConfig{Router: jc.NewRouter(repo, opts), NetID: katNetID, Budget: 2 * time.Second, Recorder: rec, MaxInFlight: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	first := make(chan map[string]any, 1)
+	go func() {
+		b, _ := json.Marshal(nsJoinReq(t, "1.0", hangDevice, 60))
+		resp, err := http.Post(srv.URL, "application/json", bytes.NewReader(b))
+		if err != nil {
+			first <- nil
+			return
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		first <- m
+	}()
+	for len(strict.Requests()) == 0 { // the first join holds the hanging Join Server's only slot
+		time.Sleep(time.Millisecond)
+	}
+	// A second join to the hanging Join Server is refused by its own bound,
+	// without waiting and without keeping a global slot.
+	if _, ans, _ := post(t, srv.URL, nsJoinReq(t, "1.0", hangDevice, 61)); resultCode(ans) != "Other" {
+		t.Fatalf("second join to the hanging Join Server: %v", ans)
+	}
+	if a := rec.next(t); a.Result != "busy" || a.JoinServer != "hang" {
+		t.Fatalf("attempt %+v", a)
+	}
+	// The healthy Join Server still gets a slot of the global two.
+	if _, ans, _ := post(t, srv.URL, nsJoinReq(t, "1.0", katDevice, 7)); resultCode(ans) != "Success" {
+		t.Fatalf("join to the healthy Join Server: %v", ans)
+	}
+	if a := rec.next(t); a.Result != "Success" || a.JoinServer != "healthy" {
+		t.Fatalf("attempt %+v", a)
+	}
+	st := p.Stats()
+	if st.MaxInFlight != 2 || len(st.JoinServers) != 2 || st.JoinServers[0].JoinServer != "hang" ||
+		st.JoinServers[0].InFlight != 1 || st.JoinServers[0].MaxInFlight != 1 || st.JoinServers[0].Busy != 1 || st.Busy != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if m := <-first; resultCode(m) != "Other" {
+		t.Fatalf("first join: %v", m)
+	}
+}
+
+// After BreakerTimeouts consecutive timeouts the Join Server's requests are
+// answered at once with the timeout result and never reach it.
+func TestProxyBreakerAnswersAtOnce(t *testing.T) {
+	strict, peer := startStrict(t, jstest.StrictConfig{Block: true})
+	repo := testRepo(t, jc.RepositoryOptions{}, jsSpec{name: "hang", url: peer.URL, protocol: "BI1.0", prefixes: []string{"0000000000000000/0"}})
+	opts := clientOpts()
+	opts.BreakerTimeouts, opts.BreakerCoolDown = 2, time.Hour
+	rec := newRecorder()
+	p, err := jc.NewProxy(jc.ProxyConfig{Router: jc.NewRouter(repo, opts), NetID: katNetID, Budget: 400 * time.Millisecond, Recorder: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	for i := range 2 {
+		if _, ans, _ := post(t, srv.URL, nsJoinReq(t, "1.0", katDevice, uint16(70+i))); resultCode(ans) != "Other" {
+			t.Fatalf("join %d: %v", i, ans)
+		}
+		if a := rec.next(t); a.Result != "timeout" {
+			t.Fatalf("join %d: %+v", i, a)
+		}
+	}
+	sent := len(strict.Requests())
+	for i := range 3 {
+		_, ans, _ := post(t, srv.URL, nsJoinReq(t, "1.0", katDevice, uint16(80+i)))
+		if resultCode(ans) != "Other" || !strings.Contains(ans["Result"].(map[string]any)["Description"].(string), "circuit open") {
+			t.Fatalf("join with the breaker open: %v", ans)
+		}
+		if a := rec.next(t); a.Result != "timeout" || a.JoinServer != "hang" {
+			t.Fatalf("attempt %+v", a)
+		}
+	}
+	if n := len(strict.Requests()); n != sent {
+		t.Fatalf("%d requests reached the Join Server while its breaker was open", n-sent)
+	}
+	st := p.Stats().JoinServers[0]
+	if st.Breaker != jc.BreakerOpen || st.BreakerOpened != 1 || st.ShortCircuited != 3 || st.ConsecutiveTimeouts != 2 {
+		t.Fatalf("state %+v", st)
+	}
+}
+
+// blockingRecorder stores nothing until released.
+type blockingRecorder struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (r *blockingRecorder) RecordJoinAttempt(ctx context.Context, _ jc.Attempt) error {
+	r.entered <- struct{}{}
+	<-r.release
+	return nil
+}
+
+// Recording never holds the network server's connection: with a store that
+// does not return, kept-alive joins are answered, and what does not fit the
+// queue is dropped and counted.
+func TestProxyRecordingDoesNotHoldTheConnection(t *testing.T) {
+	js := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{katDevice}, FirstJoinNonce: 5}))
+	repo := testRepo(t, jc.RepositoryOptions{}, jsSpec{name: "brocaar", url: js.URL, protocol: "BI1.0", prefixes: []string{"0000000000000000/0"}})
+	rec := &blockingRecorder{entered: make(chan struct{}, 10), release: make(chan struct{})}
+	p, err := jc.NewProxy(jc.ProxyConfig{Router: jc.NewRouter(repo, clientOpts()), NetID: katNetID, Recorder: rec, RecordQueue: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer c.CloseIdleConnections()
+	if ans := postWith(t, c, srv.URL, nsJoinReq(t, "1.0", katDevice, 90)); resultCode(ans) != "Success" {
+		t.Fatalf("join 1: %v", ans)
+	}
+	<-rec.entered // the recorder holds the first attempt
+	for i := range 2 {
+		if ans := postWith(t, c, srv.URL, nsJoinReq(t, "1.0", katDevice, uint16(91+i))); resultCode(ans) != "Success" {
+			t.Fatalf("join %d: %v", i+2, ans)
+		}
+	}
+	for p.Stats().RecordDropped != 1 { // the third attempt finds the queue (one slot) full
+		time.Sleep(time.Millisecond)
+	}
+	close(rec.release)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st.RecordDropped != 1 || st.RecordQueued != 0 || len(rec.entered) != 1 {
+		t.Fatalf("stats %+v, %d recorded after the first", st, len(rec.entered))
+	}
+}
+
+// Header-warning counts of each Join Server are exported (spec §7.6).
+func TestProxyStatsHeaderWarnings(t *testing.T) {
+	js := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{katDevice}, FirstJoinNonce: 5}))
+	repo := testRepo(t, jc.RepositoryOptions{NSID: nsid}, jsSpec{name: "brocaar", url: js.URL, protocol: "BI1.1", prefixes: []string{"0000000000000000/0"}})
+	p, err := jc.NewProxy(jc.ProxyConfig{Router: jc.NewRouter(repo, clientOpts()), NetID: katNetID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(p)
+	defer srv.Close()
+	for i := range 2 {
+		if _, ans, _ := post(t, srv.URL, nsJoinReq(t, "1.1", katDevice, uint16(100+i))); resultCode(ans) != "Success" {
+			t.Fatalf("join: %v", ans)
+		}
+	}
+	// brocaar answers a BI1.1 request in "1.0" without ReceiverNSID.
+	w := p.Stats().JoinServers[0].HeaderWarnings
+	if w["protocol_version"] != 2 || w["receiver_nsid"] != 2 {
+		t.Fatalf("header warnings %v", w)
+	}
+}
+
+type nopRecorder struct{}
+
+func (nopRecorder) RecordJoinAttempt(context.Context, jc.Attempt) error { return nil }
+
+// BenchmarkProxyAddedLatency measures what the proxy adds to a join: the same
+// JoinReq is sent directly to brocaar's Join Server and through the proxy,
+// alternately in blocks within one run (so both see the same machine load).
+// It reports p50/p99 of both, the difference, and the process CPU per join of
+// each path (their difference is the proxy's own CPU per join). make bench
+// runs it; it asserts nothing.
+func BenchmarkProxyAddedLatency(b *testing.B) {
+	js := jstest.Serve(b, jstest.NewBrocaar(b, jstest.BrocaarConfig{Devices: []jstest.Device{katDevice}, KEKs: map[string][]byte{"000013": katNSKEK}}))
+	repo := benchRepo(b, js.URL)
+	p, err := jc.NewProxy(jc.ProxyConfig{Router: jc.NewRouter(repo, clientOpts()), KEKs: kekStoreB(b), NetID: katNetID, Recorder: nopRecorder{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := jc.Listen(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := jc.NewServer(p)
+	go func() { _ = srv.Serve(context.Background(), ln) }()
+	defer func() { _ = srv.Shutdown(context.Background()); _ = p.Close(context.Background()) }()
+	proxyURL := "http://" + ln.Addr().String() + "/"
+
+	body := func(devNonce uint16) []byte {
+		bb, _ := json.Marshal(nsJoinReqB(b, devNonce))
+		return bb
+	}
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	one := func(url string, bb []byte) time.Duration {
+		start := time.Now()
+		resp, err := c.Post(url, "application/json", bytes.NewReader(bb))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var m map[string]any
+		err = json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		if err != nil || resultCode(m) != "Success" {
+			b.Fatalf("%s: %v %v", url, err, m)
+		}
+		return time.Since(start)
+	}
+	bodies := [2][]byte{body(7), body(7)}
+	urls := [2]string{js.URL, proxyURL}
+	one(urls[0], bodies[0]) // warm the connections
+	one(urls[1], bodies[1])
+	const block = 50
+	lat := [2][]time.Duration{}
+	var cpu [2]time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i += block {
+		n := min(block, b.N-i)
+		for path := range 2 {
+			before := processCPU(b)
+			for range n {
+				lat[path] = append(lat[path], one(urls[path], bodies[path]))
+			}
+			cpu[path] += processCPU(b) - before
+		}
+	}
+	b.StopTimer()
+	pct := func(d []time.Duration, q float64) float64 {
+		s := slices.Clone(d)
+		slices.Sort(s)
+		return float64(s[min(len(s)-1, int(q*float64(len(s))))].Microseconds())
+	}
+	b.ReportMetric(pct(lat[0], 0.50), "direct-p50-µs")
+	b.ReportMetric(pct(lat[0], 0.99), "direct-p99-µs")
+	b.ReportMetric(pct(lat[1], 0.50), "proxied-p50-µs")
+	b.ReportMetric(pct(lat[1], 0.99), "proxied-p99-µs")
+	b.ReportMetric(pct(lat[1], 0.50)-pct(lat[0], 0.50), "added-p50-µs")
+	b.ReportMetric(pct(lat[1], 0.99)-pct(lat[0], 0.99), "added-p99-µs")
+	b.ReportMetric(float64(cpu[0].Microseconds())/float64(b.N), "direct-cpu-µs/join")
+	b.ReportMetric(float64(cpu[1].Microseconds())/float64(b.N), "proxied-cpu-µs/join")
+	b.ReportMetric(float64((cpu[1]-cpu[0]).Microseconds())/float64(b.N), "added-cpu-µs/join")
+	b.ReportMetric(0, "ns/op")
+}
+
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func benchRepo(b *testing.B, jsURL string) *jc.Repository {
+	u, _ := url.Parse(jsURL)
+	m := fstest.MapFS{
+		"r/config.yml": {Data: []byte("join-servers:\n  - file: './js.yml'\n    join-euis: ['0000000000000000/0']\n    components: ['ns']\n")},
+		"r/js.yml":     {Data: []byte(fmt.Sprintf("scheme: http\nfqdn: '%s'\nport: %s\nprotocol: BI1.0\n", u.Hostname(), u.Port()))},
+	}
+	repo, err := jc.LoadRepository("r", jc.RepositoryOptions{ReadFile: func(name string) ([]byte, error) { return fs.ReadFile(m, name) }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return repo
+}
+
+func kekStoreB(b *testing.B) *jc.KEKStore {
+	s, err := jc.NewKEKStore(map[string][]byte{"000013": katNSKEK})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// nsJoinReqB is the KAT JoinReq as the network server sends it (BI 1.0).
+func nsJoinReqB(_ *testing.B, devNonce uint16) map[string]any {
+	return map[string]any{
+		"ProtocolVersion": "1.0", "SenderID": "000013", "ReceiverID": jc.EUI64(katJoinEUI).String(), "TransactionID": 77,
+		"MessageType": "JoinReq", "MACVersion": "1.0.3", "PHYPayload": jc.HEXBytes(katDevice.JoinRequest(devNonce)).String(),
+		"DevEUI": jc.EUI64(katDevEUI).String(), "DevAddr": "26011234", "DLSettings": "00", "RxDelay": 1,
+	}
+}
+
+// IDs in the answer header echo the request as sent (lowercase in, lowercase
+// out), while byte fields are written in uppercase (spec §2.2).
+func TestProxyAnswerEchoesIDsAndWritesBytesUppercase(t *testing.T) {
+	dev := katDevice
+	dev.JoinEUI = lorawan.EUI64{0x70, 0xB3, 0xD5, 0x7E, 0xD0, 0x00, 0x00, 0x0A}
+	js := jstest.Serve(t, jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{dev}, FirstJoinNonce: 5}))
+	repo := testRepo(t, jc.RepositoryOptions{NSID: nsid}, jsSpec{name: "brocaar", url: js.URL, protocol: "BI1.0", prefixes: []string{"70B3D57ED0000000/40"}})
+	env := startProxy(t, repo, nil, 3*time.Second, "")
+	for _, tc := range []struct{ name, mt string }{{"success", "JoinReq"}, {"error answer", "JoinReq-bad-devnonce"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := nsJoinReq(t, "1.1", dev, 120)
+			req["ReceiverID"] = "70b3d57ed000000a"
+			req["SenderID"] = "00001a"
+			req["SenderNSID"] = "70b3d5fffe0000ab"
+			req["SenderToken"] = "0xabcdef"
+			req["DLSettings"] = "0x00"
+			if tc.mt != "JoinReq" {
+				req["DevEUI"] = "aabbccddeeff0012" // differs from the frame: refused before forwarding
+			}
+			_, ans, _ := post(t, env.url, req)
+			if ans["SenderID"] != "70b3d57ed000000a" || ans["ReceiverID"] != "00001a" || ans["ReceiverNSID"] != "70b3d5fffe0000ab" {
+				t.Fatalf("IDs not echoed as sent: %v", ans)
+			}
+			if ans["ReceiverToken"] != "ABCDEF" {
+				t.Fatalf("ReceiverToken %v, want ABCDEF", ans["ReceiverToken"])
+			}
+			if tc.mt == "JoinReq" {
+				if resultCode(ans) != "Success" {
+					t.Fatalf("answer %v", ans)
+				}
+				for _, f := range []string{"PHYPayload"} {
+					if s := ans[f].(string); s != strings.ToUpper(s) {
+						t.Fatalf("%s not uppercase: %s", f, s)
+					}
+				}
+				for _, k := range []string{"NwkSKey", "AppSKey"} {
+					if s := ans[k].(map[string]any)["AESKey"].(string); s != strings.ToUpper(s) {
+						t.Fatalf("%s not uppercase: %s", k, s)
+					}
+				}
+			} else if resultCode(ans) != "MalformedMessage" {
+				t.Fatalf("answer %v", ans)
+			}
+		})
+	}
+}
+
+// A TransactionID that is not a number is a malformed request, answered as
+// such and never forwarded.
+func TestProxyRefusesNonNumericTransactionID(t *testing.T) {
+	strict, peer := startStrict(t, jstest.StrictConfig{})
+	repo := testRepo(t, jc.RepositoryOptions{}, jsSpec{name: "strict", url: peer.URL, protocol: "BI1.0", prefixes: []string{"0000000000000000/0"}})
+	env := startProxy(t, repo, nil, 3*time.Second, "")
+	for _, tc := range []struct {
+		pv, want string
+		txID     any
+	}{
+		{"1.0", "MalformedRequest", "abc"},
+		{"1.1", "MalformedMessage", "12x"},
+		{"1.0", "MalformedRequest", -1},
+		{"1.0", "MalformedRequest", 4294967296},
+		{"1.0", "MalformedRequest", true},
+	} {
+		req := nsJoinReq(t, tc.pv, katDevice, 130)
+		req["TransactionID"] = tc.txID
+		status, ans, _ := post(t, env.url, req)
+		if status != 200 || resultCode(ans) != tc.want || !strings.Contains(ans["Result"].(map[string]any)["Description"].(string), "TransactionID") {
+			t.Errorf("TransactionID %v: status %d answer %v", tc.txID, status, ans)
+		}
+		if a := env.rec.next(t); a.Result != "malformed_request" {
+			t.Errorf("TransactionID %v: recorded %+v", tc.txID, a)
+		}
+	}
+	if n := len(strict.Requests()); n != 0 {
+		t.Fatalf("%d malformed requests forwarded", n)
+	}
+}
+
+// JoinReq, RejoinReq of every type and HomeNSReq are routed by a real prefix
+// (the more specific one beats a catch-all) to the paths the Join Server file
+// sets for each message type.
+func TestProxyRoutesEveryTypeByPrefixToItsPath(t *testing.T) {
+	hn := lorawan.NetID{0, 0, 0x42}
+	strict := jstest.NewStrict(jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{katDevice, device11}, FirstJoinNonce: 5, HomeNetID: &hn}), jstest.StrictConfig{})
+	peer := jstest.Serve(t, strict)
+	decoy, decoyPeer := startStrict(t, jstest.StrictConfig{})
+	repo := testRepo(t, jc.RepositoryOptions{NSID: nsid},
+		jsSpec{name: "specific", url: peer.URL, protocol: "BI1.1", prefixes: []string{"0011223300000000/32"}, components: []string{"ns"},
+			extra: "paths:\n  join: 'bi/join'\n  rejoin: '/bi/rejoin'\n  home-ns: 'bi/home-ns'\n"},
+		jsSpec{name: "catchall", url: decoyPeer.URL, protocol: "BI1.1", prefixes: []string{"0000000000000000/0"}, components: []string{"ns"}})
+	env := startProxy(t, repo, nil, 3*time.Second, "")
+
+	joinBody := nsJoinReq(t, "1.1", katDevice, 140)
+	_, ans, _ := post(t, env.url, joinBody)
+	if resultCode(ans) != "Success" || ans["MessageType"] != "JoinAns" {
+		t.Fatalf("JoinReq: %v", ans)
+	}
+	for typ := range 3 {
+		frame := device11.RejoinRequest(typ, lorawan.NetID{0, 0, 0x13}, uint16(10+typ))
+		body := map[string]any{"ProtocolVersion": "1.1", "SenderID": "000013", "ReceiverID": "0011223300000001", "TransactionID": 9,
+			"MessageType": "RejoinReq", "SenderNSID": "0102030405060708", "MACVersion": "1.1", "PHYPayload": jc.HEXBytes(frame).String(),
+			"DevEUI": jc.EUI64(device11.DevEUI).String(), "DevAddr": "26011234", "DLSettings": "80", "RxDelay": 1}
+		_, ans, _ := post(t, env.url, body)
+		if resultCode(ans) != "Success" || ans["MessageType"] != "RejoinAns" {
+			t.Fatalf("RejoinReq type %d: %v", typ, ans)
+		}
+		if err := device11.VerifyRejoinAccept(phy(t, ans), typ, uint16(10+typ)); err != nil {
+			t.Fatalf("RejoinReq type %d: %v", typ, err)
+		}
+	}
+	_, ans, _ = post(t, env.url, map[string]any{"ProtocolVersion": "1.1", "SenderID": "000013", "ReceiverID": "0011223300000001",
+		"TransactionID": 11, "MessageType": "HomeNSReq", "SenderNSID": "0102030405060708", "DevEUI": "AABBCCDDEEFF0011"})
+	if resultCode(ans) != "Success" || ans["HNetID"] != "000042" {
+		t.Fatalf("HomeNSReq: %v", ans)
+	}
+	var got []string
+	for _, r := range strict.Requests() {
+		got = append(got, fmt.Sprintf("%s %s", r.Body["MessageType"], r.Path))
+	}
+	want := []string{"JoinReq /bi/join", "RejoinReq /bi/rejoin", "RejoinReq /bi/rejoin", "RejoinReq /bi/rejoin", "HomeNSReq /bi/home-ns"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("requests at the specific Join Server:\n got %q\nwant %q", got, want)
+	}
+	if n := len(decoy.Requests()); n != 0 {
+		t.Fatalf("%d requests went to the catch-all Join Server", n)
+	}
+	for i, want := range []jc.MessageType{jc.MsgJoinReq, jc.MsgRejoinReq, jc.MsgRejoinReq, jc.MsgRejoinReq, jc.MsgHomeNSReq} {
+		if a := env.rec.next(t); a.Result != "Success" || a.MessageType != want || a.JoinServer != "specific" {
+			t.Fatalf("attempt %d: %+v", i, a)
+		}
 	}
 }

@@ -54,6 +54,17 @@ func (r *Router) Repository() *Repository { return r.repo }
 // Client returns the client of js (nil when js is not from the repository).
 func (r *Router) Client(js *JoinServer) *Client { return r.clients[js] }
 
+// JoinServerStates returns the bulkhead, circuit-breaker and header-warning
+// state of every Join Server, sorted by name.
+func (r *Router) JoinServerStates() []JoinServerState {
+	out := make([]JoinServerState, 0, len(r.clients))
+	for _, c := range r.clients {
+		out = append(out, c.State())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].JoinServer < out[j].JoinServer })
+	return out
+}
+
 // Close releases idle connections of every client.
 func (r *Router) Close() {
 	for _, c := range r.clients {

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/lorawan-gateway/app-connect/config"
 )
 
 // tlsBlock is the `tls:` block of a Join Server or claim server file (The
@@ -19,34 +21,34 @@ type tlsBlock struct {
 
 // parseTLSBlock reads a tls mapping; file paths are resolved against dir. An
 // empty source is accepted only when allowEmptySource.
-func parseTLSBlock(errs *yamlErrs, f kvPair, dir string, allowEmptySource bool) tlsBlock {
-	b := tlsBlock{node: f.value}
-	for _, p := range errs.mapping(f.value, f.key) {
-		pk := f.key + "." + p.key
-		s, ok := errs.str(p.value, pk)
+func parseTLSBlock(errs *config.YAML, f config.KV, dir string, allowEmptySource bool) tlsBlock {
+	b := tlsBlock{node: f.Value}
+	for _, p := range errs.Mapping(f.Value, f.Key) {
+		pk := f.Key + "." + p.Key
+		s, ok := errs.Str(p.Value, pk)
 		if !ok {
 			continue
 		}
-		switch p.key {
+		switch p.Key {
 		case "source":
 			if (s != "" || !allowEmptySource) && s != TLSSourceFile && s != TLSSourceKeyVault {
-				errs.add(p.value, pk, "must be file or key-vault, got %q", truncate(s, 20))
+				errs.Add(p.Value, pk, "must be file or key-vault, got %q", truncate(s, 20))
 			}
-			b.source, b.sourceNode = s, p.value
+			b.source, b.sourceNode = s, p.Value
 		case "root-ca":
 			if s != "" {
 				b.rootCA = resolve(dir, s)
 			}
 		case "certificate":
 			if s != "" {
-				b.certFile, b.certNode = resolve(dir, s), p.value
+				b.certFile, b.certNode = resolve(dir, s), p.Value
 			}
 		case "key":
 			if s != "" {
-				b.keyFile, b.keyNode = resolve(dir, s), p.value
+				b.keyFile, b.keyNode = resolve(dir, s), p.Value
 			}
 		default:
-			errs.add(p.keyNode, pk, "unknown key")
+			errs.Add(p.KeyNode, pk, "unknown key")
 		}
 	}
 	return b
@@ -56,7 +58,7 @@ func parseTLSBlock(errs *yamlErrs, f kvPair, dir string, allowEmptySource bool) 
 // root CA added to the system pool, the client certificate from files or the
 // gateway's default (key-vault). missingPair is the message when source file
 // lacks the certificate or the key. Every problem is added to errs.
-func (b *tlsBlock) clientTLS(errs *yamlErrs, readFile func(string) ([]byte, error), defaultCert *tls.Certificate, missingPair string) *tls.Config {
+func (b *tlsBlock) clientTLS(errs *config.YAML, readFile func(string) ([]byte, error), defaultCert *tls.Certificate, missingPair string) *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	sourceNode := b.sourceNode
 	if sourceNode == nil {
@@ -69,45 +71,45 @@ func (b *tlsBlock) clientTLS(errs *yamlErrs, readFile func(string) ([]byte, erro
 		}
 		data, err := readFile(b.rootCA)
 		if err != nil {
-			errs.add(b.node, "tls.root-ca", "cannot read: %v", err)
+			errs.Add(b.node, "tls.root-ca", "cannot read: %v", err)
 		} else if !appendPEMCerts(pool, data) {
-			errs.add(b.node, "tls.root-ca", "%s holds no PEM certificate", b.rootCA)
+			errs.Add(b.node, "tls.root-ca", "%s holds no PEM certificate", b.rootCA)
 		}
 		cfg.RootCAs = pool
 	}
 	switch b.source {
 	case TLSSourceKeyVault:
 		if b.certFile != "" || b.keyFile != "" {
-			errs.add(sourceNode, "tls.source", "key-vault cannot be combined with certificate or key")
+			errs.Add(sourceNode, "tls.source", "key-vault cannot be combined with certificate or key")
 			break
 		}
 		if defaultCert == nil {
-			errs.add(sourceNode, "tls.source", "key-vault needs the gateway's default client certificate (join.client_tls.certificate and join.client_tls.key)")
+			errs.Add(sourceNode, "tls.source", "key-vault needs the gateway's default client certificate (join.client_tls.certificate and join.client_tls.key)")
 			break
 		}
 		cfg.Certificates = []tls.Certificate{*defaultCert}
 	case TLSSourceFile:
 		if b.certFile == "" {
-			errs.add(b.node, "tls.certificate", "%s", missingPair)
+			errs.Add(b.node, "tls.certificate", "%s", missingPair)
 			break
 		}
 		if b.keyFile == "" {
-			errs.add(b.node, "tls.key", "%s", missingPair)
+			errs.Add(b.node, "tls.key", "%s", missingPair)
 			break
 		}
 		certPEM, err := readFile(b.certFile)
 		if err != nil {
-			errs.add(b.certNode, "tls.certificate", "cannot read: %v", err)
+			errs.Add(b.certNode, "tls.certificate", "cannot read: %v", err)
 			break
 		}
 		keyPEM, err := readFile(b.keyFile)
 		if err != nil {
-			errs.add(b.keyNode, "tls.key", "cannot read: %v", err)
+			errs.Add(b.keyNode, "tls.key", "cannot read: %v", err)
 			break
 		}
 		cert, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
-			errs.add(b.certNode, "tls.certificate", "certificate %s and key %s: %v", b.certFile, b.keyFile, sanitizePEMError(err))
+			errs.Add(b.certNode, "tls.certificate", "certificate %s and key %s: %v", b.certFile, b.keyFile, sanitizePEMError(err))
 			break
 		}
 		cfg.Certificates = []tls.Certificate{cert}

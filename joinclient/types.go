@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/brocaar/lorawan"
 )
 
 // decodeHex decodes a BI hex string: case-insensitive, optional 0x/0X prefix.
@@ -51,6 +53,9 @@ func truncate(s string, n int) string {
 }
 
 // EUI64 is an EUI-64 (DevEUI, JoinEUI, NSID), most significant byte first.
+// It is the project's own type rather than lorawan.EUI64 because BI JSON
+// needs its text in uppercase hex (§2.2; lorawan.EUI64 writes lowercase) and
+// reads a 0x prefix; convert with EUI64(e) / lorawan.EUI64(e).
 type EUI64 [8]byte
 
 // ParseEUI64 parses 16 hex digits (case-insensitive, optional 0x prefix).
@@ -70,15 +75,6 @@ func (e *EUI64) UnmarshalText(text []byte) error { return decodeFixedHex("EUI-64
 
 // Uint64 returns the EUI as a big-endian integer.
 func (e EUI64) Uint64() uint64 { return binary.BigEndian.Uint64(e[:]) }
-
-// reversed returns the byte-reversed EUI (on-air order is little-endian).
-func (e EUI64) reversed() EUI64 {
-	var r EUI64
-	for i := range e {
-		r[i] = e[7-i]
-	}
-	return r
-}
 
 // OptEUI64 is an optional EUI-64 field: an empty string or null on the wire means absent.
 type OptEUI64 struct {
@@ -120,8 +116,11 @@ func (o *OptEUI64) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// NetID is a LoRaWAN NetID, 3 bytes, most significant first.
-type NetID [3]byte
+// NetID is a LoRaWAN NetID, 3 bytes, most significant first. It is
+// github.com/brocaar/lorawan's NetID (convert with lorawan.NetID(n) for its
+// Type, ID and DevAddr checks) with the BI text form: uppercase hex, 0x
+// prefix accepted (lorawan.NetID writes lowercase).
+type NetID lorawan.NetID
 
 // ParseNetID parses 6 hex digits.
 func ParseNetID(s string) (NetID, error) {
@@ -138,8 +137,10 @@ func (n NetID) MarshalText() ([]byte, error) { return upperHex(n[:]), nil }
 // UnmarshalText reads 6 hex digits.
 func (n *NetID) UnmarshalText(text []byte) error { return decodeFixedHex("NetID", n[:], text) }
 
-// DevAddr is a device address, 4 bytes, most significant first.
-type DevAddr [4]byte
+// DevAddr is a device address, 4 bytes, most significant first. It is
+// github.com/brocaar/lorawan's DevAddr (convert with lorawan.DevAddr(a), e.g.
+// for IsNetID) with the BI text form: uppercase hex, 0x prefix accepted.
+type DevAddr lorawan.DevAddr
 
 func (a DevAddr) String() string { return string(upperHex(a[:])) }
 
@@ -191,7 +192,8 @@ func (d *DLSettings) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// AES128Key is a 16-byte AES key. Its String method never reveals the key.
+// AES128Key is a 16-byte AES key. Its String method never reveals the key
+// (lorawan.AES128Key prints itself in hex, so it is not used for keys here).
 type AES128Key [16]byte
 
 // String hides the key so that it cannot leak through logs or errors.
@@ -219,7 +221,9 @@ func PlainEnvelope(key AES128Key) *KeyEnvelope {
 
 // TransactionID is the BI transaction identifier. It decodes leniently: a
 // number, a numeric string or anything else (then 0 with Invalid set), so that
-// a malformed answer header never makes decoding fail.
+// a malformed answer header never makes decoding fail; the client only warns
+// about an Invalid one in an answer, the proxy refuses a request carrying one
+// as malformed.
 type TransactionID struct {
 	Value   uint32
 	Invalid bool

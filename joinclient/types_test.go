@@ -173,3 +173,35 @@ func mustEUI(s string) EUI64 {
 	}
 	return e
 }
+
+func FuzzParsers(f *testing.F) {
+	for _, s := range []string{"11AA000000000000/16", "0000000000000000/0", "70B3D57ED0000000/64", "AABBCCDDEEFF0011", "0xaabbccddeeff0011", "000013", "26011234"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if p, err := ParsePrefix(s); err == nil {
+			q, err := ParsePrefix(p.String())
+			if err != nil || q != p {
+				t.Fatalf("prefix round trip %q → %s", s, p)
+			}
+		}
+		if e, err := ParseEUI64(s); err == nil {
+			if q, err := ParseEUI64(e.String()); err != nil || q != e {
+				t.Fatalf("EUI round trip %q", s)
+			}
+		}
+		if n, err := ParseNetID(s); err == nil {
+			if q, err := ParseNetID(n.String()); err != nil || q != n {
+				t.Fatalf("NetID round trip %q", s)
+			}
+		}
+		var a DevAddr
+		if a.UnmarshalText([]byte(s)) == nil {
+			var q DevAddr
+			if q.UnmarshalText([]byte(a.String())) != nil || q != a {
+				t.Fatalf("DevAddr round trip %q", s)
+			}
+		}
+		_, _ = ParseKEKFile("keks.yml", []byte(s))
+	})
+}

@@ -8,10 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/lorawan-gateway/app-connect/internal/backoff"
 )
 
 // MPower is a client of the gateway's local mPower REST API.
@@ -107,7 +108,7 @@ const (
 // GetRetry calls Get until it succeeds or ctx ends, with exponential backoff
 // and jitter, logging every few failures (mPower answers late during boot).
 func (m *MPower) GetRetry(ctx context.Context, path string) (json.RawMessage, error) {
-	delay := bootBackoffStart
+	b := backoff.New(bootBackoffStart, bootBackoffCeiling)
 	for attempt := 1; ; attempt++ {
 		res, err := m.Get(ctx, path)
 		if err == nil {
@@ -119,13 +120,9 @@ func (m *MPower) GetRetry(ctx context.Context, path string) (json.RawMessage, er
 		if attempt == 1 || attempt%bootLogEveryAttempt == 0 {
 			m.log.Warn("mPower API not answering yet, retrying", "path", path, "attempt", attempt, "err", err)
 		}
-		wait := delay/2 + rand.N(delay/2+1)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
+		if !b.Sleep(ctx) {
 			return nil, errors.Join(ctx.Err(), err)
 		}
-		delay = min(delay*2, bootBackoffCeiling)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -88,8 +90,9 @@ func TestMPowerGetRetryWaitsForBoot(t *testing.T) {
 	}
 }
 
+// fixtureNoT reads an mPower API fixture from its one copy, config's testdata.
 func fixtureNoT(name string) []byte {
-	b, err := readFixture(name)
+	b, err := os.ReadFile(filepath.Join("..", "config", "testdata", name))
 	if err != nil {
 		panic(err)
 	}

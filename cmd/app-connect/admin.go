@@ -90,6 +90,7 @@ type statusDoc struct {
 	Requests        []outcomeCount       `json:"requests"`
 	DeliveryLatency histogramSnapshot    `json:"delivery_latency"`
 	JoinLatency     histogramSnapshot    `json:"join_latency"`
+	JoinProxy       *joinProxyState      `json:"join_proxy,omitempty"` // bounds, breakers, header warnings (join.go)
 	LastErrors      []loggedError        `json:"last_errors"`
 	ErrorsLogged    uint64               `json:"errors_logged"`
 }
@@ -102,6 +103,7 @@ func (s *state) status() statusDoc {
 		Applications: []appStatus{}, Joins: s.joins.snapshot(),
 		Downlinks: s.downlinks.snapshot(), Requests: s.requests.snapshot(),
 		DeliveryLatency: s.deliveryLatency.snapshot(), JoinLatency: s.joinLatency.snapshot(),
+		JoinProxy: s.joins.proxyStats(),
 	}
 	doc.LastErrors, doc.ErrorsLogged = s.lastErrors.snapshot()
 	if doc.Joins == nil {
@@ -220,6 +222,7 @@ func writeMetrics(w io.Writer, d statusDoc) {
 	}
 	m.histogram("appconnect_delivery_latency_seconds", "From outbox commit to the remote acknowledgement.", d.DeliveryLatency)
 	m.histogram("appconnect_join_latency_seconds", "From join-request in to answer out.", d.JoinLatency)
+	writeJoinProxyMetrics(m, d.JoinProxy)
 	m.one("appconnect_errors_logged_total", "counter", "Error log lines since start.", float64(d.ErrorsLogged))
 }
 

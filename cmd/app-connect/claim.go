@@ -401,12 +401,14 @@ func (c claimCommand) readInputs(o *claimOptions) ([]jc.ClaimDevice, []*jc.Input
 	return out, bad, nil
 }
 
-// strictEUI accepts exactly 16 hex digits.
+// strictEUI reads an EUI-64 flag with the project's one normaliser,
+// config.NormalizeEUI (16 hex digits, with or without - or : separators).
 func strictEUI(s string) (jc.EUI64, error) {
-	if len(s) != 16 {
-		return jc.EUI64{}, fmt.Errorf("want 16 hex digits, got %d", len(s))
+	norm, err := config.NormalizeEUI(s)
+	if err != nil {
+		return jc.EUI64{}, err
 	}
-	return jc.ParseEUI64(s)
+	return jc.ParseEUI64(strings.ReplaceAll(norm, "-", ""))
 }
 
 func newRow(action jc.ClaimOp, d jc.ClaimDevice) claimRow {

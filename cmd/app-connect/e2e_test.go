@@ -405,7 +405,7 @@ func TestMalformedLocalPayloadsDoNotBlockTheStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	f, err := os.Open("testdata/bad-inputs.txt")
+	f, err := os.Open("../../lnsbridge/testdata/bad-inputs.txt") // the one copy of the fixture
 	if err != nil {
 		t.Fatal(err)
 	}

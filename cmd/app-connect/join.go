@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/cache"
@@ -27,12 +28,71 @@ type joinRecorder struct {
 	counts *joinCounts // nil: not counted
 }
 
-// joinCounts counts join attempts by Join Server and result.
+// joinCounts counts join attempts by Join Server and result, and reaches the
+// running proxy's own state (bounds, circuit breakers, header warnings).
 type joinCounts struct {
 	mu    sync.Mutex
 	byKey map[[2]string]uint64
 	// latency, when set, observes every attempt's latency.
 	latency interface{ Observe(time.Duration) }
+	proxy   atomic.Pointer[joinclient.Proxy] // set by startJoin
+}
+
+// joinProxyState is the join proxy's state in /status (join_proxy).
+type joinProxyState = joinclient.ProxyStats
+
+// proxyStats is the running proxy's state; nil when join forwarding is off.
+func (c *joinCounts) proxyStats() *joinProxyState {
+	if c == nil {
+		return nil
+	}
+	p := c.proxy.Load()
+	if p == nil {
+		return nil
+	}
+	st := p.Stats()
+	return &st
+}
+
+// writeJoinProxyMetrics writes the proxy's state: global and per-Join-Server
+// in-flight bounds, circuit breakers, header warnings (spec §7.6) and the
+// attempt-recording queue. Nothing when join forwarding is off.
+func writeJoinProxyMetrics(m metricWriter, st *joinProxyState) {
+	if st == nil {
+		return
+	}
+	m.one("appconnect_join_in_flight", "gauge", "Join requests in flight through the proxy.", float64(st.InFlight))
+	m.one("appconnect_join_busy_total", "counter", "Join requests refused: the proxy's global in-flight bound was reached.", float64(st.Busy))
+	m.one("appconnect_join_records_dropped_total", "counter", "Join attempts not recorded: the recording queue was full.", float64(st.RecordDropped))
+	m.one("appconnect_join_records_failed_total", "counter", "Join attempts the database failed to store.", float64(st.RecordFailed))
+	type perJS struct {
+		name, typ, help string
+		val             func(joinclient.JoinServerState) float64
+	}
+	for _, s := range []perJS{
+		{"appconnect_join_server_in_flight", "gauge", "Requests in flight to the Join Server.", func(j joinclient.JoinServerState) float64 { return float64(j.InFlight) }},
+		{"appconnect_join_server_busy_total", "counter", "Requests refused: the Join Server's own in-flight bound was reached.", func(j joinclient.JoinServerState) float64 { return float64(j.Busy) }},
+		{"appconnect_join_server_breaker_open", "gauge", "1 while the Join Server's circuit breaker is open or half open.", func(j joinclient.JoinServerState) float64 { return b2f(j.Breaker != joinclient.BreakerClosed) }},
+		{"appconnect_join_server_breaker_opened_total", "counter", "Times the Join Server's circuit breaker opened.", func(j joinclient.JoinServerState) float64 { return float64(j.BreakerOpened) }},
+		{"appconnect_join_server_short_circuited_total", "counter", "Requests answered at once with a timeout while the breaker was open.", func(j joinclient.JoinServerState) float64 { return float64(j.ShortCircuited) }},
+	} {
+		m.header(s.name, s.typ, s.help)
+		for _, j := range st.JoinServers {
+			m.sample(s.name, labels("js", j.JoinServer), s.val(j))
+		}
+	}
+	const hw = "appconnect_join_header_warnings_total"
+	m.header(hw, "counter", "Answer-header mismatches by Join Server and kind (spec §7.6).")
+	for _, j := range st.JoinServers {
+		kinds := make([]string, 0, len(j.HeaderWarnings))
+		for k := range j.HeaderWarnings {
+			kinds = append(kinds, k)
+		}
+		sort.Strings(kinds)
+		for _, k := range kinds {
+			m.sample(hw, labels("js", j.JoinServer, "kind", k), float64(j.HeaderWarnings[k]))
+		}
+	}
 }
 
 func newJoinCounts() *joinCounts {
@@ -143,6 +203,9 @@ func startJoin(ctx context.Context, cfg config.Config, db *cache.DB, log *slog.L
 		return nil, fmt.Errorf("join: %w", err)
 	}
 	srv := joinclient.NewServer(svc.Proxy)
+	if counts != nil {
+		counts.proxy.Store(svc.Proxy)
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -162,6 +225,10 @@ func startJoin(ctx context.Context, cfg config.Config, db *cache.DB, log *slog.L
 			select {
 			case <-done:
 			case <-sctx.Done():
+			}
+			// The attempts still queued are recorded before the database closes.
+			if err := svc.Proxy.Close(sctx); err != nil {
+				jlog.Warn("join attempts not recorded at stop", "err", err)
 			}
 			svc.Router.Close()
 			jlog.Info("join proxy stopped")

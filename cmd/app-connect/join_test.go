@@ -3,17 +3,24 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/brocaar/lorawan"
 
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
@@ -35,15 +42,22 @@ type joinEnv struct {
 // writeInterop writes an interop repository routing every JoinEUI to jsURL.
 func writeInterop(t *testing.T, jsURL string) string {
 	t.Helper()
+	return writeInteropRoute(t, jsURL, "0000000000000000/0", "BI1.0", "")
+}
+
+// writeInteropRoute writes an interop repository routing prefix to jsURL
+// (protocol BI1.0 or BI1.1), extra being further lines of the Join Server file.
+func writeInteropRoute(t *testing.T, jsURL, prefix, protocol, extra string) string {
+	t.Helper()
 	u, err := url.Parse(jsURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	files := map[string]string{
-		"config.yml": "join-servers:\n  - file: './remote/js.yml'\n    components: ['ns']\n    join-euis: ['0000000000000000/0']\n",
-		"remote/js.yml": fmt.Sprintf("scheme: 'http'\nfqdn: '%s'\nport: %s\nprotocol: 'BI1.0'\nheaders:\n  X-Gateway: 'conduit-test'\n",
-			u.Hostname(), u.Port()),
+		"config.yml": "join-servers:\n  - file: './remote/js.yml'\n    components: ['ns']\n    join-euis: ['" + prefix + "']\n",
+		"remote/js.yml": fmt.Sprintf("scheme: 'http'\nfqdn: '%s'\nport: %s\nprotocol: '%s'\nheaders:\n  X-Gateway: 'conduit-test'\n%s",
+			u.Hostname(), u.Port(), protocol, extra),
 	}
 	for name, s := range files {
 		p := filepath.Join(dir, name)
@@ -68,6 +82,12 @@ func freeLoopbackAddr(t *testing.T) string {
 
 func startJoinEnv(t *testing.T, jsURL string, budget time.Duration) *joinEnv {
 	t.Helper()
+	return startJoinEnvIn(t, writeInterop(t, jsURL), budget)
+}
+
+// startJoinEnvIn is startJoinEnv on the interop repository in dir.
+func startJoinEnvIn(t *testing.T, interopDir string, budget time.Duration) *joinEnv {
+	t.Helper()
 	env := &joinEnv{dbPath: filepath.Join(t.TempDir(), "app-connect.db"), logs: &syncBuffer{}, counts: newJoinCounts()}
 	db, err := cache.Open(context.Background(), env.dbPath, cache.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -77,7 +97,7 @@ func startJoinEnv(t *testing.T, jsURL string, budget time.Duration) *joinEnv {
 	env.db = db
 	cfg := config.Default()
 	cfg.Join.Enabled, cfg.Join.NetID, cfg.Join.Budget = true, "000013", budget
-	cfg.Join.InteropDir = writeInterop(t, jsURL)
+	cfg.Join.InteropDir = interopDir
 	if errs := cfg.Join.Validate(); len(errs) > 0 {
 		t.Fatalf("join settings: %v", errs)
 	}
@@ -307,7 +327,7 @@ func TestJoinNetIDFromMPower(t *testing.T) {
 // check-config prints the routing table of the fixture repository.
 func TestJoinCheckConfig(t *testing.T) {
 	cfg := config.Default()
-	cfg.Join.InteropDir = filepath.Join("testdata", "interop")
+	cfg.Join.InteropDir = filepath.Join("..", "..", "joinclient", "testdata", "interop") // the one copy of the fixture
 	cfg.Join.ASID = "conduit-1.example.com"
 	var out bytes.Buffer
 	if err := checkJoinConfig(cfg, &out); err != nil {
@@ -381,5 +401,141 @@ func TestJoinCheckConfig(t *testing.T) {
 	out.Reset()
 	if err := checkJoinConfig(cfg, &out); err != nil || out.Len() != 0 {
 		t.Fatalf("no repository: %v %q", err, out.String())
+	}
+}
+
+// postBI sends one BI request as the network server does and decodes the answer.
+func postBI(t *testing.T, url string, body map[string]any) map[string]any {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	resp, err := http.Post(url, "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func biResult(m map[string]any) string {
+	r, _ := m["Result"].(map[string]any)
+	s, _ := r["ResultCode"].(string)
+	return s
+}
+
+// RejoinReq (types 0, 1 and 2) and HomeNSReq through the whole program:
+// startJoin's proxy, routed by a real prefix to the paths of the Join Server
+// file, each attempt in the SQLite file; the breaker and header-warning state
+// reach /status and /metrics.
+func TestJoinRejoinAndHomeNSEndToEnd(t *testing.T) {
+	fleet := sim.NewFleet(1, "16-ea-76-f6-ab-66-3d-80", "00-80-00-00-d0-00-01-ff", 3)
+	dev := sim.JoinDevices(fleet, 3, true)[0]
+	home := lorawan.NetID{0, 0, 0x42}
+	strict := jstest.NewStrict(jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: []jstest.Device{dev}, HomeNetID: &home}), jstest.StrictConfig{})
+	js := jstest.Serve(t, strict)
+	joinEUI := strings.ToUpper(dev.JoinEUI.String())
+	dir := writeInteropRoute(t, js.URL, joinEUI[:8]+"00000000/32", "BI1.1",
+		"sender-ns-id: '70B3D5FFFE000001'\npaths:\n  rejoin: 'bi/rejoin'\n  home-ns: 'bi/home-ns'\n")
+	env := startJoinEnvIn(t, dir, 3*time.Second)
+
+	devEUI := strings.ToUpper(dev.DevEUI.String())
+	for typ := range 3 {
+		frame := dev.RejoinRequest(typ, lorawan.NetID{0, 0, 0x13}, uint16(typ+1))
+		ans := postBI(t, env.proxyURL, map[string]any{"ProtocolVersion": "1.0", "SenderID": "000013", "ReceiverID": joinEUI,
+			"TransactionID": 21, "MessageType": "RejoinReq", "MACVersion": "1.1", "PHYPayload": fmt.Sprintf("%X", frame),
+			"DevEUI": devEUI, "DevAddr": "26011234", "DLSettings": "80", "RxDelay": 1})
+		if biResult(ans) != "Success" || ans["MessageType"] != "RejoinAns" {
+			t.Fatalf("RejoinReq type %d: %v", typ, ans)
+		}
+		accept, err := hex.DecodeString(ans["PHYPayload"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dev.VerifyRejoinAccept(accept, typ, uint16(typ+1)); err != nil {
+			t.Fatalf("RejoinReq type %d: %v", typ, err)
+		}
+	}
+	ans := postBI(t, env.proxyURL, map[string]any{"ProtocolVersion": "1.0", "SenderID": "000013", "ReceiverID": joinEUI,
+		"TransactionID": 22, "MessageType": "HomeNSReq", "DevEUI": devEUI})
+	if biResult(ans) != "Success" || ans["HNetID"] != "000042" {
+		t.Fatalf("HomeNSReq: %v", ans)
+	}
+	for _, r := range strict.Requests() {
+		if want := map[string]string{"RejoinReq": "/bi/rejoin", "HomeNSReq": "/bi/home-ns"}[fmt.Sprint(r.Body["MessageType"])]; r.Path != want {
+			t.Errorf("%v sent to %s, want %s", r.Body["MessageType"], r.Path, want)
+		}
+	}
+
+	// /status and /metrics show the proxy's per-Join-Server state while it runs.
+	st := &state{joins: env.counts}
+	st.ensure(slog.New(slog.DiscardHandler))
+	doc := st.status()
+	if doc.JoinProxy == nil || len(doc.JoinProxy.JoinServers) != 1 || doc.JoinProxy.JoinServers[0].Breaker != "closed" ||
+		doc.JoinProxy.JoinServers[0].JoinServer != "remote/js" {
+		t.Fatalf("/status join_proxy: %+v", doc.JoinProxy)
+	}
+	var metrics bytes.Buffer
+	writeMetrics(&metrics, doc)
+	for _, want := range []string{`appconnect_join_server_breaker_open{js="remote/js"} 0`, `appconnect_join_server_in_flight{js="remote/js"} 0`,
+		"appconnect_join_records_dropped_total 0", "# TYPE appconnect_join_header_warnings_total counter"} {
+		if !strings.Contains(metrics.String(), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
+	ctx := context.Background()
+	env.stop(ctx) // records what is queued
+	got, err := env.db.JoinAttempts(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, a := range got {
+		if a.Result != "Success" || a.DevEUI != devEUI || a.JoinServer != "remote/js" {
+			t.Errorf("attempt %+v", a)
+		}
+		kinds = append(kinds, a.MessageType)
+	}
+	slices.Sort(kinds)
+	if want := []string{"HomeNSReq", "RejoinReq", "RejoinReq", "RejoinReq"}; !slices.Equal(kinds, want) {
+		t.Fatalf("recorded %q, want %q", kinds, want)
+	}
+}
+
+// The product links the root lorawan package (frames, NetID, DevAddr) and
+// none of its backend packages, which pull Redis, logrus and OpenTelemetry.
+func TestProductLinksLorawanWithoutBackend(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if !slices.Contains(deps, "github.com/brocaar/lorawan") {
+		t.Error("github.com/brocaar/lorawan is not linked")
+	}
+	for _, d := range deps {
+		for _, banned := range []string{"github.com/brocaar/lorawan/backend", "github.com/go-redis", "github.com/redis", "github.com/sirupsen/logrus", "go.opentelemetry.io", "testing", "net/http/httptest"} {
+			if d == banned || strings.HasPrefix(d, banned+"/") {
+				t.Errorf("the product links %s", d)
+			}
+		}
+	}
+}
+
+// The simulator plays the Join Server with brocaar's handler but links no
+// test package: what it shares with the tests is internal/loradev, not
+// internal/jstest.
+func TestSimulatorLinksNoTestPackage(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "../conduit-sim").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, d := range strings.Fields(string(out)) {
+		if d == "testing" || d == "net/http/httptest" || strings.HasSuffix(d, "/internal/jstest") {
+			t.Errorf("cmd/conduit-sim links %s", d)
+		}
 	}
 }

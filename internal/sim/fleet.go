@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/lorawan-gateway/app-connect/config"
 )
 
 // Device is one simulated end device.
@@ -236,15 +238,15 @@ func (f *Fleet) Moved(i int) (topic string, payload []byte) {
 	return "lora/" + d.AppEUI + "/" + d.DevEUI + "/moved", payload
 }
 
-// NormalizeEUI returns an EUI in dashed lowercase form, whatever separators it had. A string that
-// is not 16 hex digits is returned lowercased and otherwise unchanged.
+// NormalizeEUI returns an EUI in dashed lowercase form (config.NormalizeEUI,
+// the project's one normaliser). A string that is not 16 hex digits is
+// returned lowercased and otherwise unchanged, as the simulator echoes what
+// it was given.
 func NormalizeEUI(s string) string {
-	clean := strings.NewReplacer("-", "", ":", "", " ", "").Replace(strings.ToLower(s))
-	b, err := hex.DecodeString(clean)
-	if err != nil || len(b) != 8 {
-		return strings.ToLower(s)
+	if eui, err := config.NormalizeEUI(s); err == nil {
+		return eui
 	}
-	return formatEUI(b)
+	return strings.ToLower(s)
 }
 
 func formatEUI(b []byte) string {

@@ -18,9 +18,12 @@ import (
 // Keys of the SX1302 fixture that older gateways and the generator leave out.
 var optionalUplinkKeys = []string{"jver", "tmms", "mid", "rssis", "foff", "name"}
 
+// lnsFixtures holds the one copy of the LNS event fixtures (lnsbridge's).
+var lnsFixtures = filepath.Join("..", "..", "lnsbridge", "testdata")
+
 func fixtureKeys(t *testing.T, name string, drop ...string) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
+	b, err := os.ReadFile(filepath.Join(lnsFixtures, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +94,7 @@ func checkUplink(t *testing.T, payload []byte, mhdrTypes ...byte) map[string]any
 func TestFixturesPassTheConsistencyCheck(t *testing.T) {
 	for _, name := range []string{"uplink-as923.json", "uplink-us915-sx1302.json"} {
 		t.Run(name, func(t *testing.T) {
-			b, err := os.ReadFile(filepath.Join("testdata", name))
+			b, err := os.ReadFile(filepath.Join(lnsFixtures, name))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -21,7 +21,7 @@ import (
 	"github.com/brocaar/lorawan/backend"
 	"github.com/brocaar/lorawan/backend/joinserver"
 
-	"github.com/lorawan-gateway/app-connect/internal/jstest"
+	"github.com/lorawan-gateway/app-connect/internal/loradev"
 )
 
 // This file holds the two join roles of the simulator (issue 6):
@@ -42,11 +42,11 @@ const DefaultNetID = "000013"
 
 // JoinDevices returns the simulated devices of f with their root keys, derived from seed and
 // each DevEUI; mac11 makes them LoRaWAN 1.1 devices (separate NwkKey and AppKey).
-func JoinDevices(f *Fleet, seed int64, mac11 bool) []jstest.Device {
+func JoinDevices(f *Fleet, seed int64, mac11 bool) []loradev.Device {
 	devs := f.Devices()
-	out := make([]jstest.Device, len(devs))
+	out := make([]loradev.Device, len(devs))
 	for i, d := range devs {
-		var jd jstest.Device
+		var jd loradev.Device
 		copy(jd.DevEUI[:], mustEUI(d.DevEUI))
 		copy(jd.JoinEUI[:], mustEUI(d.JoinEUI))
 		jd.NwkKey = deriveRootKey("NwkKey", seed, jd.DevEUI)
@@ -108,7 +108,7 @@ type NetworkServerOptions struct {
 type Session struct {
 	DevAddr  lorawan.DevAddr
 	DevNonce uint16
-	Keys     jstest.SessionKeys // never logged
+	Keys     loradev.SessionKeys // never logged
 }
 
 // NetworkServer is the network-server role: it joins the fleet's devices through a Backend
@@ -116,7 +116,7 @@ type Session struct {
 // methods are safe for concurrent use.
 type NetworkServer struct {
 	fleet *Fleet
-	devs  []jstest.Device
+	devs  []loradev.Device
 	opts  NetworkServerOptions
 	log   *slog.Logger
 	txID  atomic.Uint32
@@ -127,7 +127,7 @@ type NetworkServer struct {
 }
 
 // NewNetworkServer builds the role for fleet, whose devices have the keys devs (JoinDevices).
-func NewNetworkServer(fleet *Fleet, devs []jstest.Device, opts NetworkServerOptions) (*NetworkServer, error) {
+func NewNetworkServer(fleet *Fleet, devs []loradev.Device, opts NetworkServerOptions) (*NetworkServer, error) {
 	if len(devs) != fleet.Len() {
 		return nil, fmt.Errorf("sim: network server: %d device keys for %d devices", len(devs), fleet.Len())
 	}
@@ -157,7 +157,7 @@ func NewNetworkServer(fleet *Fleet, devs []jstest.Device, opts NetworkServerOpti
 		log = slog.New(slog.DiscardHandler)
 	}
 	ns := &NetworkServer{
-		fleet: fleet, devs: append([]jstest.Device(nil), devs...), opts: opts, log: log,
+		fleet: fleet, devs: append([]loradev.Device(nil), devs...), opts: opts, log: log,
 		nonces: make([]uint16, len(devs)), sessions: make([]*Session, len(devs)),
 	}
 	for i := range ns.nonces {
@@ -293,7 +293,7 @@ func checkAnswerHeader(req joinReq, ans joinAns) error {
 
 // checkSessionKeys compares the keys handed to the network server (plaintext envelopes on
 // loopback) with the keys the device derived from the join-accept.
-func checkSessionKeys(ans joinAns, sk jstest.SessionKeys, mac11 bool) error {
+func checkSessionKeys(ans joinAns, sk loradev.SessionKeys, mac11 bool) error {
 	check := func(name string, env *backend.KeyEnvelope, want lorawan.AES128Key) error {
 		switch {
 		case env == nil:
@@ -408,7 +408,7 @@ func (ns *NetworkServer) Uplink(i int) (topic string, payload []byte, fcnt uint3
 
 // deviceUplink is the device side: an unconfirmed data-up frame, FRMPayload encrypted with
 // AppSKey, MIC with the network session key(s).
-func deviceUplink(k jstest.SessionKeys, addr lorawan.DevAddr, fcnt uint32, port uint8, data []byte, mac11 bool) ([]byte, error) {
+func deviceUplink(k loradev.SessionKeys, addr lorawan.DevAddr, fcnt uint32, port uint8, data []byte, mac11 bool) ([]byte, error) {
 	phy := lorawan.PHYPayload{
 		MHDR: lorawan.MHDR{MType: lorawan.UnconfirmedDataUp, Major: lorawan.LoRaWANR1},
 		MACPayload: &lorawan.MACPayload{
@@ -431,7 +431,7 @@ func deviceUplink(k jstest.SessionKeys, addr lorawan.DevAddr, fcnt uint32, port 
 }
 
 // networkServerUplink is the network-server side: MIC check and decryption.
-func networkServerUplink(k jstest.SessionKeys, frame []byte, fcnt uint32, mac11 bool) ([]byte, lorawan.DevAddr, error) {
+func networkServerUplink(k loradev.SessionKeys, frame []byte, fcnt uint32, mac11 bool) ([]byte, lorawan.DevAddr, error) {
 	var phy lorawan.PHYPayload
 	if err := phy.UnmarshalBinary(frame); err != nil {
 		return nil, lorawan.DevAddr{}, fmt.Errorf("sim: network server frame: %w", err)
@@ -487,7 +487,7 @@ type JoinServer struct {
 }
 
 // NewJoinServer builds the Join Server role for devs (JoinDevices).
-func NewJoinServer(devs []jstest.Device, opts JoinServerOptions) (*JoinServer, error) {
+func NewJoinServer(devs []loradev.Device, opts JoinServerOptions) (*JoinServer, error) {
 	if opts.HomeNetID == "" {
 		opts.HomeNetID = DefaultNetID
 	}
@@ -499,7 +499,7 @@ func NewJoinServer(devs []jstest.Device, opts JoinServerOptions) (*JoinServer, e
 	if first <= 0 {
 		first = 1
 	}
-	byEUI := make(map[lorawan.EUI64]jstest.Device, len(devs))
+	byEUI := make(map[lorawan.EUI64]loradev.Device, len(devs))
 	for _, d := range devs {
 		byEUI[d.DevEUI] = d
 	}

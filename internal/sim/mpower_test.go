@@ -106,7 +106,7 @@ func TestMPowerLoadFilesAndRuntimeChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := NewMPower()
-	if err := m.LoadFiles(filepath.Join("testdata", "defaultApp-http-v1_0.json"), bare); err != nil {
+	if err := m.LoadFiles(filepath.Join("..", "..", "config", "testdata", "defaultApp-http-v1_0.json"), bare); err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(m)

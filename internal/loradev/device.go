@@ -1,10 +1,8 @@
-// Package jstest starts real Join Server peers for tests: brocaar/lorawan's
-// backend/joinserver handler, a strict BI 1.1 Join Server wrapping it, an
-// in-memory PKI for mutual TLS, and simulated LoRaWAN devices that build
-// join-requests and verify join-accepts with their own keys.
-//
-// It is test support only: the product never imports it.
-package jstest
+// Package loradev is simulated LoRaWAN end devices: they build join-requests
+// and rejoin-requests with their own root keys and verify join-accepts,
+// deriving the session keys. The simulator (internal/sim, cmd/conduit-sim)
+// and tests (through internal/jstest) use it; it links no test package.
+package loradev
 
 import (
 	"crypto/aes"
