@@ -50,7 +50,7 @@ const (
 	fsKeepFreeMax      = 256 << 20
 	// defaultOverhead is the database bytes per payload byte assumed before
 	// the outbox holds enough rows to measure it.
-	defaultOverhead = 3.0
+	defaultOverhead = 2.0
 	refreshEvery    = time.Second
 	reserveRetry    = 5 * time.Second
 	fullLogEvery    = 10 * time.Minute
@@ -108,6 +108,11 @@ type space struct {
 	freePages    int64 // bytes in the database's free list, at the last refresh
 	lastFullLog  time.Time
 	fullLogged   bool // this episode's start was logged at error level
+
+	// retry holds fire-and-forget requests (deletes, failures) whose commit
+	// failed on a full file system: they go first into the next group.
+	// Owned by the writer goroutine.
+	retry []*writeReq
 }
 
 func newSpace(db *DB, now func() time.Time) *space {
@@ -159,7 +164,7 @@ func (s *space) ensureReserve(force bool) {
 	s.reserveTried = s.now()
 	s.mu.Unlock()
 	total, free, err := s.statfs()
-	if err != nil || free < reserveBytes+keepFree(total) {
+	if err != nil || free < 2*reserveBytes+keepFree(total)/2 {
 		return
 	}
 	if err := writeReserve(s.reservePath); err != nil {
@@ -239,7 +244,7 @@ func (s *space) refresh(ctx context.Context, payload int64, force bool) {
 	}
 	s.st.FSBytes, s.st.FSFreeBytes, s.st.DBBytes = total, free, dbBytes
 	s.freePages = freePages * pageSize
-	if used := (pages - freePages) * pageSize; payload >= 256<<10 && used > 0 {
+	if used := (pages - freePages) * pageSize; payload >= 32<<10 && used > 0 {
 		s.overhead = min(max(float64(used)/float64(payload), 1.2), 8)
 	}
 	s.st.ReserveBytes = 0
@@ -254,20 +259,18 @@ func (s *space) refresh(ctx context.Context, payload int64, force bool) {
 	}
 }
 
-// capBytesLocked is the outbox payload the file system allows: the database
-// may grow to min(fsShareMax of the file system, what it has plus the free
-// space less fsKeepFree of the file system), less the reserve and the WAL
-// bound, divided by the measured database bytes per payload byte.
+// capBytesLocked is the outbox payload the file system's size allows: the
+// database may take fsShareMax of it, less the reserve and the WAL bound,
+// divided by the measured database bytes per payload byte. It depends on the
+// size, not on the free space: when something else fills the file system the
+// outbox stops taking rows (the broker keeps them) rather than dropping rows
+// it acknowledged.
 func (s *space) capBytesLocked() int64 {
-	total, free := float64(s.st.FSBytes), float64(s.st.FSFreeBytes)
+	total := float64(s.st.FSBytes)
 	if total <= 0 {
 		return 0 // unknown: the configured caps alone
 	}
-	ours := float64(s.st.DBBytes)
-	if s.reserveHeld {
-		ours += reserveBytes
-	}
-	allowed := min(total*fsShareMax, ours+free-float64(keepFree(s.st.FSBytes))) - reserveBytes - walLimitBytes
+	allowed := total*fsShareMax - reserveBytes - walLimitBytes
 	return max(int64(allowed/s.overhead), 64<<10)
 }
 
@@ -286,28 +289,30 @@ func (s *space) limits(ctx context.Context, configured Limits, payload int64, ap
 
 // appendsAllowed decides, before a commit that adds bytes of payload, whether
 // to try it: always while the reserve is held; without it only when the
-// database's free pages take the rows with room to spare (hysteresis ×4 once
-// refusing), so the released reserve stays for deletes and checkpoints.
-func (s *space) appendsAllowed(ctx context.Context, bytes int64, payload int64) bool {
+// database's free pages and the file system's free space beyond a WAL's worth
+// take the rows, so what deletes and checkpoints need stays free.
+func (s *space) appendsAllowed(ctx context.Context, bytes int64, payload int64) (bool, error) {
 	s.ensureReserve(false)
 	s.mu.Lock()
-	held, full := s.reserveHeld, s.st.State == "full"
+	held := s.reserveHeld
 	s.mu.Unlock()
 	if held {
-		return true
+		return true, nil
 	}
 	s.refresh(ctx, payload, true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	need := int64(float64(bytes)*s.overhead) + 8<<10
-	if full {
-		need *= 4
+	room := s.freePages + max(s.st.FSFreeBytes-walLimitBytes, 0)
+	if room >= need {
+		return true, nil
 	}
-	return s.freePages >= need
+	return false, fmt.Errorf("%w: %d bytes needed, %d free in the database and %d on its file system, no reserve",
+		ErrStorageFull, need, s.freePages, s.st.FSFreeBytes)
 }
 
-// refused records appends refused or failed for want of space, logging the
-// start of a full episode once.
+// refused records appends refused or failed for want of space (err says
+// why), logging the start of a full episode once.
 func (s *space) refused(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -374,6 +379,10 @@ func (db *DB) Storage() StorageStatus {
 func (o *Outbox) commitGroup(group []*writeReq) func(*writeReq) error {
 	sp := o.db.space
 	ctx := context.Background()
+	if len(sp.retry) > 0 {
+		group = append(sp.retry, group...)
+		sp.retry = nil
+	}
 	var appendBytes int64
 	for _, r := range group {
 		for _, row := range r.appends {
@@ -381,7 +390,11 @@ func (o *Outbox) commitGroup(group []*writeReq) func(*writeReq) error {
 		}
 	}
 	payload, _ := o.payloadBytes()
-	if appendBytes == 0 || sp.appendsAllowed(ctx, appendBytes, payload) {
+	ok, why := true, error(nil)
+	if appendBytes > 0 {
+		ok, why = sp.appendsAllowed(ctx, appendBytes, payload)
+	}
+	if ok {
 		err := o.commit(group)
 		if err == nil {
 			if appendBytes > 0 {
@@ -393,6 +406,7 @@ func (o *Outbox) commitGroup(group []*writeReq) func(*writeReq) error {
 			o.db.log.Error("outbox write failed", "err", err, "requests", len(group))
 			return func(*writeReq) error { return err }
 		}
+		why = err
 		sp.release()
 	}
 	// Full: commit everything but the appends, then refuse the appends.
@@ -405,7 +419,17 @@ func (o *Outbox) commitGroup(group []*writeReq) func(*writeReq) error {
 	var restErr error
 	if len(rest) > 0 {
 		if restErr = o.commit(rest); restErr != nil {
-			o.db.log.Error("outbox write failed with the file system full, even without new rows", "err", restErr, "requests", len(rest))
+			// A checkpoint may make WAL room; then once more, else later.
+			o.db.sql.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
+			restErr = o.commit(rest)
+		}
+		if restErr != nil {
+			o.db.log.Warn("outbox deletes wait for space: the file system is full even for them", "err", restErr, "requests", len(rest))
+			for _, r := range rest {
+				if r.errc == nil && r.dropApps == nil {
+					sp.retry = append(sp.retry, r)
+				}
+			}
 		}
 	}
 	if _, err := o.db.sql.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
@@ -413,7 +437,7 @@ func (o *Outbox) commitGroup(group []*writeReq) func(*writeReq) error {
 	}
 	full := fmt.Errorf("%w: %s", ErrStorageFull, o.db.path)
 	if appendBytes > 0 {
-		sp.refused(full)
+		sp.refused(why)
 	}
 	sp.refresh(ctx, payload, true)
 	return func(r *writeReq) error {

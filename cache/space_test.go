@@ -70,7 +70,7 @@ func TestFullDatabaseStillDeletes(t *testing.T) {
 		t.Fatalf("after %d rows: append error %v, want ErrStorageFull", stored, appendErr)
 	}
 	for range 20 { // refused again and again: one log line
-		if _, err := ob.Append(ctx, bigRows("a", 5)); !errors.Is(err, ErrStorageFull) {
+		if _, err := ob.Append(ctx, bigRows("a", 20)); !errors.Is(err, ErrStorageFull) {
 			t.Fatalf("append while full: %v", err)
 		}
 	}
@@ -91,7 +91,7 @@ func TestFullDatabaseStillDeletes(t *testing.T) {
 		t.Fatalf("peek: %d rows, %v", len(delivered), err)
 	}
 	del := &writeReq{deletes: delivered}
-	add := &writeReq{appends: bigRows("a", 50)}
+	add := &writeReq{appends: bigRows("a", stored+100)} // more than the file can take even empty
 	errFor := ob.commitGroup([]*writeReq{del, add})
 	if err := errFor(del); err != nil {
 		t.Fatalf("deletes beside refused appends: %v", err)
