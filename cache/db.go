@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,9 +18,10 @@ import (
 
 // DB is the open database. Its methods are safe for concurrent use.
 type DB struct {
-	sql  *sql.DB
-	path string
-	log  *slog.Logger
+	sql   *sql.DB
+	path  string
+	log   *slog.Logger
+	space *space // nil until Open has checked and migrated the file
 }
 
 // migrations are applied in order, each once; never edit a released one, append.
@@ -80,7 +82,8 @@ type Options struct {
 // Open opens or creates the database at path (WAL, synchronous=FULL, busy
 // timeout) and migrates it. A corrupt or unreadable file is moved aside as
 // "<path>.corrupt-<UTC timestamp>" (with its -wal and -shm files) and a new
-// database is created, with one error log line.
+// database is created, with one error log line. The WAL is bounded and a
+// space reserve "<path>.reserve" is kept beside the file (space.go).
 func Open(ctx context.Context, path string, opt Options) (*DB, error) {
 	log := opt.Logger
 	if log == nil {
@@ -95,6 +98,7 @@ func Open(ctx context.Context, path string, opt Options) (*DB, error) {
 	}
 	db, err := openChecked(ctx, path, log)
 	if err == nil {
+		db.space = newSpace(db, now)
 		return db, nil
 	}
 	if !recoverable(err) {
@@ -111,7 +115,11 @@ func Open(ctx context.Context, path string, opt Options) (*DB, error) {
 	}
 	log.Error("database unusable, moved aside and starting a new one",
 		"path", path, "moved_to", aside, "err", err)
-	return openChecked(ctx, path, log)
+	if db, err = openChecked(ctx, path, log); err != nil {
+		return nil, err
+	}
+	db.space = newSpace(db, now)
+	return db, nil
 }
 
 // errCorrupt marks a failure that a fresh database file cures.
@@ -139,10 +147,7 @@ func openChecked(ctx context.Context, path string, log *slog.Logger) (*DB, error
 		"_txlock":       {"immediate"},
 		"_foreign_keys": {"on"},
 	}.Encode()
-	sdb, err := sql.Open("sqlite3", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("cache: open %s: %w", path, err)
-	}
+	sdb := sql.OpenDB(connector{dsn: dsn, drv: &sqlite3.SQLiteDriver{ConnectHook: boundWAL}})
 	sdb.SetMaxOpenConns(4)
 	sdb.SetConnMaxIdleTime(0)
 	db := &DB{sql: sdb, path: path, log: log}
@@ -155,6 +160,23 @@ func openChecked(ctx context.Context, path string, log *slog.Logger) (*DB, error
 		return nil, fmt.Errorf("cache: %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// connector opens go-sqlite3 connections with a per-connection hook, without
+// registering a driver name globally.
+type connector struct {
+	dsn string
+	drv *sqlite3.SQLiteDriver
+}
+
+func (c connector) Connect(context.Context) (driver.Conn, error) { return c.drv.Open(c.dsn) }
+func (c connector) Driver() driver.Driver                        { return c.drv }
+
+// boundWAL keeps the WAL small (space.go): checkpoint every
+// walCheckpointPages and truncate the WAL file to walLimitBytes after one.
+func boundWAL(c *sqlite3.SQLiteConn) error {
+	_, err := c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint = %d; PRAGMA journal_size_limit = %d", walCheckpointPages, walLimitBytes), nil)
+	return err
 }
 
 func (db *DB) check(ctx context.Context) error {

@@ -317,14 +317,11 @@ func (o *Outbox) writer() {
 				break drain
 			}
 		}
-		err := o.commit(group)
+		errFor := o.commitGroup(group) // space.go: logs, and keeps deletes going on a full file system
 		for _, r := range group {
 			if r.errc != nil {
-				r.errc <- err
+				r.errc <- errFor(r)
 			}
-		}
-		if err != nil {
-			o.db.log.Error("outbox write failed", "err", err, "requests", len(group))
 		}
 	}
 }
@@ -340,6 +337,8 @@ func (o *Outbox) commit(group []*writeReq) error {
 	// The writer's context is independent of callers': a commit that started
 	// finishes, so the in-memory counters always match the file.
 	ctx := context.Background()
+	payload, apps := o.payloadBytes()
+	lim := o.db.space.limits(ctx, o.limits, payload, apps) // before the transaction: it reads the file sizes
 	tx, err := o.db.sql.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("cache: outbox begin: %w", err)
@@ -357,7 +356,8 @@ func (o *Outbox) commit(group []*writeReq) error {
 		tx.Rollback()
 		return err
 	}
-	// Caps: drop the oldest rows of each application over its limit.
+	// Caps: drop the oldest rows of each application over its limit (the byte
+	// cap lowered to what the file system allows, space.go).
 	o.mu.Lock()
 	type over struct {
 		app   string
@@ -368,14 +368,14 @@ func (o *Outbox) commit(group []*writeReq) error {
 	for app, x := range deltas {
 		s := o.app(app)
 		rows, bytes := s.Rows+x.rows, s.Bytes+x.bytes
-		if rows > o.limits.MaxRows || bytes > o.limits.MaxBytes {
+		if rows > lim.MaxRows || bytes > lim.MaxBytes {
 			overs = append(overs, over{app, rows, bytes})
 		}
 	}
 	o.mu.Unlock()
 	droppedBy := map[string]int{}
 	for _, ov := range overs {
-		n, b, err := o.dropOldest(ctx, tx, ov.app, ov.rows, ov.bytes)
+		n, b, err := o.dropOldest(ctx, tx, lim, ov.app, ov.rows, ov.bytes)
 		if err != nil {
 			tx.Rollback()
 			return err
@@ -514,14 +514,14 @@ func (o *Outbox) apply(ctx context.Context, tx *sql.Tx, group []*writeReq, d fun
 
 // dropOldest deletes the oldest rows of app until it is within the caps and
 // returns how many rows and bytes went.
-func (o *Outbox) dropOldest(ctx context.Context, tx *sql.Tx, app string, rows int, bytes int64) (int, int64, error) {
+func (o *Outbox) dropOldest(ctx context.Context, tx *sql.Tx, lim Limits, app string, rows int, bytes int64) (int, int64, error) {
 	q, err := tx.QueryContext(ctx, `SELECT id, LENGTH(body) FROM outbox WHERE application = ? ORDER BY id`, app)
 	if err != nil {
 		return 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
 	}
 	var ids []int64
 	var freed int64
-	for q.Next() && (rows-len(ids) > o.limits.MaxRows || bytes-freed > o.limits.MaxBytes) {
+	for q.Next() && (rows-len(ids) > lim.MaxRows || bytes-freed > lim.MaxBytes) {
 		var id, n int64
 		if err := q.Scan(&id, &n); err != nil {
 			q.Close()

@@ -50,8 +50,11 @@ type Intake struct {
 
 	received, stored, unrouted, ignored, commits atomic.Uint64
 
-	seen      map[string]deviceSeen // owned by Run's goroutine
-	unrouteLo map[string]bool       // devices already logged as unrouted
+	seen         map[string]deviceSeen // owned by Run's goroutine
+	failing      int                   // failed commit attempts in a row; owned by Run's goroutine
+	failLogged   time.Time             // when a failure streak was last logged; owned by Run's goroutine
+	streakLogged bool                  // the current streak was logged
+	unrouteLo    map[string]bool       // devices already logged as unrouted
 }
 
 type deviceSeen struct {
@@ -156,12 +159,23 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 			for app, n := range dropped {
 				in.log.Warn("outbox full: oldest rows dropped", "app", app, "dropped", n)
 			}
+			if in.failing > 0 {
+				if in.streakLogged {
+					in.log.Warn("outbox commits succeed again; local messages acknowledged", "failed_attempts", in.failing)
+				}
+				in.failing, in.streakLogged = 0, false
+			}
 			break
 		}
 		if ctx.Err() != nil {
 			return false
 		}
-		in.log.Error("outbox commit failed; local messages stay unacknowledged, retrying", "err", err, "messages", len(batch))
+		// Not per retry: a full file system lasts (the cache logs and
+		// reports its own state). Once per failure streak, and streaks at most every 10 minutes.
+		if in.failing++; in.failing == 1 && time.Since(in.failLogged) > 10*time.Minute {
+			in.failLogged, in.streakLogged = time.Now(), true
+			in.log.Error("outbox commit failed; local messages stay unacknowledged, retrying", "err", err, "messages", len(batch))
+		}
 		if !sleep(ctx, b.next()) {
 			return false
 		}

@@ -30,6 +30,7 @@ type state struct {
 	local   *lnsbridge.Local
 	intake  *forward.Intake
 	outbox  *cache.Outbox
+	storage func() cache.StorageStatus // the database's file system (nil: not reported)
 	router  *forward.Router
 	joins   *joinCounts
 
@@ -84,6 +85,7 @@ type statusDoc struct {
 	UptimeSeconds   int64                `json:"uptime_seconds"`
 	Local           lnsbridge.LocalStats `json:"local"`
 	Intake          forward.IntakeStats  `json:"intake"`
+	Storage         cache.StorageStatus  `json:"storage"`
 	Applications    []appStatus          `json:"applications"`
 	Joins           []joinCount          `json:"joins"`
 	Downlinks       []outcomeCount       `json:"downlinks"`
@@ -114,6 +116,9 @@ func (s *state) status() statusDoc {
 	}
 	if s.intake != nil {
 		doc.Intake = s.intake.Stats()
+	}
+	if s.storage != nil {
+		doc.Storage = s.storage()
 	}
 	if s.router == nil {
 		return doc

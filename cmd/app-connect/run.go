@@ -131,7 +131,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	intake := forward.NewIntake(outbox, db, router, resolver, log)
 
-	st := &state{started: time.Now(), local: local, intake: intake, outbox: outbox, router: router, joins: joins,
+	st := &state{started: time.Now(), local: local, intake: intake, outbox: outbox, storage: db.Storage, router: router, joins: joins,
 		downlinks: downlinks, requests: requests, deliveryLatency: deliveryLatency, joinLatency: joinLatency}
 	statusFileOf(ctx).Attach(st)
 	adminStop, err := startAdmin(cfg.Admin.Listen, st, log)

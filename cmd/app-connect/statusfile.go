@@ -198,6 +198,9 @@ func appInfo(d statusDoc) string {
 		"dead " + shortCount(uint64(dead)),
 		"remote " + remote,
 	}
+	if d.Storage.State == "full" || d.Storage.State == "low" {
+		parts = append(parts, "storage "+d.Storage.State) // full: new messages wait in the local broker
+	}
 	if d.Local.Connected {
 		parts = append(parts, "lns up")
 	} else {

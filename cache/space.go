@@ -1,0 +1,463 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+)
+
+// Space management: the database lives on a small flash partition
+// (/var/config on a Conduit) that the outbox must never fill by itself, and
+// that something else may fill anyway. Three mechanisms:
+//
+//   - The WAL is bounded (wal_autocheckpoint walCheckpointPages, and
+//     journal_size_limit walLimitBytes) so queued rows live in the main file,
+//     where a deleted row's pages go to the free list and are reused in place.
+//     Without the bound, a 3 MB file system filled with a WAL holding every
+//     row and an empty main file: neither a delete (WAL append) nor a
+//     checkpoint (main file growth) could get space, and nothing ever recovered.
+//   - A reserve file "<db>.reserve" of reserveBytes of incompressible bytes
+//     (UBIFS compresses zeros away) is held while there is room. When a write
+//     fails because the file system is full, the reserve is released, so the
+//     deletes of delivered rows and the checkpoint that makes their pages
+//     reusable always get the space they need. It is re-created when the file
+//     system has room again.
+//   - The outbox's byte cap follows the file system (statfs): the database may
+//     take at most fsShareMax of the partition and must leave fsKeepFree of it
+//     free, less the reserve and the WAL bound (see capBytes; README
+//     "Reliability" works the arithmetic for a gateway).
+//
+// While the reserve is released, new rows are accepted only into the
+// database's own free pages (rows delivered and deleted); otherwise appends
+// are refused with ErrStorageFull, the intake leaves the messages with the
+// local broker, and the state is "full" in Storage(), logged once per episode.
+
+const (
+	walCheckpointPages = 64                        // PRAGMA wal_autocheckpoint
+	walLimitBytes      = walCheckpointPages * 4096 // PRAGMA journal_size_limit (4 KiB pages)
+	reserveBytes       = 512 << 10
+	fsShareMax         = 0.5  // of the file system's size, for the database at most
+	fsKeepFree         = 0.10 // of the file system's size (at most fsKeepFreeMax), left free for everything else
+	fsKeepFreeMax      = 256 << 20
+	// defaultOverhead is the database bytes per payload byte assumed before
+	// the outbox holds enough rows to measure it.
+	defaultOverhead = 2.0
+	refreshEvery    = time.Second
+	reserveRetry    = 5 * time.Second
+	fullLogEvery    = 10 * time.Minute
+)
+
+// ErrStorageFull is returned by Append while the database's file system is
+// full: the rows were not stored (the local broker keeps the messages).
+var ErrStorageFull = errors.New("cache: no space left for new rows")
+
+// isFull reports whether err means the file system (or the database) is full.
+func isFull(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrStorageFull) || errors.Is(err, syscall.ENOSPC) {
+		return true
+	}
+	var se sqlite3.Error
+	return errors.As(err, &se) && se.Code == sqlite3.ErrFull
+}
+
+// StorageStatus is the database's view of its file system, for /status and
+// AppInfo.
+type StorageStatus struct {
+	// State is "ok", "low" (running without its reserve: the file system had
+	// no room for it) or "full" (new rows refused; the local broker keeps them).
+	State          string    `json:"state"`
+	Since          time.Time `json:"since,omitzero"` // when State was entered (low, full)
+	FSBytes        int64     `json:"fs_bytes"`
+	FSFreeBytes    int64     `json:"fs_free_bytes"`
+	DBBytes        int64     `json:"db_bytes"`      // database and WAL files on disk
+	ReserveBytes   int64     `json:"reserve_bytes"` // held now
+	CapBytes       int64     `json:"cap_bytes"`     // outbox payload bytes the file system allows in total
+	RefusedCommits int64     `json:"refused_commits"`
+	FullEpisodes   int64     `json:"full_episodes"`
+	LastError      string    `json:"last_error,omitempty"`
+}
+
+// space tracks the file system of one database. Its methods are called by the
+// outbox writer (one goroutine) and by Storage (any goroutine).
+type space struct {
+	db          *DB
+	dir         string
+	reservePath string
+	log         *slog.Logger
+	now         func() time.Time
+	fs          func(dir string) (total, free int64, err error) // statfs; tests replace it
+
+	mu           sync.Mutex
+	st           StorageStatus
+	reserveHeld  bool
+	refreshed    time.Time
+	reserveTried time.Time
+	overhead     float64
+	freePages    int64 // bytes in the database's free list, at the last refresh
+	lastFullLog  time.Time
+	fullLogged   bool // this episode's start was logged at error level
+
+	// retry holds fire-and-forget requests (deletes, failures) whose commit
+	// failed on a full file system: they go first into the next group.
+	// Owned by the writer goroutine.
+	retry []*writeReq
+}
+
+func newSpace(db *DB, now func() time.Time) *space {
+	s := &space{db: db, dir: filepath.Dir(db.path), reservePath: db.path + ".reserve", log: db.log, now: now,
+		fs: statfs, overhead: defaultOverhead}
+	s.st.State = "ok"
+	if fi, err := os.Stat(s.reservePath); err == nil && fi.Size() == reserveBytes {
+		s.reserveHeld = true
+	} else {
+		s.ensureReserve(true)
+	}
+	s.refresh(context.Background(), 0, true)
+	return s
+}
+
+func (s *space) statfs() (total, free int64, err error) { return s.fs(s.dir) }
+
+// statfs returns the size of the file system holding dir and the space
+// available on it to an unprivileged process.
+func statfs(dir string) (total, free int64, err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, 0, fmt.Errorf("cache: statfs %s: %w", dir, err)
+	}
+	bs := int64(st.Bsize) //nolint:unconvert // int32 on 32-bit ARM
+	return int64(st.Blocks) * bs, int64(st.Bavail) * bs, nil
+}
+
+// keepFree is what the database leaves free on a file system of total bytes.
+func keepFree(total int64) int64 { return min(int64(float64(total)*fsKeepFree), fsKeepFreeMax) }
+
+func fileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// ensureReserve (re)creates the reserve file when the file system has room
+// for it and some to spare; force skips the retry interval. s.mu must not be
+// held.
+func (s *space) ensureReserve(force bool) {
+	s.mu.Lock()
+	if s.reserveHeld || (!force && s.now().Sub(s.reserveTried) < reserveRetry) {
+		s.mu.Unlock()
+		return
+	}
+	s.reserveTried = s.now()
+	s.mu.Unlock()
+	total, free, err := s.statfs()
+	if err != nil || free < 2*reserveBytes+keepFree(total)/2 {
+		return
+	}
+	if err := writeReserve(s.reservePath); err != nil {
+		os.Remove(s.reservePath)
+		s.log.Warn("could not create the database's space reserve", "path", s.reservePath, "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.reserveHeld = true
+	s.mu.Unlock()
+}
+
+// writeReserve writes reserveBytes of pseudo-random bytes (compressing file
+// systems would not allocate zeros) and syncs them.
+func writeReserve(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	src := rand.NewChaCha8([32]byte{'a', 'p', 'p', '-', 'c', 'o', 'n', 'n', 'e', 'c', 't'})
+	buf := make([]byte, 64<<10)
+	for n := 0; n < reserveBytes; n += len(buf) {
+		src.Read(buf)
+		if _, err := f.Write(buf); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// release gives the reserve back to the file system; it reports whether there
+// was one.
+func (s *space) release() bool {
+	s.mu.Lock()
+	held := s.reserveHeld
+	s.reserveHeld = false
+	s.reserveTried = s.now()
+	s.mu.Unlock()
+	if !held {
+		return false
+	}
+	if err := os.Remove(s.reservePath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Warn("could not release the database's space reserve", "path", s.reservePath, "err", err)
+	}
+	return true
+}
+
+// refresh re-reads the file system and the database's size at most once per
+// refreshEvery (always with force). payload is the outbox's payload bytes.
+func (s *space) refresh(ctx context.Context, payload int64, force bool) {
+	s.mu.Lock()
+	if !force && s.now().Sub(s.refreshed) < refreshEvery {
+		s.mu.Unlock()
+		return
+	}
+	s.refreshed = s.now()
+	s.mu.Unlock()
+	total, free, err := s.statfs()
+	var pageSize, pages, freePages int64
+	if err == nil {
+		err = errors.Join(
+			s.db.sql.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize),
+			s.db.sql.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages),
+			s.db.sql.QueryRowContext(ctx, "PRAGMA freelist_count").Scan(&freePages))
+	}
+	dbBytes := fileSize(s.db.path) + fileSize(s.db.path+"-wal")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.st.LastError = err.Error()
+		return
+	}
+	s.st.FSBytes, s.st.FSFreeBytes, s.st.DBBytes = total, free, dbBytes
+	s.freePages = freePages * pageSize
+	if used := (pages - freePages) * pageSize; payload >= 32<<10 && used > 0 {
+		s.overhead = min(max(float64(used)/float64(payload), 1.2), 8)
+	}
+	s.st.ReserveBytes = 0
+	if s.reserveHeld {
+		s.st.ReserveBytes = reserveBytes
+	}
+	s.st.CapBytes = s.capBytesLocked()
+	if s.st.State == "ok" && !s.reserveHeld {
+		s.st.State, s.st.Since = "low", s.now()
+	} else if s.st.State == "low" && s.reserveHeld {
+		s.st.State, s.st.Since = "ok", time.Time{}
+	}
+}
+
+// capBytesLocked is the outbox payload the file system's size allows: the
+// database may take fsShareMax of it, less the reserve and the WAL bound,
+// divided by the measured database bytes per payload byte. It depends on the
+// size, not on the free space: when something else fills the file system the
+// outbox stops taking rows (the broker keeps them) rather than dropping rows
+// it acknowledged.
+func (s *space) capBytesLocked() int64 {
+	total := float64(s.st.FSBytes)
+	if total <= 0 {
+		return 0 // unknown: the configured caps alone
+	}
+	allowed := total*fsShareMax - reserveBytes - walLimitBytes
+	return max(int64(allowed/s.overhead), 64<<10)
+}
+
+// limits returns the caps for the next commit: the configured ones, with the
+// byte cap lowered to the file system's share of each of apps applications.
+func (s *space) limits(ctx context.Context, configured Limits, payload int64, apps int) Limits {
+	s.refresh(ctx, payload, false)
+	s.mu.Lock()
+	c := s.st.CapBytes
+	s.mu.Unlock()
+	if c > 0 {
+		configured.MaxBytes = min(configured.MaxBytes, c/int64(max(apps, 1)))
+	}
+	return configured
+}
+
+// appendsAllowed decides, before a commit that adds bytes of payload, whether
+// to try it: always while the reserve is held; without it only when the
+// database's free pages and the file system's free space beyond a WAL's worth
+// take the rows, so what deletes and checkpoints need stays free.
+func (s *space) appendsAllowed(ctx context.Context, bytes int64, payload int64) (bool, error) {
+	s.ensureReserve(false)
+	s.mu.Lock()
+	held := s.reserveHeld
+	s.mu.Unlock()
+	if held {
+		return true, nil
+	}
+	s.refresh(ctx, payload, true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	need := int64(float64(bytes)*s.overhead) + 8<<10
+	room := s.freePages + max(s.st.FSFreeBytes-walLimitBytes, 0)
+	if room >= need {
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: %d bytes needed, %d free in the database and %d on its file system, no reserve",
+		ErrStorageFull, need, s.freePages, s.st.FSFreeBytes)
+}
+
+// refused records appends refused or failed for want of space (err says
+// why), logging the start of a full episode once.
+func (s *space) refused(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.RefusedCommits++
+	if err != nil {
+		s.st.LastError = err.Error()
+	}
+	if s.st.State == "full" {
+		return
+	}
+	s.st.State, s.st.Since = "full", s.now()
+	s.st.FullEpisodes++
+	lvl := slog.LevelError
+	s.fullLogged = s.lastFullLog.IsZero() || s.now().Sub(s.lastFullLog) >= fullLogEvery
+	if !s.fullLogged {
+		lvl = slog.LevelDebug // flapping at the edge: an episode was logged minutes ago
+	} else {
+		s.lastFullLog = s.now()
+	}
+	s.log.Log(context.Background(), lvl, "database file system full: new local messages are not acknowledged and stay with the local broker until delivered rows free space",
+		"path", s.db.path, "fs_free_bytes", s.st.FSFreeBytes, "db_bytes", s.st.DBBytes, "err", err)
+}
+
+// accepted records a commit that stored new rows, ending a full episode.
+func (s *space) accepted() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.st.State != "full" {
+		return
+	}
+	lvl := slog.LevelWarn
+	if !s.fullLogged {
+		lvl = slog.LevelDebug
+	}
+	s.log.Log(context.Background(), lvl, "database accepting new rows again",
+		"full_for", s.now().Sub(s.st.Since).Round(time.Millisecond), "refused_commits", s.st.RefusedCommits)
+	s.st.State, s.st.Since = "low", s.now()
+	if s.reserveHeld {
+		s.st.State, s.st.Since = "ok", time.Time{}
+	}
+}
+
+func (s *space) status() StorageStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st
+}
+
+// Storage is the state of the database's file system: ok, low (no reserve) or
+// full (new rows refused), sizes and the outbox cap they allow.
+func (db *DB) Storage() StorageStatus {
+	if db.space == nil {
+		return StorageStatus{State: "ok"}
+	}
+	db.space.refresh(context.Background(), 0, false)
+	return db.space.status()
+}
+
+// commitGroup commits a writer group and returns each request's result. When
+// the file system is full, the reserve is released and what frees space
+// (deletes, dead letters, failures, drops) is committed on its own, and the
+// appends are refused with ErrStorageFull: a full file system never blocks
+// the deletes that cure it.
+func (o *Outbox) commitGroup(group []*writeReq) func(*writeReq) error {
+	sp := o.db.space
+	ctx := context.Background()
+	if len(sp.retry) > 0 {
+		group = append(sp.retry, group...)
+		sp.retry = nil
+	}
+	var appendBytes int64
+	for _, r := range group {
+		for _, row := range r.appends {
+			appendBytes += int64(len(row.Body)) + int64(len(row.Target)+len(row.Application)) + 64
+		}
+	}
+	payload, _ := o.payloadBytes()
+	ok, why := true, error(nil)
+	if appendBytes > 0 {
+		ok, why = sp.appendsAllowed(ctx, appendBytes, payload)
+	}
+	if ok {
+		err := o.commit(group)
+		if err == nil {
+			if appendBytes > 0 {
+				sp.accepted()
+			}
+			return func(*writeReq) error { return nil }
+		}
+		if !isFull(err) {
+			o.db.log.Error("outbox write failed", "err", err, "requests", len(group))
+			return func(*writeReq) error { return err }
+		}
+		why = err
+		sp.release()
+	}
+	// Full: commit everything but the appends, then refuse the appends.
+	var rest []*writeReq
+	for _, r := range group {
+		if len(r.appends) == 0 {
+			rest = append(rest, r)
+		}
+	}
+	var restErr error
+	if len(rest) > 0 {
+		if restErr = o.commit(rest); restErr != nil {
+			// A checkpoint may make WAL room; then once more, else later.
+			o.db.sql.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
+			restErr = o.commit(rest)
+		}
+		if restErr != nil {
+			o.db.log.Warn("outbox deletes wait for space: the file system is full even for them", "err", restErr, "requests", len(rest))
+			for _, r := range rest {
+				if r.errc == nil && r.dropApps == nil {
+					sp.retry = append(sp.retry, r)
+				}
+			}
+		}
+	}
+	if _, err := o.db.sql.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+		o.db.log.Debug("checkpoint with the file system full", "err", err)
+	}
+	full := fmt.Errorf("%w: %s", ErrStorageFull, o.db.path)
+	if appendBytes > 0 {
+		sp.refused(why)
+	}
+	sp.refresh(ctx, payload, true)
+	return func(r *writeReq) error {
+		if len(r.appends) > 0 {
+			return full
+		}
+		return restErr
+	}
+}
+
+// payloadBytes is the payload of every queued row, and how many applications
+// have rows.
+func (o *Outbox) payloadBytes() (bytes int64, apps int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, s := range o.stats {
+		bytes += s.Bytes
+		if s.Rows > 0 {
+			apps++
+		}
+	}
+	return bytes, apps
+}
