@@ -23,7 +23,7 @@ func TestStatusReportSection(t *testing.T) {
 		t.Fatalf("parsed: %+v", s)
 	}
 	for yml, key := range map[string]string{
-		"status_report:\n  interval: 100ms\n":                    "status_report.interval",
+		"status_report:\n  interval: 100ms\n":                   "status_report.interval",
 		"status_report:\n  enabled: true\n  applications: []\n": "status_report.applications",
 		"status_report:\n  applications: [nope]\n":              "status_report.applications",
 		"status_report:\n  enable: true\n":                      "status_report.enable",
