@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 
@@ -34,4 +35,18 @@ func GatewayStatus(i int, at time.Time, seq uint64) (uuid string, body []byte) {
 		panic(err) // a fixed, valid report
 	}
 	return uuid, body
+}
+
+// countStatus counts a status report and keeps it as the last one. Called
+// with s.mu held.
+func (s *Sink) countStatus(body []byte) {
+	s.stats.Status++
+	s.lastStatus = bytes.Clone(body)
+}
+
+// LastStatus is the body of the last status report taken (nil when none).
+func (s *Sink) LastStatus() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.lastStatus)
 }
