@@ -2,6 +2,7 @@ package statusreport
 
 import (
 	"bytes"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,7 +22,7 @@ func readProcess() Process {
 	}
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		p.CPUSeconds = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
+		p.CPUSeconds = math.Round((tvSeconds(ru.Utime)+tvSeconds(ru.Stime))*1000) / 1000 // ms: no float noise in the JSON
 	}
 	return p
 }
