@@ -61,6 +61,18 @@ func (f *Fleet) now() time.Time {
 // Accept takes one report body from source. gw is the gateway the topic or
 // path names (any UUID form), "" when the transport names none.
 func (f *Fleet) Accept(source, gw string, body []byte) error {
+	return f.accept(source, gw, body, false)
+}
+
+// AcceptRetained takes a retained MQTT report: the broker kept it, so it may
+// be old (a gateway gone for days). It counts as seen when it was built (the
+// gateway's clock, if that is not in the future), and one older than Expire
+// is refused as old.
+func (f *Fleet) AcceptRetained(gw string, body []byte) error {
+	return f.accept("mqtt", gw, body, true)
+}
+
+func (f *Fleet) accept(source, gw string, body []byte, retained bool) error {
 	r, err := statusreport.Decode(body)
 	if err != nil {
 		return f.refuse(refusedInvalid, err)
@@ -83,6 +95,13 @@ func (f *Fleet) Accept(source, gw string, body []byte) error {
 		r.Applications = r.Applications[:f.MaxApps]
 	}
 	now := f.now()
+	seen := now
+	if retained && r.Time.Before(now) {
+		seen = r.Time
+		if now.Sub(seen) > f.Expire {
+			return f.refuse(refusedOld, fmt.Errorf("retained report of %s built at %s is older than -expire", r.Gateway.UUID, r.Time.Format(time.RFC3339)))
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.init()
@@ -97,7 +116,7 @@ func (f *Fleet) Accept(source, gw string, body []byte) error {
 		f.refused[refusedCapacity]++
 		return &refusal{refusedCapacity, fmt.Errorf("gateway %s refused: %d gateways held (-max-gateways)", r.Gateway.UUID, len(f.gws))}
 	}
-	f.gws[r.Gateway.UUID] = &gatewayState{report: r, lastSeen: now}
+	f.gws[r.Gateway.UUID] = &gatewayState{report: r, lastSeen: seen}
 	f.accepted[source]++
 	f.appsCut += uint64(cut)
 	return nil

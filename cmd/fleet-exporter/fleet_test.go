@@ -82,6 +82,29 @@ func TestFleetAcceptRefuseStaleExpire(t *testing.T) {
 	}
 }
 
+// TestFleetRetained: a retained report counts as seen when it was built; one
+// older than -expire is refused.
+func TestFleetRetained(t *testing.T) {
+	clk := newClock()
+	f := &Fleet{MaxGateways: 10, MaxApps: 16, Stale: 5 * time.Minute, Expire: time.Hour, Now: clk.Now}
+	_, recent := sim.GatewayStatus(1, clk.Now().Add(-10*time.Minute), 1)
+	_, ancient := sim.GatewayStatus(2, clk.Now().Add(-2*time.Hour), 1)
+	_, future := sim.GatewayStatus(3, clk.Now().Add(time.Hour), 1)
+	if err := f.AcceptRetained("", recent); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.AcceptRetained("", future); err != nil {
+		t.Fatal(err)
+	}
+	if reasonOf(f.AcceptRetained("", ancient)) != refusedOld {
+		t.Error("a retained report older than -expire was taken")
+	}
+	s := f.snapshot()
+	if len(s.gateways) != 2 || !s.gateways[0].stale || !s.gateways[0].lastSeen.Equal(clk.Now().Add(-10*time.Minute)) || s.gateways[1].stale {
+		t.Fatalf("retained reports: %+v", s.gateways)
+	}
+}
+
 // TestMetricsEscaping: label values with quotes, backslashes, line feeds and
 // UTF-8 are written the way Prometheus reads them, and promtool (when
 // installed) accepts the whole exposition.

@@ -114,7 +114,11 @@ func (s *subscription) onMessage(_ paho.Client, m paho.Message) {
 	if !ok {
 		return
 	}
-	if err := s.Fleet.Accept("mqtt", gw, m.Payload()); err != nil {
+	accept := s.Fleet.Accept
+	if m.Retained() {
+		accept = func(_, gw string, body []byte) error { return s.Fleet.AcceptRetained(gw, body) }
+	}
+	if err := accept("mqtt", gw, m.Payload()); err != nil {
 		s.Log.Debug("status report refused", "topic", m.Topic(), "reason", reasonOf(err), "err", err)
 	}
 }
