@@ -20,6 +20,7 @@ build:
 	mkdir -p build
 	CGO_ENABLED=1 $(GO) build -ldflags '$(VERSION_LDFLAGS)' -o build/app-connect ./cmd/app-connect
 	$(GO) build -o build/conduit-sim ./cmd/conduit-sim
+	$(GO) build -ldflags '$(VERSION_LDFLAGS)' -o build/fleet-exporter ./cmd/fleet-exporter
 
 # The gateway binaries: cgo SQLite cross-compiled and linked statically, so
 # they run on any mLinux whatever its glibc.

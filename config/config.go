@@ -30,6 +30,7 @@ type Config struct {
 	Claim    Claim    `yaml:"claim"`
 	// RemoteRequests is the policy of api_req, lora_req and log_req.
 	RemoteRequests RemoteRequests `yaml:"remote_requests"`
+	StatusReport   StatusReport   `yaml:"status_report"`
 	// DefaultApp, when present, replaces mPower's defaultApp entirely (same
 	// fields and names as mPower's JSON). Parsed into DefaultAppOverride.
 	DefaultApp yaml.Node `yaml:"default_app"`
@@ -126,6 +127,7 @@ func Default() Config {
 		Join:           DefaultJoin(),
 		Claim:          DefaultClaim(),
 		RemoteRequests: DefaultRemoteRequests(),
+		StatusReport:   DefaultStatusReport(),
 	}
 }
 
@@ -189,6 +191,7 @@ func (c Config) Validate() []FieldError {
 	errs = append(errs, c.Join.Validate()...)
 	errs = append(errs, c.Claim.Validate()...)
 	errs = append(errs, c.RemoteRequests.Validate()...)
+	errs = append(errs, c.StatusReport.Validate()...)
 	return errs
 }
 

@@ -14,6 +14,7 @@ declare -A PKG_FILE=(
 	[libc6-dev-armel-cross]=/usr/arm-linux-gnueabi/lib/libc.a
 	[libc6-dev-armhf-cross]=/usr/arm-linux-gnueabihf/lib/libc.a
 	[qemu-user-static]=/usr/bin/qemu-arm-static
+	[prometheus]=/usr/bin/promtool # promtool checks monitoring/ (alert rules, exporter output)
 )
 
 missing=()

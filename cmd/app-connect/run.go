@@ -139,6 +139,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer adminStop()
+	startStatusReports(ctx, cfg, st, apps.id, ln.LNSAvailable(), log)
 
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()

@@ -54,6 +54,7 @@ func TestNoSecretInTheLogs(t *testing.T) {
 	h.cfg.Join.InteropDir = writeInterop(t, js.URL)
 	h.cfg.Join.ProxyListen = freeLoopbackAddr(t)
 	h.cfg.Admin.Listen = freeLoopbackAddr(t)
+	h.cfg.StatusReport = config.StatusReport{Enabled: true, Interval: time.Second, Applications: []string{config.StatusReportAll}}
 
 	logFile := filepath.Join(h.dir, "app-connect.log")
 	lc := config.DefaultLog()
@@ -104,7 +105,19 @@ func TestNoSecretInTheLogs(t *testing.T) {
 	if _, err := fetchStatus(pctx, h.cfg.Admin.Listen); err != nil {
 		t.Fatal(err)
 	}
+	// Two status reports after the flow: one carries its last error and counters.
+	from := h.sink.Stats().Status
+	waitFor(t, 30*time.Second, "two status reports", func() (struct{}, bool) { return struct{}{}, h.sink.Stats().Status >= from+2 })
 	stop()
+	var reports string
+	for _, r := range h.sink.Recorded() {
+		if strings.HasSuffix(r.Path, "/status") {
+			reports += string(r.Body) + "\n"
+		}
+	}
+	if !strings.Contains(reports, `"type":"status"`) {
+		t.Fatal("no status report recorded")
+	}
 
 	// The claim command with owner tokens (its own output is what it "logs").
 	e := newClaimEnv(t)
@@ -114,7 +127,7 @@ func TestNoSecretInTheLogs(t *testing.T) {
 	if !strings.Contains(logs, "level=DEBUG") || !strings.Contains(logs, "result=Success") || !strings.Contains(logs, "application ready") {
 		t.Fatalf("the flow did not run at debug level:\n%s", logs)
 	}
-	corpus := logs + claimOut + claimErr
+	corpus := logs + claimOut + claimErr + reports
 	secrets := map[string]string{
 		"mPower password": mpPassword, "mPower username": mpUser, "client key": "FIXTURESECRETKEY",
 		"URL password": urlPass, "broker password": lnsPass,
@@ -136,7 +149,7 @@ func TestNoSecretInTheLogs(t *testing.T) {
 	}
 	for name, s := range secrets {
 		if strings.Contains(corpus, s) {
-			t.Errorf("%s found in the logs", name)
+			t.Errorf("%s found in the logs or the status reports", name)
 		}
 	}
 }

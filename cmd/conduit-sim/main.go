@@ -66,6 +66,7 @@ type options struct {
 	gwEUI        string
 	seed         int64
 	reportEvery  time.Duration
+	statusReport time.Duration // -write-config: status_report.interval (0: off)
 	duration     time.Duration
 	wait         time.Duration
 	stall        time.Duration
@@ -107,6 +108,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.gwEUI, "gw-eui", "00-80-00-00-d0-00-01-ff", "gateway EUI")
 	fs.Int64Var(&o.seed, "seed", 1, "seed of the device identities and radio values")
 	fs.DurationVar(&o.reportEvery, "report-every", 0, "print a summary line this often (0: never)")
+	fs.DurationVar(&o.statusReport, "status-report", 0, "with -write-config: turn app-connect's status report on at this interval and print the last one received before the totals (0: off)")
 	fs.DurationVar(&o.duration, "duration", 0, "stop publishing after this long (0: no limit)")
 	fs.DurationVar(&o.wait, "wait", 0, "after publishing, wait up to this long for the sink to have received everything")
 	fs.DurationVar(&o.stall, "stall", 0, "during -wait, give up when the sink received nothing new for this long (0: wait the whole -wait)")
@@ -393,6 +395,10 @@ type appConfig struct {
 	Admin *struct {
 		Listen string `yaml:"listen"`
 	} `yaml:"admin,omitempty"`
+	StatusReport *struct {
+		Enabled  bool   `yaml:"enabled"`
+		Interval string `yaml:"interval"`
+	} `yaml:"status_report,omitempty"`
 }
 
 func (s *simulator) writeConfig(mpowerAddr string) error {
@@ -414,6 +420,12 @@ func (s *simulator) writeConfig(mpowerAddr string) error {
 		c.Admin = &struct {
 			Listen string `yaml:"listen"`
 		}{addr}
+	}
+	if s.o.statusReport > 0 {
+		c.StatusReport = &struct {
+			Enabled  bool   `yaml:"enabled"`
+			Interval string `yaml:"interval"`
+		}{true, s.o.statusReport.String()}
 	}
 	b, err := yaml.Marshal(&c)
 	if err != nil {
@@ -560,6 +572,11 @@ func (s *simulator) runStream() int {
 	close(reportStop)
 	<-reportDone
 
+	if o.statusReport > 0 && s.sink != nil {
+		if b := s.sink.LastStatus(); b != nil {
+			fmt.Fprintf(s.out, "status report (%d received), the last: %s\n", s.sink.Stats().Status, b)
+		}
+	}
 	r := s.snapshot(start)
 	r.JoinedSent = rs.Joined
 	r.PublishFinished = finished

@@ -35,7 +35,14 @@ func (s *Sink) RecordMQTT(topic string, payload []byte, retained bool) {
 	case "joined":
 		s.stats.Joined++
 		return
+	case "status":
+		s.countStatus(payload)
+		return
 	case "moved", "disconnected", "connected", "api_res", "lora_res", "log_res", "down", "clear", "api_req", "lora_req", "log_req":
+		return
+	}
+	if strings.HasPrefix(last, "type=status") { // Azure telemetry with the type=status property
+		s.countStatus(payload)
 		return
 	}
 	if ups, err := parseUplinks(payload, false); err == nil {

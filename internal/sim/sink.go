@@ -27,6 +27,7 @@ type Sink struct {
 	mu          sync.Mutex
 	records     []Request
 	batches     []Batch
+	lastStatus  []byte // body of the last status report (status.go)
 	recordLimit int
 	devices     map[string]*sinkDevice
 	stats       SinkStats
@@ -100,6 +101,7 @@ type SinkStats struct {
 	Closes        int
 	BatchRequests int // batch posts answered 2xx
 	Polls         int // downlink polls (GET …/down)
+	Status        int // status reports (POST …/<APP>/<GW-UUID>/status, MQTT …/status) taken
 	FirstUplink   time.Time
 	LastUplink    time.Time
 }
@@ -291,6 +293,7 @@ const (
 	routeBatch
 	routeJoined
 	routeDown
+	routeStatus
 )
 
 func (s *Sink) route(method, path string) (sinkRoute, int) {
@@ -310,6 +313,8 @@ func (s *Sink) route(method, path string) (sinkRoute, int) {
 		r = routeUp
 	case len(parts) == 3 && parts[2] == "joined":
 		r = routeJoined
+	case len(parts) == 3 && parts[2] == "status":
+		r = routeStatus
 	case len(parts) == 2 && parts[1] == "up":
 		r = routeBatch
 	case len(parts) == 2 && parts[1] == "down":
@@ -433,6 +438,9 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reply = []byte(`{}`)
 		case routeJoined:
 			s.stats.Joined++
+			reply = []byte(`{}`)
+		case routeStatus:
+			s.countStatus(body)
 			reply = []byte(`{}`)
 		case routeDown:
 			s.stats.Polls++

@@ -260,6 +260,7 @@ func (e *orchestrator) demo(ctx context.Context, dir string) int {
 		simArgs: []string{
 			"-devices", strconv.Itoa(e.o.devices), "-rate", fmt.Sprint(e.o.rate),
 			"-duration", e.o.duration.String(), "-wait", "10s", "-report-every", "3s", "-probe", "30s",
+			"-status-report", "5s", // app-connect's status report: the simulator prints the last one
 		},
 		deadline: e.o.duration + 60*time.Second,
 	})

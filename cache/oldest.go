@@ -1,0 +1,24 @@
+package cache
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// OldestQueued is when the oldest row still queued for app was enqueued
+// (false when none is queued). One indexed lookup (application, id); used by
+// the status report every interval, not on the delivery path.
+func (o *Outbox) OldestQueued(ctx context.Context, app string) (time.Time, bool, error) {
+	var ms int64
+	err := o.db.sql.QueryRowContext(ctx, `SELECT enqueued_at FROM outbox WHERE application = ? ORDER BY id LIMIT 1`, app).Scan(&ms)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("cache: oldest queued row of %s: %w", app, err)
+	}
+	return time.UnixMilli(ms), true, nil
+}

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string // part of the error; "" for none
+	}{
+		{[]string{"-broker", "tcp://b:1883"}, ""},
+		{[]string{"-http-ingest", "-stale", "1m", "-expire", "2m"}, ""},
+		{[]string{}, "nothing to listen to"},
+		{[]string{"-http-ingest", "-stale", "10m", "-expire", "1m"}, "-expire at least -stale"},
+		{[]string{"-http-ingest", "-max-gateways", "0"}, "at least 1"},
+		{[]string{"-http-ingest", "extra"}, "unexpected argument"},
+	}
+	for _, tc := range tests {
+		_, err := parseFlags(tc.args, io.Discard)
+		if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	for _, bad := range [][]string{
+		{"-broker", "ftp://b"},
+		{"-broker", "tcp://b:1883", "-ca", "ca.pem"},
+		{"-broker", "mqtts://b:8883", "-cert", "c.pem"},
+	} {
+		if code := runMain(context.Background(), append(bad, "-listen", "127.0.0.1:0"), io.Discard); code == 0 {
+			t.Errorf("%v: exit 0", bad)
+		}
+	}
+}

@@ -1,0 +1,5 @@
+package statusreport
+
+import "runtime"
+
+func isLinux() bool { return runtime.GOOS == "linux" }
