@@ -63,7 +63,7 @@ func TestLoadErrorsNameFileLineAndKey(t *testing.T) {
 		want string // the whole error text, one line per problem
 	}{
 		{"unknown top-level key", "lnss:\n  broker: x\n",
-			"a.yml:1: lnss: unknown key (known: admin, claim, default_app, delivery, gateway, join, lns, log, mpower, remote_requests, storage)"},
+			"a.yml:1: lnss: unknown key (known: admin, claim, default_app, delivery, gateway, join, lns, log, mpower, remote_requests, status_report, storage)"},
 		{"unknown nested key", "lns:\n  broker: tcp://h:1\n  brokr: x\n",
 			"a.yml:3: lns.brokr: unknown key (known: broker, client_id, password, username)"},
 		{"duplicate key", "lns:\n  broker: tcp://h:1\n  broker: tcp://h:2\n", "a.yml:3: lns.broker: given twice (first on line 2)"},
