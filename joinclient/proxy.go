@@ -430,6 +430,9 @@ func parseFrame(m MessageType, phy []byte) (frameIDs, error) {
 	if pl.MHDR.MType != want || pl.MHDR.Major != lorawan.LoRaWANR1 {
 		return f, fmt.Errorf("PHYPayload is a %s frame (major %d), not a %s (MHDR 0x%02X)", pl.MHDR.MType, pl.MHDR.Major, what, phy[0])
 	}
+	if phy[0]&0x1C != 0 { // lorawan.PHYPayload ignores the RFU bits
+		return f, fmt.Errorf("PHYPayload's MHDR 0x%02X has RFU bits set", phy[0])
+	}
 	switch mp := pl.MACPayload.(type) {
 	case *lorawan.JoinRequestPayload:
 		f.devEUI, f.joinEUI, f.hasJoinEUI = EUI64(mp.DevEUI), EUI64(mp.JoinEUI), true
