@@ -41,5 +41,3 @@ func TestReadIdentity(t *testing.T) {
 		t.Fatalf("missing uuid: %v", err)
 	}
 }
-
-func readFixture(name string) ([]byte, error) { return os.ReadFile(filepath.Join("testdata", name)) }
