@@ -172,8 +172,12 @@ func (p *Proxy) record(att Attempt) {
 		default:
 		}
 	}
+	why := "recording queue full"
+	if p.recClosed {
+		why = "recording stopped"
+	}
 	if p.recDrops.Add(1) == 1 {
-		p.log.Warn("joinclient: join attempt not recorded: recording queue full (first drop; see record_dropped_total)", "deveui", att.DevEUI.String())
+		p.log.Warn("joinclient: join attempt not recorded: "+why+" (first drop; see record_dropped_total)", "deveui", att.DevEUI.String())
 	}
 }
 
