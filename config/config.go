@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -249,39 +250,51 @@ func Load(path string) (Config, error) {
 	return Parse(path, data)
 }
 
-// Parse is Load for data already read; name is used in error messages.
+// Parse is Load for data already read; name is used in error messages. All
+// problems found are reported together, in file order.
 func Parse(name string, data []byte) (Config, error) {
 	cfg := Default()
-	doc, err := decodeStrict(name, data, &cfg)
-	if err != nil {
-		return cfg, err
+	doc, errs, readable := decodeStrict(name, data, &cfg)
+	if !readable {
+		return cfg, errs
 	}
 	if cfg.DefaultApp.Kind != 0 {
 		d, err := defaultAppFromYAML(name, doc, &cfg.DefaultApp)
 		if err != nil {
-			return cfg, err
+			errs = append(errs, err...)
+		} else {
+			cfg.DefaultAppOverride = &d
 		}
-		cfg.DefaultAppOverride = &d
 	}
 	cfg.Join = cfg.Join.Resolve(filepath.Dir(name))
 	cfg.Claim = cfg.Claim.Resolve(filepath.Dir(name))
-	if fe := cfg.Validate(); len(fe) > 0 {
-		return cfg, locate(name, doc, fe)
+	reported := map[string]bool{}
+	for _, e := range errs {
+		reported[e.Key] = true
+	}
+	for _, e := range locate(name, doc, cfg.Validate()) {
+		if !reported[e.Key] { // a value refused while decoding keeps its default: no second message
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
+		sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
+		return cfg, errs
 	}
 	return cfg, nil
 }
 
 // defaultAppFromYAML reads a default_app block: mPower's defaultApp fields
 // (their JSON names), strictly, every problem located at its own key's line.
-func defaultAppFromYAML(name string, doc, n *yaml.Node) (DefaultApp, error) {
+func defaultAppFromYAML(name string, doc, n *yaml.Node) (DefaultApp, Errors) {
 	y := NewYAML(name)
 	if n.Kind != yaml.MappingNode {
 		y.Add(n, "default_app", "must be a mapping of mPower defaultApp fields")
-		return DefaultApp{}, y.Err()
+		return DefaultApp{}, y.Errors()
 	}
 	checkNode(y, n, reflect.TypeOf(DefaultApp{}), "default_app", "json")
-	if err := y.Err(); err != nil {
-		return DefaultApp{}, err
+	if errs := y.Errors(); len(errs) > 0 {
+		return DefaultApp{}, errs
 	}
 	var v map[string]any
 	if err := n.Decode(&v); err != nil {

@@ -117,6 +117,14 @@ func TestLoadErrorsNameFileLineAndKey(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "a.yml:2: storage.outbox_max_rows: must be at least 1, got 0\na.yml:4: log.level: ") {
 		t.Fatalf("several errors: %v", err)
 	}
+	// Type, validation and default_app problems are all reported in one run.
+	_, err = Parse("a.yml", []byte("lns:\n  broker: 127.0.0.1:1883\ndelivery:\n  retry_min: 5\ndefault_app:\n  url: https://example.com\n  bogus: 1\n"))
+	want := `a.yml:2: lns.broker: must be a URL such as tcp://127.0.0.1:1883, got "127.0.0.1:1883"` + "\n" +
+		`a.yml:4: delivery.retry_min: must be a duration such as 5s, got "5"` + "\n" +
+		"a.yml:7: default_app.bogus: unknown key (known: apiVersion, backhaulDetect, enabled, encodeHex, eui, log, options, requestOptions, url)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("errors of one run\n got %v\nwant %s", err, want)
+	}
 }
 
 func TestShippedConfigIsValid(t *testing.T) {

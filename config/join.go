@@ -48,6 +48,14 @@ type Join struct {
 	// ClaimingDir is the claiming repository of `app-connect claim` (claim.dir
 	// takes precedence when both are set).
 	ClaimingDir string `yaml:"claiming_dir"`
+	// Guards against one bad Join Server: at most MaxInFlight joins through
+	// the proxy, at most MaxInFlightPerJoinServer to any one Join Server; after
+	// BreakerTimeouts consecutive timeouts of one Join Server its joins are
+	// answered at once with the timeout result for BreakerCoolDown.
+	MaxInFlight              int           `yaml:"max_in_flight"`
+	MaxInFlightPerJoinServer int           `yaml:"max_in_flight_per_join_server"`
+	BreakerTimeouts          int           `yaml:"breaker_timeouts"`
+	BreakerCoolDown          time.Duration `yaml:"breaker_cool_down"`
 }
 
 // Join defaults and limits.
@@ -58,11 +66,17 @@ const (
 	MaxJoinBudget          = 10 * time.Second
 )
 
-// DefaultJoin returns the join defaults: disabled, budget 3s, proxy on 127.0.0.1:8651.
+// DefaultJoin returns the join defaults: disabled, budget 3s, proxy on
+// 127.0.0.1:8651, 32 joins in flight (16 per Join Server), breaker after 5
+// consecutive timeouts for 30s.
 func DefaultJoin() Join {
 	return Join{
-		ProxyListen: DefaultJoinProxyListen,
-		Budget:      DefaultJoinBudget,
+		ProxyListen:              DefaultJoinProxyListen,
+		Budget:                   DefaultJoinBudget,
+		MaxInFlight:              32,
+		MaxInFlightPerJoinServer: 16,
+		BreakerTimeouts:          5,
+		BreakerCoolDown:          30 * time.Second,
 	}
 }
 
@@ -103,6 +117,17 @@ func (j Join) Validate() []FieldError {
 	}
 	if j.NSID != "" && !isHex(j.NSID, 8) {
 		errs = append(errs, fieldErr("join.ns_id", "must be an EUI-64 of 16 hex digits, got %q", j.NSID))
+	}
+	if j.MaxInFlight < 1 || j.MaxInFlight > 1024 {
+		errs = append(errs, fieldErr("join.max_in_flight", "must be 1..1024, got %d", j.MaxInFlight))
+	} else if j.MaxInFlightPerJoinServer < 1 || j.MaxInFlightPerJoinServer > j.MaxInFlight {
+		errs = append(errs, fieldErr("join.max_in_flight_per_join_server", "must be 1..join.max_in_flight (%d), got %d", j.MaxInFlight, j.MaxInFlightPerJoinServer))
+	}
+	if j.BreakerTimeouts < 1 {
+		errs = append(errs, fieldErr("join.breaker_timeouts", "must be at least 1, got %d", j.BreakerTimeouts))
+	}
+	if j.BreakerCoolDown < time.Second || j.BreakerCoolDown > time.Hour {
+		errs = append(errs, fieldErr("join.breaker_cool_down", "must be between 1s and 1h, got %s", j.BreakerCoolDown))
 	}
 	if len(j.ASID) > 255 {
 		errs = append(errs, fieldErr("join.as_id", "must be at most 255 characters"))

@@ -26,6 +26,7 @@ func TestJoinConfigValidate(t *testing.T) {
 		Enabled: true, ProxyListen: "127.0.0.1:8651", Budget: 3 * time.Second, NetID: "000013", NSID: "70B3D5FFFE000001",
 		ASID: "conduit-1.example.com", InteropDir: "interop", KEKFile: "keks.yml",
 		ClientCertFile: "interop/semtech/cert.pem", ClientKeyFile: "interop/semtech/key.pem",
+		MaxInFlight: 32, MaxInFlightPerJoinServer: 16, BreakerTimeouts: 5, BreakerCoolDown: 30 * time.Second,
 	}.Resolve(joinFixtures)
 	if errs := good.Validate(); len(errs) != 0 {
 		t.Fatalf("valid config refused: %v", errs)
@@ -45,6 +46,10 @@ func TestJoinConfigValidate(t *testing.T) {
 		{"interop_dir without config.yml", func(j *config.Join) { j.InteropDir = filepath.Join(joinFixtures, "interop", "tti") }, "join.interop_dir", "no config.yml"},
 		{"kek_file missing", func(j *config.Join) { j.KEKFile = filepath.Join(joinFixtures, "nope.yml") }, "join.kek_file", "no such file"},
 		{"cert without key", func(j *config.Join) { j.ClientKeyFile = "" }, "join.client_tls.key", "together"},
+		{"no joins in flight", func(j *config.Join) { j.MaxInFlight = 0 }, "join.max_in_flight", "must be 1..1024, got 0"},
+		{"per Join Server above the total", func(j *config.Join) { j.MaxInFlightPerJoinServer = 33 }, "join.max_in_flight_per_join_server", "must be 1..join.max_in_flight (32), got 33"},
+		{"breaker never opens", func(j *config.Join) { j.BreakerTimeouts = 0 }, "join.breaker_timeouts", "must be at least 1, got 0"},
+		{"cool-down too short", func(j *config.Join) { j.BreakerCoolDown = time.Millisecond }, "join.breaker_cool_down", "must be between 1s and 1h, got 1ms"},
 		{"cert and key mismatch", func(j *config.Join) { j.ClientKeyFile = filepath.Join(joinFixtures, "keks.yml") }, "join.client_tls.certificate", "certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

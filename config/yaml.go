@@ -195,34 +195,34 @@ func ParseYAML(name string, data []byte) (*yaml.Node, *YAML) {
 
 // decodeStrict decodes data into out (a pointer to a struct with yaml tags) and
 // reports, with file, line and dotted key, every unknown or duplicate key and
-// every value of the wrong type. It returns the document node for locating
-// later validation errors (nil for an empty document).
-func decodeStrict(name string, data []byte, out any) (*yaml.Node, error) {
+// every value of the wrong type. Values that are right are decoded even when
+// others are wrong (so that validation can report their problems in the same
+// run). It returns the document node for locating later validation errors
+// (nil for an empty document) and whether the syntax was readable at all.
+func decodeStrict(name string, data []byte, out any) (root *yaml.Node, errs Errors, readable bool) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, Errors{syntaxError(name, data, err)}
+		return nil, Errors{syntaxError(name, data, err)}, false
 	}
 	if len(doc.Content) == 0 || len(bytes.TrimSpace(data)) == 0 {
-		return nil, nil // empty file: defaults
+		return nil, nil, true // empty file: defaults
 	}
-	root := doc.Content[0]
+	root = doc.Content[0]
 	if isNull(root) {
-		return nil, nil
+		return nil, nil, true
 	}
 	y := NewYAML(name)
 	checkNode(y, root, reflect.TypeOf(out).Elem(), "", "yaml")
-	if len(y.errs) > 0 {
-		return root, y.errs
+	if err := root.Decode(out); err != nil && len(y.errs) == 0 {
+		// Only what checkNode did not foresee; otherwise its errors say it better.
+		return root, decodeError(name, root, err), true
 	}
-	if err := root.Decode(out); err != nil {
-		return root, decodeError(name, root, err)
-	}
-	return root, nil
+	return root, y.errs, true
 }
 
 // decodeError turns a decoding error checkNode did not foresee into located
 // Errors without the library's type names.
-func decodeError(name string, root *yaml.Node, err error) error {
+func decodeError(name string, root *yaml.Node, err error) Errors {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
 		return Errors{{File: name, Err: err}}

@@ -688,14 +688,16 @@ func FromConfig(cfg config.Join, opts Options) (*Service, error) {
 			}
 		}
 	}
-	router := NewRouter(repo, ClientOptions{NetID: netID, ASID: cfg.ASID, UserAgent: opts.UserAgent, Logger: opts.Logger})
+	router := NewRouter(repo, ClientOptions{NetID: netID, ASID: cfg.ASID, UserAgent: opts.UserAgent, Logger: opts.Logger,
+		MaxInFlight: cfg.MaxInFlightPerJoinServer, BreakerTimeouts: cfg.BreakerTimeouts, BreakerCoolDown: cfg.BreakerCoolDown})
 	proxy, err := NewProxy(ProxyConfig{
-		Router:   router,
-		KEKs:     keks,
-		NetID:    netID,
-		Budget:   cfg.Budget,
-		Recorder: opts.Recorder,
-		Logger:   opts.Logger,
+		Router:      router,
+		KEKs:        keks,
+		NetID:       netID,
+		Budget:      cfg.Budget,
+		Recorder:    opts.Recorder,
+		Logger:      opts.Logger,
+		MaxInFlight: cfg.MaxInFlight,
 	})
 	if err != nil {
 		return nil, err

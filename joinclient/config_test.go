@@ -273,10 +273,17 @@ func TestFromConfigAndRoutingTable(t *testing.T) {
 		Enabled: true, ProxyListen: "127.0.0.1:8651", Budget: 3 * time.Second, NetID: "000013", NSID: "70B3D5FFFE000001",
 		ASID: "conduit-1.example.com", InteropDir: "interop", KEKFile: "keks.yml",
 		ClientCertFile: "interop/semtech/cert.pem", ClientKeyFile: "interop/semtech/key.pem",
+		MaxInFlight: 8, MaxInFlightPerJoinServer: 3, BreakerTimeouts: 2, BreakerCoolDown: time.Minute,
 	}.Resolve("testdata")
 	svc, err := FromConfig(cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if st := svc.Proxy.Stats(); st.MaxInFlight != 8 || len(st.JoinServers) != 4 || st.JoinServers[0].MaxInFlight != 3 {
+		t.Fatalf("join.max_in_flight settings not applied: %+v", st)
+	}
+	if g := svc.Router.Client(svc.Repository.JoinServers[0]).guard; g.threshold != 2 || g.coolDown != time.Minute {
+		t.Fatalf("breaker settings not applied: %d %s", g.threshold, g.coolDown)
 	}
 	if !svc.KEKs.Has("000013") || svc.Proxy == nil || svc.Router == nil || len(svc.Repository.Entries) != 4 {
 		t.Fatalf("service %+v", svc)

@@ -172,8 +172,12 @@ func (p *Proxy) record(att Attempt) {
 		default:
 		}
 	}
+	why := "recording queue full"
+	if p.recClosed {
+		why = "recording stopped"
+	}
 	if p.recDrops.Add(1) == 1 {
-		p.log.Warn("joinclient: join attempt not recorded: recording queue full (first drop; see record_dropped_total)", "deveui", att.DevEUI.String())
+		p.log.Warn("joinclient: join attempt not recorded: "+why+" (first drop; see record_dropped_total)", "deveui", att.DevEUI.String())
 	}
 }
 
@@ -429,6 +433,9 @@ func parseFrame(m MessageType, phy []byte) (frameIDs, error) {
 	}
 	if pl.MHDR.MType != want || pl.MHDR.Major != lorawan.LoRaWANR1 {
 		return f, fmt.Errorf("PHYPayload is a %s frame (major %d), not a %s (MHDR 0x%02X)", pl.MHDR.MType, pl.MHDR.Major, what, phy[0])
+	}
+	if phy[0]&0x1C != 0 { // lorawan.PHYPayload ignores the RFU bits
+		return f, fmt.Errorf("PHYPayload's MHDR 0x%02X has RFU bits set", phy[0])
 	}
 	switch mp := pl.MACPayload.(type) {
 	case *lorawan.JoinRequestPayload:

@@ -40,6 +40,8 @@ func TestParseFrame(t *testing.T) {
 			"PHYPayload is a JoinRequest frame (major 0), not a rejoin-request (MHDR 0x00)"},
 		{"major 1", MsgJoinReq, "01" + joinRequest[2:], frameIDs{},
 			"PHYPayload is a JoinRequest frame (major 1), not a join-request (MHDR 0x01)"},
+		{"RFU bits set", MsgJoinReq, "10" + joinRequest[2:], frameIDs{},
+			"PHYPayload's MHDR 0x10 has RFU bits set"},
 		{"short join-request", MsgJoinReq, joinRequest[:44], frameIDs{},
 			"PHYPayload is not a join-request frame: 18 bytes of data are expected"},
 		{"rejoin type 3", MsgRejoinReq, "C003130000" + "1100FFEEDDCCBBAA" + "0100" + "01020304", frameIDs{},
@@ -100,4 +102,47 @@ func resultOf(m map[string]any) string {
 	r, _ := m["Result"].(map[string]any)
 	s, _ := r["ResultCode"].(string)
 	return s
+}
+
+// FuzzParseFrame: any bytes either fail with a message or yield the
+// identifiers found at their on-air positions (little-endian).
+func FuzzParseFrame(f *testing.F) {
+	for _, s := range []string{
+		"0001000000332211001100FFEEDDCCBBAA0700AF926245",
+		"C000130000" + "1100FFEEDDCCBBAA" + "0100" + "01020304",
+		"C001" + "0100000033221100" + "1100FFEEDDCCBBAA" + "0100" + "01020304",
+		"C002130000" + "1100FFEEDDCCBBAA" + "0100" + "01020304",
+		"20A33CF11372C2B08D68A6B41FF9127299",
+	} {
+		f.Add(true, []byte(mustHex(s)))
+		f.Add(false, []byte(mustHex(s)))
+	}
+	le := func(b []byte) EUI64 {
+		var e EUI64
+		for i := range e {
+			e[i] = b[7-i]
+		}
+		return e
+	}
+	f.Fuzz(func(t *testing.T, join bool, phy []byte) {
+		m := MsgRejoinReq
+		if join {
+			m = MsgJoinReq
+		}
+		got, err := parseFrame(m, phy)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		switch {
+		case join && (len(phy) != 23 || phy[0] != 0x00 || got.devEUI != le(phy[9:17]) || got.joinEUI != le(phy[1:9])):
+			t.Fatalf("join-request %X parsed as %+v", phy, got)
+		case !join && phy[1] == 1 && (len(phy) != 24 || got.devEUI != le(phy[10:18]) || got.joinEUI != le(phy[2:10])):
+			t.Fatalf("rejoin type 1 %X parsed as %+v", phy, got)
+		case !join && phy[1] != 1 && (len(phy) != 19 || got.devEUI != le(phy[5:13]) || got.netID != (NetID{phy[4], phy[3], phy[2]})):
+			t.Fatalf("rejoin type %d %X parsed as %+v", phy[1], phy, got)
+		}
+	})
 }

@@ -544,6 +544,7 @@ func writeStatusText(w io.Writer, d statusDoc) {
 	if h := d.JoinLatency; h.Count > 0 {
 		fmt.Fprintf(w, "join latency: %d joins, mean %s\n", h.Count, meanDuration(h))
 	}
+	writeJoinProxyText(w, d.JoinProxy)
 	if len(d.LastErrors) > 0 {
 		fmt.Fprintf(w, "last errors (%d since start):\n", d.ErrorsLogged)
 		for _, e := range d.LastErrors {

@@ -54,6 +54,29 @@ func (c *joinCounts) proxyStats() *joinProxyState {
 	return &st
 }
 
+// writeJoinProxyText is the `status` command's part for the join proxy: one
+// line per Join Server whose breaker is not closed or that refused joins or
+// sent mismatched answer headers, and the attempts not recorded.
+func writeJoinProxyText(w io.Writer, st *joinProxyState) {
+	if st == nil {
+		return
+	}
+	if st.Busy > 0 || st.RecordDropped > 0 || st.RecordFailed > 0 {
+		fmt.Fprintf(w, "join proxy: %d refused busy, %d attempts not recorded (queue full), %d failed to record\n", st.Busy, st.RecordDropped, st.RecordFailed)
+	}
+	for _, j := range st.JoinServers {
+		var warnings uint64
+		for _, n := range j.HeaderWarnings {
+			warnings += n
+		}
+		if j.Breaker == joinclient.BreakerClosed && j.Busy == 0 && warnings == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "join server %s: breaker %s (%d consecutive timeouts, opened %d times, %d answered at once), %d refused busy, %d answer-header warnings\n",
+			j.JoinServer, j.Breaker, j.ConsecutiveTimeouts, j.BreakerOpened, j.ShortCircuited, j.Busy, warnings)
+	}
+}
+
 // writeJoinProxyMetrics writes the proxy's state: global and per-Join-Server
 // in-flight bounds, circuit breakers, header warnings (spec §7.6) and the
 // attempt-recording queue. Nothing when join forwarding is off.

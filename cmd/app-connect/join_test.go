@@ -539,3 +539,56 @@ func TestSimulatorLinksNoTestPackage(t *testing.T) {
 		}
 	}
 }
+
+// A hanging Join Server opens its breaker; /metrics and `status` say so.
+func TestJoinBreakerInStatusAndMetrics(t *testing.T) {
+	fleet := sim.NewFleet(1, "16-ea-76-f6-ab-66-3d-80", "00-80-00-00-d0-00-01-ff", 4)
+	devs := sim.JoinDevices(fleet, 4, false)
+	hang := jstest.Serve(t, jstest.NewStrict(jstest.NewBrocaar(t, jstest.BrocaarConfig{Devices: devs}), jstest.StrictConfig{Block: true}))
+	dir := writeInterop(t, hang.URL)
+	env := &joinEnv{dbPath: filepath.Join(t.TempDir(), "app-connect.db"), logs: &syncBuffer{}, counts: newJoinCounts()}
+	db, err := cache.Open(context.Background(), env.dbPath, cache.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cfg := config.Default()
+	cfg.Join.Enabled, cfg.Join.NetID, cfg.Join.Budget, cfg.Join.InteropDir = true, "000013", 500*time.Millisecond, dir
+	cfg.Join.BreakerTimeouts, cfg.Join.BreakerCoolDown = 1, time.Hour
+	cfg.Join.ProxyListen = freeLoopbackAddr(t)
+	stop, err := startJoin(context.Background(), cfg, db, slog.New(slog.NewTextHandler(env.logs, nil)), env.counts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop(context.Background()) })
+	ns, err := sim.NewNetworkServer(fleet, devs, sim.NetworkServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 2 { // the first times out and opens the breaker; the second is answered at once
+		var je *sim.JoinError
+		if _, err := ns.Join(ctx, "http://"+cfg.Join.ProxyListen+"/", 0); !errors.As(err, &je) || je.ResultCode != "Other" {
+			t.Fatalf("join: %v", err)
+		}
+	}
+	st := &state{joins: env.counts}
+	st.ensure(slog.New(slog.DiscardHandler))
+	doc := st.status()
+	var metrics, text bytes.Buffer
+	writeMetrics(&metrics, doc)
+	writeStatusText(&text, doc)
+	for _, want := range []string{`appconnect_join_server_breaker_open{js="remote/js"} 1`, `appconnect_join_server_breaker_opened_total{js="remote/js"} 1`,
+		`appconnect_join_server_short_circuited_total{js="remote/js"} 1`} {
+		if !strings.Contains(metrics.String(), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if want := "join server remote/js: breaker open (1 consecutive timeouts, opened 1 times, 1 answered at once), 0 refused busy, 0 answer-header warnings"; !strings.Contains(text.String(), want) {
+		t.Errorf("status text lacks %q:\n%s", want, text.String())
+	}
+	if n := strings.Count(env.logs.String(), "circuit open"); n != 1 {
+		t.Errorf("breaker opening logged %d times:\n%s", n, env.logs.String())
+	}
+}
