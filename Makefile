@@ -74,6 +74,7 @@ demo: build
 bench: build
 	$(GO) run ./scripts/e2e bench -app-connect build/app-connect -sim build/conduit-sim
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./cache/
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./cmd/fleet-exporter/
 
 clean:
 	rm -rf build
