@@ -75,6 +75,7 @@ bench: build
 	$(GO) run ./scripts/e2e bench -app-connect build/app-connect -sim build/conduit-sim
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./cache/
 	$(GO) test -run '^$$' -bench ProxyAddedLatency -benchtime 5000x ./joinclient/
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./cmd/fleet-exporter/
 
 clean:
 	rm -rf build

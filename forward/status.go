@@ -50,9 +50,9 @@ func azureStatusTopic(deviceID string) string {
 
 func (t *mqttTransport) publishStatus(ctx context.Context, body []byte) error {
 	t.mu.Lock()
-	c := t.client
+	c, initDone := t.client, t.initDone || t.azure
 	t.mu.Unlock()
-	if c == nil || !c.IsConnectionOpen() {
+	if c == nil || !c.IsConnectionOpen() || !initDone { // init goes first on a new application's connection
 		return errStatusNotConnected
 	}
 	topic, retain := t.vars.fill(t.table.statusTopic()), true

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -32,6 +33,21 @@ func TestFlags(t *testing.T) {
 	} {
 		if code := runMain(context.Background(), append(bad, "-listen", "127.0.0.1:0"), io.Discard); code == 0 {
 			t.Errorf("%v: exit 0", bad)
+		}
+	}
+}
+
+// TestNoGatewayDependencies: the exporter links the report package and
+// nothing of the gateway (no SQLite, no forward, no lnsbridge).
+func TestNoGatewayDependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.Contains(dep, "sqlite") || (strings.HasPrefix(dep, "github.com/lorawan-gateway/app-connect/") &&
+			dep != "github.com/lorawan-gateway/app-connect/statusreport" && dep != "github.com/lorawan-gateway/app-connect/cmd/fleet-exporter") {
+			t.Errorf("fleet-exporter depends on %s", dep)
 		}
 	}
 }
