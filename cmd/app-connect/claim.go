@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/cli"
 	jc "github.com/lorawan-gateway/app-connect/joinclient"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
@@ -44,11 +44,14 @@ The claim server of each device is chosen by JoinEUI in the claiming repository
 (claim.dir of app-connect.yml, or --claiming-dir). The home NetID, NSID and
 AS-ID come from join.net_id, join.ns_id and join.as_id, or the flags.
 
+Each device is reported on stderr as it finishes ("1/500 0004A30B001C0530 ok");
+the table (or JSON) follows on stdout when every device is done. A dry run
+reads only the repository's routing (no certificate file is needed) and sends
+nothing.
+
 Exit status: 0 every device succeeded, 1 a device failed, 2 usage, configuration
 or input errors (a bad input line is reported and the others are still handled,
 unless --all-or-nothing is given).
-
-Flags:
 `
 
 // runClaim is `app-connect claim`.
@@ -96,7 +99,7 @@ func claimSettings(cfg config.Config) config.Claim {
 	return c
 }
 
-func (c claimCommand) parse(args []string, stderr io.Writer) (*claimOptions, int) {
+func (c claimCommand) parse(args []string, stdout, stderr io.Writer) (*claimOptions, int) {
 	o := &claimOptions{action: jc.OpClaim}
 	if len(args) > 0 {
 		switch args[0] {
@@ -108,16 +111,11 @@ func (c claimCommand) parse(args []string, stderr io.Writer) (*claimOptions, int
 			o.action, args = jc.OpUnclaim, args[1:]
 		}
 	}
-	fs := flag.NewFlagSet("app-connect claim", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, claimUsage)
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&o.configPath, "config", "", "configuration file (YAML); absent: gateway defaults")
-	fs.StringVar(&o.claimingDir, "claiming-dir", "", "claiming repository directory (default: claim.dir)")
-	fs.StringVar(&o.csvPath, "csv", "", "CSV file of devices (dev_eui,join_eui,owner_token[,name]); - = stdin")
-	fs.StringVar(&o.qrPath, "qr-file", "", "file of TR005 QR strings, one per line; - = stdin")
+	fs := cli.NewFlagSet("app-connect claim", claimUsage, stdout, stderr)
+	fs.StringVar(&o.configPath, "config", "", "configuration `file` (YAML); absent: gateway defaults")
+	fs.StringVar(&o.claimingDir, "claiming-dir", "", "claiming repository `directory` (default: claim.dir)")
+	fs.StringVar(&o.csvPath, "csv", "", "CSV `file` of devices (dev_eui,join_eui,owner_token[,name]); - = stdin")
+	fs.StringVar(&o.qrPath, "qr-file", "", "`file` of TR005 QR strings, one per line; - = stdin")
 	fs.StringVar(&o.devEUI, "dev-eui", "", "DevEUI of one device (with --join-eui)")
 	fs.StringVar(&o.joinEUI, "join-eui", "", "JoinEUI of that device")
 	fs.StringVar(&o.ownerToken, "owner-token", "", "owner token of that device (visible to local users: prefer --csv -)")
@@ -128,15 +126,12 @@ func (c claimCommand) parse(args []string, stderr io.Writer) (*claimOptions, int
 	fs.IntVar(&o.concurrency, "concurrency", 0, "devices handled at the same time (default: claim.concurrency, 4)")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "only show which claim server each device would go to")
 	fs.BoolVar(&o.allOrNothing, "all-or-nothing", false, "do nothing when any input is invalid")
-	fs.StringVar(&o.output, "output", "table", "table or json")
+	fs.StringVar(&o.output, "output", "table", "`format`: table or json")
 	fs.BoolVar(&o.verbose, "verbose", false, "log every request (never owner tokens)")
 	// Flags and QR strings may be interleaved.
 	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, 0
-			}
-			return nil, 2
+		if code := cli.Parse(fs, rest, stderr); code >= 0 {
+			return nil, code
 		}
 		rest = fs.Args()
 		if len(rest) == 0 {
@@ -180,14 +175,15 @@ type claimRow struct {
 }
 
 func (c claimCommand) run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	o, code := c.parse(args, stderr)
+	o, code := c.parse(args, stdout, stderr)
 	if o == nil {
 		return code
 	}
+	stderr = cli.NewLockedWriter(stderr) // progress and log lines come from several goroutines
 	cfg := config.Default()
 	if o.configPath != "" {
 		var err error
-		if cfg, err = config.Load(o.configPath); err != nil {
+		if cfg, err = config.Load(o.configPath); err != nil { // the error names file, line and key
 			fmt.Fprintf(stderr, "%v\n", err)
 			return 2
 		}
@@ -196,7 +192,7 @@ func (c claimCommand) run(ctx context.Context, args []string, stdout, stderr io.
 	if o.verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := cli.NewLogger(stderr, level)
 
 	settings := claimSettings(cfg)
 	if o.claimingDir != "" {
@@ -227,7 +223,12 @@ func (c claimCommand) run(ctx context.Context, args []string, stdout, stderr io.
 		fmt.Fprintln(stderr, "app-connect claim: no claiming repository: set claim.dir in the configuration or --claiming-dir")
 		return 2
 	}
-	repo, err := jc.ClaimRepositoryFromConfig(settings, cfg.Join, c.readFile, log)
+	var repo *jc.ClaimRepository
+	if o.dryRun {
+		repo, err = jc.ClaimRoutesFromConfig(settings, c.readFile, log)
+	} else {
+		repo, err = jc.ClaimRepositoryFromConfig(settings, cfg.Join, c.readFile, log)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 2
@@ -256,7 +257,7 @@ func (c claimCommand) run(ctx context.Context, args []string, stdout, stderr io.
 			rows[i] = dryRunRow(repo, o.action, d)
 		}
 	} else {
-		c.execute(ctx, repo, ident, settings, o.action, devs, rows, log)
+		c.execute(ctx, repo, ident, settings, o.action, devs, rows, log, stderr)
 	}
 
 	if err := writeClaimResults(stdout, o, rows, inputErrs); err != nil {
@@ -430,9 +431,10 @@ func dryRunRow(repo *jc.ClaimRepository, action jc.ClaimOp, d jc.ClaimDevice) cl
 }
 
 // execute handles the devices with at most settings.Concurrency in flight,
-// one client per claim server, and fills rows in input order.
+// one client per claim server, fills rows in input order and reports each
+// device on progress as it finishes.
 func (c claimCommand) execute(ctx context.Context, repo *jc.ClaimRepository, ident jc.ClaimIdentity, settings config.Claim,
-	action jc.ClaimOp, devs []jc.ClaimDevice, rows []claimRow, log *slog.Logger) {
+	action jc.ClaimOp, devs []jc.ClaimDevice, rows []claimRow, log *slog.Logger, progress io.Writer) {
 	clients := map[*jc.ClaimServer]*jc.ClaimClient{}
 	for _, s := range repo.Servers {
 		cl := jc.NewClaimClient(s, jc.ClaimClientOptions{Identity: ident, Timeout: settings.Timeout,
@@ -442,12 +444,19 @@ func (c claimCommand) execute(ctx context.Context, repo *jc.ClaimRepository, ide
 	}
 	jobs := make(chan int)
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	finished := 0
 	for range max(1, min(settings.Concurrency, len(devs))) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				rows[i] = handleDevice(ctx, repo, clients, action, devs[i], settings.Timeout)
+				r := handleDevice(ctx, repo, clients, action, devs[i], settings.Timeout)
+				rows[i] = r
+				mu.Lock()
+				finished++
+				fmt.Fprintf(progress, "%d/%d %s %s\n", finished, len(devs), r.DevEUI, r.Result)
+				mu.Unlock()
 			}
 		}()
 	}
@@ -611,10 +620,9 @@ func checkClaimConfig(cfg config.Config, stdout io.Writer) error {
 	if c.Dir == "" {
 		return nil
 	}
-	log := slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: dropTime}))
-	repo, err := jc.ClaimRepositoryFromConfig(c, cfg.Join, nil, log)
+	repo, err := jc.ClaimRepositoryFromConfig(c, cfg.Join, nil, cli.NewLogger(stdout, slog.LevelWarn))
 	if err != nil {
-		return fmt.Errorf("claim: %w", err)
+		return err // names file, line and key
 	}
 	fmt.Fprintf(stdout, "claiming repository %s:\n", c.Dir)
 	return jc.WriteClaimTable(stdout, repo)
