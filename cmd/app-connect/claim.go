@@ -38,4 +38,6 @@ func (c claimCommand) run(ctx context.Context, args []string, stdout, stderr io.
 }
 
 // checkClaimConfig is check-config's part for claiming.
-func checkClaimConfig(cfg config.Config, stdout io.Writer) error { return claimcli.CheckConfig(cfg, stdout) }
+func checkClaimConfig(cfg config.Config, stdout io.Writer) error {
+	return claimcli.CheckConfig(cfg, stdout)
+}

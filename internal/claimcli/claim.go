@@ -580,7 +580,7 @@ func writeClaimResults(w io.Writer, o *claimOptions, rows []Row, inputErrs []*jc
 		doc := struct {
 			Action      string         `json:"action"`
 			DryRun      bool           `json:"dry_run"`
-			Results     []Row     `json:"results"`
+			Results     []Row          `json:"results"`
 			InputErrors []string       `json:"input_errors"`
 			Summary     map[string]int `json:"summary"`
 		}{string(o.action), o.dryRun, rows, errs, counts}
