@@ -80,7 +80,12 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 		d.state = admin.NewState(version, nil)
 	}
 	log.Info("app-connect starting", "version", version, "database", cfg.Storage.Database, "broker", cfg.LNS.Broker)
-	adminCtx, stopAdmin := context.WithCancel(ctx)
+	// One context tree: ctx ends on SIGTERM/SIGINT and stops intake and
+	// polling; what must outlive it (the admin endpoint, deliveries until the
+	// flush deadline, the join proxy's stop) hangs off stopping, which keeps
+	// ctx's values but not its cancellation.
+	stopping := context.WithoutCancel(ctx)
+	adminCtx, stopAdmin := context.WithCancel(stopping)
 	srv, err := admin.Serve(adminCtx, cfg.Admin.Listen, admin.Handler(d.state, d.procRoot, log), log)
 	if err != nil {
 		stopAdmin()
@@ -141,7 +146,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(stopping, 5*time.Second)
 		defer cancel()
 		stopJoin(sctx)
 	}()
@@ -155,7 +160,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	})
 
 	// Delivery loops run until the shutdown deadline; intake stops first.
-	deliverCtx, stopDelivery := context.WithCancel(context.Background())
+	deliverCtx, stopDelivery := context.WithCancel(stopping)
 	defer stopDelivery()
 	mgr := forward.NewManager(deliverCtx, outbox, local, log)
 	downlinks, requests, deliveryLatency, joinLatency := d.state.Downlinks, d.state.Requests, d.state.DeliveryLatency, d.state.JoinLatency
@@ -230,7 +235,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	intakeDone.Wait()
 	stopPolling()
 	pollDone.Wait()
-	flushCtx, cancelFlush := context.WithTimeout(context.Background(), cfg.Delivery.ShutdownTimeout)
+	flushCtx, cancelFlush := context.WithTimeout(stopping, cfg.Delivery.ShutdownTimeout)
 	defer cancelFlush()
 	mgr.Stop(flushCtx) // waits for the queues to drain until the deadline, then close per application
 	stopDelivery()

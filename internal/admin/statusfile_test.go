@@ -48,7 +48,7 @@ func TestStatusFileContent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "status.json")
 	st := NewState("v1", nil)
 	sf := StartStatusFile(context.Background(), path, 20*time.Millisecond, st, discard)
-	if d := readStatusFile(t, path); d.PID != os.Getpid() || d.AppInfo != "starting: -" {
+	if d := readStatusFile(t, path); d.PID != os.Getpid() || d.AppInfo != "starting" {
 		t.Fatalf("at start %+v", d)
 	}
 	st.Startup.Step("opening the database")

@@ -96,7 +96,10 @@ const MaxAppInfo = 160
 // while starting, the step and its last error.
 func AppInfo(d Status) string {
 	if s := d.Startup; s.State == StateStarting {
-		line := "starting: " + orDash(s.Step)
+		line := "starting"
+		if s.Step != "" {
+			line += ": " + s.Step
+		}
 		if s.LastError != "" {
 			line += fmt.Sprintf(" (failed %d×): %s", s.Attempts, s.LastError)
 		}
