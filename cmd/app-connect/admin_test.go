@@ -9,6 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -236,6 +240,46 @@ func TestStatusCommandWithoutInstance(t *testing.T) {
 	errb.Reset()
 	cfg = writeTempConfig(t, "admin:\n  listen: \"\"\n")
 	if code := realMain([]string{"status", "--config", cfg}, &out, &errb); code != 1 || errb.String() != "app-connect status: admin.listen is empty in the configuration; no status endpoint\n" {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
+
+// status.json and /status come before anything that can wait: while mPower
+// does not answer (its log settings are read before the logger exists, for
+// at most 3 s) both already show the step; after it, start-up waits for the
+// gateway identity (none here), still visible.
+func TestStatusVisibleBeforeMPowerAnswers(t *testing.T) {
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer hang.Close()
+	dir := t.TempDir()
+	addr := freeLoopbackAddr(t)
+	statusPath := filepath.Join(dir, "status.json")
+	cfgPath := writeTempConfig(t, "mpower:\n  api: "+hang.URL+"\nadmin:\n  listen: "+addr+"\n  status_file: "+statusPath+
+		"\nstorage:\n  database: "+filepath.Join(dir, "app-connect.db")+"\ngateway:\n  sysfs_root: "+filepath.Join(dir, "none")+"\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- runDaemon(ctx, cfgPath, &errb) }()
+	st := waitFor(t, 10*time.Second, "/status while mPower hangs", func() (admin.Status, bool) {
+		s, err := admin.Fetch(ctx, addr)
+		return s, err == nil
+	})
+	steps := []string{"reading mPower's log settings", "opening the database", "reading the gateway identity"}
+	if st.Startup.State != admin.StateStarting || !slices.Contains(steps, st.Startup.Step) {
+		t.Fatalf("startup %+v", st.Startup)
+	}
+	b, err := os.ReadFile(statusPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc admin.FileDocument
+	if err := json.Unmarshal(b, &doc); err != nil || doc.PID != os.Getpid() ||
+		!slices.ContainsFunc(steps, func(s string) bool { return strings.HasPrefix(doc.AppInfo, "starting: "+s) }) {
+		t.Fatalf("status.json %s (%v)", b, err)
+	}
+	cancel()
+	if code := <-done; code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 }

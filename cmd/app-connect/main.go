@@ -133,10 +133,25 @@ func runDaemon(ctx context.Context, cfgPath string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
 	}
+	// status.json and the admin endpoint first: everything after them can
+	// wait or fail, and shows there. Their lines go to stderr until the
+	// logger exists (it needs mPower's log settings).
+	early := logging.NewForwarder(slog.NewTextHandler(stderr, nil))
+	st := admin.NewState(version, nil)
+	sf := admin.StartStatusFile(ctx, admin.StatusFilePath(cfg), admin.StatusFileInterval, st, slog.New(early))
+	defer sf.Stop()
+	d := &daemon{log: slog.New(early), state: st, statusFile: sf, procRoot: "/proc"}
+	if err := d.serveAdmin(ctx, cfg); err != nil {
+		fmt.Fprintf(stderr, "app-connect: %v\n", err)
+		return 1
+	}
+	defer d.stopAdmin()
+
 	logCfg := cfg.Log
 	if logCfg.Level == "" || logCfg.Destination == "" || logCfg.File == "" {
-		if d, ok := mpowerLogSettings(ctx, cfg.MPower); ok {
-			logCfg = logging.ApplyMPower(logCfg, d)
+		d.step("reading mPower's log settings")
+		if ds, ok := mpowerLogSettings(ctx, cfg.MPower); ok {
+			logCfg = logging.ApplyMPower(logCfg, ds)
 		}
 	}
 	log, err := logging.New(logCfg, stderr)
@@ -145,10 +160,9 @@ func runDaemon(ctx context.Context, cfgPath string, stderr io.Writer) int {
 		return 1
 	}
 	defer log.Close()
-
-	st := admin.NewState(version, log.Errors)
-	sf := admin.StartStatusFile(ctx, admin.StatusFilePath(cfg), admin.StatusFileInterval, st, log.Logger)
-	d := &daemon{log: log.Logger, level: log.Level, state: st, statusFile: sf, procRoot: "/proc"}
+	early.Set(log.Handler())
+	st.SetErrors(log.Errors)
+	d.log, d.level = log.Logger, log.Level
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -167,7 +181,7 @@ func runDaemon(ctx context.Context, cfgPath string, stderr io.Writer) int {
 	}()
 
 	err = d.run(ctx, cfg)
-	sf.Stop()
+	sf.Stop() // "stopped" while the logger is open
 	if err != nil {
 		log.Error("app-connect stopped", "err", err)
 		return 1

@@ -51,6 +51,35 @@ type daemon struct {
 	state      *admin.State      // nil: run makes one
 	statusFile *admin.StatusFile // nil: none
 	procRoot   string            // for the process_* metrics; "" leaves them out
+
+	adminStop func() // set once the admin endpoint serves
+}
+
+// serveAdmin starts the admin endpoint (once). It lives until stopAdmin,
+// past the stop signal, so the shutdown flush stays visible.
+func (d *daemon) serveAdmin(ctx context.Context, cfg config.Config) error {
+	if d.adminStop != nil {
+		return nil
+	}
+	if d.state == nil {
+		d.state = admin.NewState(version, nil)
+	}
+	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	srv, err := admin.Serve(adminCtx, cfg.Admin.Listen, admin.Handler(d.state, d.procRoot, d.log), d.log)
+	if err != nil {
+		stopAdmin()
+		return err
+	}
+	d.adminStop = func() { stopAdmin(); srv.Wait() }
+	return nil
+}
+
+// stopAdmin stops the admin endpoint and waits for it.
+func (d *daemon) stopAdmin() {
+	if d.adminStop != nil {
+		d.adminStop()
+		d.adminStop = nil
+	}
 }
 
 // step records the start-up step in progress and shows it at once.
@@ -76,22 +105,16 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 // admin endpoint comes first, so every later step is visible while it waits.
 func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	log := d.log
-	if d.state == nil {
-		d.state = admin.NewState(version, nil)
-	}
 	log.Info("app-connect starting", "version", version, "database", cfg.Storage.Database, "broker", cfg.LNS.Broker)
 	// One context tree: ctx ends on SIGTERM/SIGINT and stops intake and
 	// polling; what must outlive it (the admin endpoint, deliveries until the
 	// flush deadline, the join proxy's stop) hangs off stopping, which keeps
 	// ctx's values but not its cancellation.
 	stopping := context.WithoutCancel(ctx)
-	adminCtx, stopAdmin := context.WithCancel(stopping)
-	srv, err := admin.Serve(adminCtx, cfg.Admin.Listen, admin.Handler(d.state, d.procRoot, log), log)
-	if err != nil {
-		stopAdmin()
+	if err := d.serveAdmin(ctx, cfg); err != nil {
 		return err
 	}
-	defer func() { stopAdmin(); srv.Wait() }()
+	defer d.stopAdmin()
 
 	db, err := retry(ctx, d, "opening the database", func(ctx context.Context) (*cache.DB, error) {
 		return cache.Open(ctx, cfg.Storage.Database, cache.Options{Logger: log})

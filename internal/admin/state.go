@@ -90,17 +90,25 @@ type State struct {
 	Requests        *metrics.Outcomes         // remote requests (api_req, lora_req, log_req) by outcome
 	DeliveryLatency *metrics.LatencyHistogram // outbox commit → remote acknowledgement
 	JoinLatency     *metrics.LatencyHistogram // join-request in → answer out
-	Errors          *logging.ErrorRing        // the last error log lines (nil: none kept)
 
-	mu  sync.Mutex
-	src Sources
+	mu     sync.Mutex
+	src    Sources
+	errors *logging.ErrorRing // the last error log lines (nil: none kept)
 }
 
 // NewState creates the state with every counter, start-up in progress.
 func NewState(version string, errs *logging.ErrorRing) *State {
 	return &State{Version: version, Started: time.Now(), Startup: NewStartup(),
 		Downlinks: metrics.NewOutcomes(), Requests: metrics.NewOutcomes(),
-		DeliveryLatency: metrics.NewLatencyHistogram(), JoinLatency: metrics.NewLatencyHistogram(), Errors: errs}
+		DeliveryLatency: metrics.NewLatencyHistogram(), JoinLatency: metrics.NewLatencyHistogram(), errors: errs}
+}
+
+// SetErrors makes the status report the error lines kept by r (the logger
+// is made after the state: mPower's log settings are read first).
+func (s *State) SetErrors(r *logging.ErrorRing) {
+	s.mu.Lock()
+	s.errors = r
+	s.mu.Unlock()
 }
 
 // Attach makes the status read the daemon's parts from now on.
@@ -120,10 +128,10 @@ func (s *State) Status() Status {
 		Downlinks: s.Downlinks.Snapshot(), Requests: s.Requests.Snapshot(),
 		DeliveryLatency: s.DeliveryLatency.Snapshot(), JoinLatency: s.JoinLatency.Snapshot(),
 	}
-	d.LastErrors, d.ErrorsLogged = s.Errors.Snapshot()
 	s.mu.Lock()
-	src := s.src
+	src, errs := s.src, s.errors
 	s.mu.Unlock()
+	d.LastErrors, d.ErrorsLogged = errs.Snapshot()
 	if src.Local != nil {
 		d.Local = src.Local()
 	}
