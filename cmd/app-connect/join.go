@@ -12,6 +12,7 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/cli"
 	"github.com/lorawan-gateway/app-connect/joinclient"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
@@ -216,7 +217,7 @@ func checkJoinConfig(cfg config.Config, stdout io.Writer) error {
 		j.NetID = "000000"
 	}
 	svc, err := joinclient.FromConfig(j, joinclient.Options{
-		Logger: slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: dropTime})),
+		Logger: cli.NewLogger(stdout, slog.LevelWarn), // "warning: …" lines, not log records
 	})
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
@@ -235,12 +236,4 @@ func checkJoinConfig(cfg config.Config, stdout io.Writer) error {
 		return fmt.Errorf("join: routing table: %w", err)
 	}
 	return nil
-}
-
-// dropTime leaves the time out of check-config's lines: they are not events.
-func dropTime(groups []string, a slog.Attr) slog.Attr {
-	if len(groups) == 0 && a.Key == slog.TimeKey {
-		return slog.Attr{}
-	}
-	return a
 }

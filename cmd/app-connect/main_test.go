@@ -55,6 +55,11 @@ func TestCommandLine(t *testing.T) {
 	goodAsked := write("asked.yml", "mpower:\n  api: "+goodSrv.URL+"\n")
 	bad := write("bad.yml", "lns:\n  brokr: tcp://127.0.0.1:1883\n")
 	badURL := write("typo.yml", "mpower:\n  api: "+typoSrv.URL+"\n")
+	interop, err := filepath.Abs(filepath.Join("testdata", "interop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withJoin := write("join.yml", "join:\n  interop_dir: "+interop+"\n  as_id: conduit-1.example.com\nmpower:\n  api: "+down.URL+"\n")
 	claimMissing := write("claim.yml", "claim:\n  dir: "+repo+"\nmpower:\n  api: "+down.URL+"\n")
 	tests := []struct {
 		name       string
@@ -77,6 +82,8 @@ func TestCommandLine(t *testing.T) {
 		{"check-config refuses mPower's bad URL", []string{"check-config", "--config", badURL}, 1, "",
 			"mPower defaultApp: url \"htps://example.com/tenant\": scheme \"htps\" not supported (want http, https, mqtt, mqtts or wss)\n"},
 		{"check-config --skip-mpower", []string{"check-config", "--config", badURL, "--skip-mpower"}, 0, badURL + ": configuration OK\n", ""},
+		{"check-config warnings are plain lines", []string{"check-config", "--config", withJoin}, 0,
+			"warning: joinclient: Join Server uses plain http (js=fallback/js, file=", ""},
 		{"check-config names file line key", []string{"check-config", "--config", bad}, 1, "", bad + ":2: lns.brokr: unknown key"},
 		{"check-config missing file", []string{"check-config", "--config", filepath.Join(dir, "nope.yml")}, 1, "", "nope.yml"},
 		{"check-config claiming repository problems", []string{"check-config", "--config", claimMissing}, 1, "", "tti/js.yml:3: tls.root-ca: cannot read"},
