@@ -53,10 +53,12 @@ func TestAdminEndpointsCountTheTraffic(t *testing.T) {
 	defer cancel()
 	h.publish(ctx, 20)
 	const total, refused = 10 + 10*20, 1
-	d := waitFor(t, time.Minute, "every event forwarded or dead-lettered", func() (admin.Status, bool) {
+	// The counters move at acknowledgement, the queue once the deletions are
+	// committed: wait for both.
+	d := waitFor(t, time.Minute, "every event forwarded or dead-lettered, the queue empty", func() (admin.Status, bool) {
 		d, err := admin.Fetch(ctx, h.cfg.Admin.Listen)
 		ok := err == nil && len(d.Applications) == 1 &&
-			d.Applications[0].EventsForwarded+uint64(d.Applications[0].EventsDeadLettered) == total
+			d.Applications[0].EventsForwarded+uint64(d.Applications[0].EventsDeadLettered) == total && d.Applications[0].QueueRows == 0
 		return d, ok
 	})
 	a := d.Applications[0]
@@ -281,5 +283,29 @@ func TestStatusVisibleBeforeMPowerAnswers(t *testing.T) {
 	cancel()
 	if code := <-done; code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
+
+// Start-up is complete only once the local broker is connected; until then
+// /status names that step.
+func TestStartupWaitsForTheLocalBroker(t *testing.T) {
+	h := newHarness(t, 1)
+	h.cfg.Admin.Listen = freeLoopbackAddr(t)
+	h.cfg.LNS.Broker = "tcp://" + freeLoopbackAddr(t) // nothing listens there
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := &daemon{log: slog.New(slog.NewTextHandler(h.logs, nil)), state: admin.NewState(version, nil)}
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx, h.cfg) }()
+	st := waitFor(t, 30*time.Second, "the local broker step", func() (admin.Status, bool) {
+		s, err := admin.Fetch(ctx, h.cfg.Admin.Listen)
+		return s, err == nil && s.Startup.Step == "connecting to the local broker"
+	})
+	if st.Startup.State != admin.StateStarting || st.Local.Connected || len(st.Applications) != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
 	}
 }

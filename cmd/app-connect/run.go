@@ -247,8 +247,12 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	if err := local.Start(ctx); err != nil {
 		return err
 	}
-	d.state.Startup.Running()
-	d.statusFile.Refresh()
+	go func() { // start-up is complete once the local broker is connected
+		if local.WaitConnected(ctx) == nil {
+			d.state.Startup.Running()
+			d.statusFile.Refresh()
+		}
+	}()
 	log.Info("app-connect running", "gateway", ident.UUID, "apps", len(router.Applications()))
 
 	<-ctx.Done()
