@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"strings"
 	"sync"
 
@@ -61,14 +62,15 @@ func Parse(fs *flag.FlagSet, args []string, stderr io.Writer) int {
 	case err == flag.ErrHelp:
 		return 0
 	}
-	msg := err.Error()
-	// flag says "flag provided but not defined: -x": show it as the usage does.
-	if i := strings.LastIndex(msg, ": -"); i >= 0 && !strings.HasPrefix(msg[i+3:], "-") {
-		msg = msg[:i+2] + "-" + msg[i+2:]
-	}
+	// The flag package names flags "-x"; show them as the usage does.
+	msg := dashes.ReplaceAllString(err.Error(), "$1--$2")
 	fmt.Fprintf(stderr, "%s: %s (see %s --help)\n", fs.Name(), msg, fs.Name())
 	return 2
 }
+
+// dashes finds a flag named with one dash in the flag package's messages
+// ("… not defined: -x", "… for flag -x: …", "… argument: -x").
+var dashes = regexp.MustCompile(`(^|: |flag |for )-([A-Za-z][A-Za-z0-9-]*)`)
 
 // NewLogger is a logger for command output: "warning: message (key=value …)"
 // lines, no time, no level= or msg= keys.
