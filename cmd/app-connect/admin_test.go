@@ -309,3 +309,29 @@ func TestStartupWaitsForTheLocalBroker(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 }
+
+// mPower not answering at boot (and no cached copy): /status names the step
+// and mPower's error while the client keeps waiting.
+func TestStartupShowsMPowerNotAnswering(t *testing.T) {
+	h := newHarness(t, 1)
+	h.cfg.Admin.Listen = freeLoopbackAddr(t)
+	down := httptest.NewServer(nil)
+	down.Close()
+	h.cfg.MPower.API = down.URL
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := &daemon{log: slog.New(slog.NewTextHandler(h.logs, nil)), state: admin.NewState(version, nil)}
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx, h.cfg) }()
+	st := waitFor(t, 30*time.Second, "the mPower step and its error", func() (admin.Status, bool) {
+		s, err := admin.Fetch(ctx, h.cfg.Admin.Listen)
+		return s, err == nil && s.Startup.Step == "reading mPower's LoRa network settings" && s.Startup.LastError != ""
+	})
+	if !strings.Contains(st.Startup.LastError, "connection refused") || st.Startup.State != admin.StateStarting {
+		t.Fatalf("startup %+v", st.Startup)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}

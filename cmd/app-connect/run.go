@@ -136,7 +136,9 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 		return nilIfCancelled(ctx, err)
 	}
 
-	mp := lnsbridge.NewMPower(cfg.MPower.API, cfg.MPower.Timeout, log)
+	// The mPower client waits for mPower at boot on its own; its failures show
+	// as the start-up step's last error.
+	mp := lnsbridge.NewMPower(cfg.MPower.API, cfg.MPower.Timeout, slog.New(admin.StartupErrors(log.Handler(), d.state.Startup)))
 	lq := lnsbridge.LoraQuery{Path: cfg.Gateway.LoraQuery}
 	d.step("reading mPower's LoRa network settings")
 	ln := loadLoraNetwork(ctx, mp, db, cfg.MPower.BootWait, log)

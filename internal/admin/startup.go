@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"context"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -77,4 +79,54 @@ func (s *Startup) Snapshot() StartupStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.s
+}
+
+// Noted records err as the last error of the step in progress without
+// counting an attempt (a component that retries on its own reported it).
+// After start-up it does nothing.
+func (s *Startup) Noted(err string) {
+	if s == nil || err == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.s.State != StateStarting {
+		return
+	}
+	s.s.LastError = err
+	s.s.LastErrorAt = s.now().UTC().Truncate(time.Second)
+}
+
+// StartupErrors wraps h so that, while start-up is in progress, the "err"
+// attribute of every warning or error record becomes the step's last error
+// (components that wait on their own, such as the mPower client at boot, log
+// their failures this way). Every record still goes to h.
+func StartupErrors(h slog.Handler, s *Startup) slog.Handler {
+	return startupErrors{Handler: h, s: s}
+}
+
+type startupErrors struct {
+	slog.Handler
+	s *Startup
+}
+
+func (t startupErrors) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "err" {
+				t.s.Noted(a.Value.String())
+				return false
+			}
+			return true
+		})
+	}
+	return t.Handler.Handle(ctx, r)
+}
+
+func (t startupErrors) WithAttrs(as []slog.Attr) slog.Handler {
+	return startupErrors{Handler: t.Handler.WithAttrs(as), s: t.s}
+}
+
+func (t startupErrors) WithGroup(name string) slog.Handler {
+	return startupErrors{Handler: t.Handler.WithGroup(name), s: t.s}
 }
