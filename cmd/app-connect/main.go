@@ -38,7 +38,7 @@ const usage = `usage: app-connect [run] [--config FILE]
        app-connect claim [status|unclaim] [flags] [QR codes…]
        app-connect selftest
        app-connect version
-       app-connect help
+       app-connect help [COMMAND]
 
 Commands:
   run           forward the gateway's LoRaWAN events (the default)
@@ -50,7 +50,7 @@ Commands:
                 app-connect claim --help lists its flags
   selftest      exercise the SQLite database in a temporary directory
   version       print the version (also --version)
-  help          print this text (also --help)
+  help          print this text (also --help); help COMMAND lists its flags
 `
 
 // customAppDir is where app-manager installs the custom app on a gateway.
@@ -65,6 +65,9 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "help", "-h", "-help", "--help":
+			if args[0] == "help" && len(args) > 1 { // help COMMAND: that command's --help
+				return realMain([]string{args[1], "--help"}, stdout, stderr)
+			}
 			fmt.Fprint(stdout, usage)
 			return 0
 		case "-version", "--version":

@@ -72,6 +72,7 @@ func TestCommandLine(t *testing.T) {
 		{"help", []string{"help"}, 0, "usage: app-connect [run] [--config FILE]", ""},
 		{"--help", []string{"--help"}, 0, "usage: app-connect [run] [--config FILE]", ""},
 		{"-h", []string{"-h"}, 0, "Commands:", ""},
+		{"help claim", []string{"help", "claim"}, 0, "  --all-or-nothing\n", ""},
 		{"command --help lists --flags", []string{"check-config", "--help"}, 0, "  --config FILE\n", ""},
 		{"status --help", []string{"status", "-h"}, 0, "  --watch\n", ""},
 		{"check-config ok names the file", []string{"check-config", "--config", good}, 0, good + ": configuration OK\n", ""},
