@@ -220,7 +220,7 @@ func checkJoinConfig(cfg config.Config, stdout io.Writer) error {
 		Logger: cli.NewLogger(stdout, slog.LevelWarn), // "warning: …" lines, not log records
 	})
 	if err != nil {
-		return fmt.Errorf("join: %w", err)
+		return err // joinclient's errors carry their own prefix: one per line
 	}
 	defer svc.Router.Close()
 	state := "disabled"

@@ -59,6 +59,7 @@ func TestCommandLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	noASID := write("no-as-id.yml", "join:\n  enabled: true\n  interop_dir: "+interop+"\nmpower:\n  api: "+down.URL+"\n")
 	withJoin := write("join.yml", "join:\n  interop_dir: "+interop+"\n  as_id: conduit-1.example.com\nmpower:\n  api: "+down.URL+"\n")
 	claimMissing := write("claim.yml", "claim:\n  dir: "+repo+"\nmpower:\n  api: "+down.URL+"\n")
 	tests := []struct {
@@ -85,6 +86,7 @@ func TestCommandLine(t *testing.T) {
 		{"check-config --skip-mpower", []string{"check-config", "--config", badURL, "--skip-mpower"}, 0, badURL + ": configuration OK\n", ""},
 		{"check-config warnings are plain lines", []string{"check-config", "--config", withJoin}, 0,
 			"warning: joinclient: Join Server uses plain http (js=fallback/js, file=", ""},
+		{"check-config join error, one prefix", []string{"check-config", "--config", noASID}, 1, "", "joinclient: join.as_id is required"},
 		{"check-config names file line key", []string{"check-config", "--config", bad}, 1, "", bad + ":2: lns.brokr: unknown key"},
 		{"check-config missing file", []string{"check-config", "--config", filepath.Join(dir, "nope.yml")}, 1, "", "nope.yml"},
 		{"check-config claiming repository problems", []string{"check-config", "--config", claimMissing}, 1, "", "tti/js.yml:3: tls.root-ca: cannot read"},
@@ -103,6 +105,9 @@ func TestCommandLine(t *testing.T) {
 			}
 			if tc.code == 0 && errb.Len() > 0 {
 				t.Fatalf("stderr on success: %s", errb.String())
+			}
+			if strings.Contains(errb.String(), "join: joinclient:") || strings.Contains(errb.String(), "claim: joinclient:") {
+				t.Fatalf("doubled prefix: %s", errb.String())
 			}
 			if strings.Contains(out.String()+errb.String(), "level=") || strings.Contains(out.String()+errb.String(), "msg=") {
 				t.Fatalf("log-formatted line in CLI output:\n%s%s", out.String(), errb.String())
