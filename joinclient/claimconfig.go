@@ -57,6 +57,9 @@ type ClaimRepositoryOptions struct {
 	ReadFile func(name string) ([]byte, error)
 	// Logger receives load warnings; nil discards them.
 	Logger *slog.Logger
+	// RoutingOnly loads URLs and JoinEUI prefixes only, for a dry run: no
+	// certificate file is read and TLSConfig stays nil.
+	RoutingOnly bool
 }
 
 // Route returns the claim server of the most specific prefix matching
@@ -107,6 +110,15 @@ func ClaimRepositoryFromConfig(claim config.Claim, join config.Join, readFile fu
 		opts.DefaultClientCertificate = cert
 	}
 	return LoadClaimRepository(claim.Dir, opts)
+}
+
+// ClaimRoutesFromConfig loads the repository of claim.dir for routing only
+// (RoutingOnly: a dry run needs no certificate file).
+func ClaimRoutesFromConfig(claim config.Claim, readFile func(string) ([]byte, error), log *slog.Logger) (*ClaimRepository, error) {
+	if claim.Dir == "" {
+		return nil, errors.New("joinclient: claim.dir is not set: no claiming repository")
+	}
+	return LoadClaimRepository(claim.Dir, ClaimRepositoryOptions{ReadFile: readFile, Logger: log, RoutingOnly: true})
 }
 
 type claimLoader struct {
@@ -256,7 +268,9 @@ func (l *claimLoader) server(cfgErrs *config.YAML, file string, fileNode *yaml.N
 		if tb.source == "" {
 			errs.Add(tlsNode, "tls.source", "missing: must be file or key-vault")
 		}
-		srv.TLSConfig = tb.clientTLS(errs, l.opts.ReadFile, l.opts.DefaultClientCertificate, "missing: mutual TLS needs certificate and key")
+		if !l.opts.RoutingOnly {
+			srv.TLSConfig = tb.clientTLS(errs, l.opts.ReadFile, l.opts.DefaultClientCertificate, "missing: mutual TLS needs certificate and key")
+		}
 	}
 	if len(errs.Errors()) > 0 {
 		return nil

@@ -3,17 +3,26 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/admin"
 )
 
 func httpGet(t *testing.T, url string) (int, string, string) {
@@ -31,7 +40,8 @@ func httpGet(t *testing.T, url string) (int, string, string) {
 }
 
 // A known traffic pattern: 10 devices, each a joined event and 20 uplinks,
-// one uplink refused for good. /status and /metrics count exactly that.
+// one uplink refused for good. /status, /metrics and `app-connect status`
+// count exactly that, each counter under its one name.
 func TestAdminEndpointsCountTheTraffic(t *testing.T) {
 	h := newHarness(t, 10)
 	h.cfg.Admin.Listen = freeLoopbackAddr(t)
@@ -43,190 +53,184 @@ func TestAdminEndpointsCountTheTraffic(t *testing.T) {
 	defer cancel()
 	h.publish(ctx, 20)
 	const total, refused = 10 + 10*20, 1
-	d := waitFor(t, time.Minute, "every event forwarded or dead-lettered", func() (statusDoc, bool) {
-		d, err := fetchStatus(ctx, h.cfg.Admin.Listen)
+	// The counters move at acknowledgement, the queue once the deletions are
+	// committed: wait for both.
+	d := waitFor(t, time.Minute, "every event forwarded or dead-lettered, the queue empty", func() (admin.Status, bool) {
+		d, err := admin.Fetch(ctx, h.cfg.Admin.Listen)
 		ok := err == nil && len(d.Applications) == 1 &&
-			d.Applications[0].Forwarded+uint64(d.Applications[0].DeadLettered) == total
+			d.Applications[0].EventsForwarded+uint64(d.Applications[0].EventsDeadLettered) == total && d.Applications[0].QueueRows == 0
 		return d, ok
 	})
 	a := d.Applications[0]
-	if a.Queued != total || a.Forwarded != total-refused || a.DeadLettered != refused || a.Dropped != 0 || a.QueueRows != 0 || a.QueueBytes != 0 {
+	if a.EventsQueued != total || a.EventsForwarded != total-refused || a.EventsDeadLettered != refused || a.EventsDropped != 0 || a.QueueRows != 0 || a.QueueBytes != 0 {
 		t.Fatalf("application status %+v", a)
 	}
 	if a.EUI != config.CatchAll || a.Name != "default" || a.State != "up" {
 		t.Fatalf("application %+v", a)
 	}
-	if d.Local.Received != total || !d.Local.Connected || d.Intake.Received != total {
-		t.Fatalf("local %+v intake %+v", d.Local, d.Intake)
+	if d.Local.EventsReceived != total || !d.Local.Connected || d.Intake.Stored != total || d.Startup.State != admin.StateRunning {
+		t.Fatalf("local %+v intake %+v startup %+v", d.Local, d.Intake, d.Startup)
 	}
 	if d.Version != version || d.UptimeSeconds < 0 || d.Started.IsZero() || d.Joins == nil || d.Downlinks == nil {
 		t.Fatalf("status %+v", d)
 	}
 
-	code, ctype, body := httpGet(t, base+"/healthz")
-	if code != 200 || ctype != "text/plain" || body != "ok\n" {
-		t.Fatalf("/healthz %d %q %q", code, ctype, body)
-	}
-	code, ctype, body = httpGet(t, base+"/status")
-	var raw map[string]any
-	if code != 200 || ctype != "application/json" || json.Unmarshal([]byte(body), &raw) != nil {
-		t.Fatalf("/status %d %q %s", code, ctype, body)
-	}
-	for _, k := range []string{"version", "pid", "uptime", "local", "intake", "applications", "joins", "downlinks", "requests", "delivery_latency", "join_latency", "last_errors"} {
-		if _, ok := raw[k]; !ok {
-			t.Errorf("/status has no %q", k)
-		}
-	}
-	code, ctype, body = httpGet(t, base+"/metrics")
-	if code != 200 || !strings.HasPrefix(ctype, "text/plain; version=0.0.4") {
+	code, ctype, body := httpGet(t, base+"/metrics")
+	if code != 200 || ctype != "text/plain; version=0.0.4; charset=utf-8" {
 		t.Fatalf("/metrics %d %q", code, ctype)
 	}
-	app := fmt.Sprintf(`{app=%q,name="default"}`, config.CatchAll)
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	if _, err := p.TextToMetricFamilies(strings.NewReader(body)); err != nil {
+		t.Fatalf("Prometheus text parser: %v\n%s", err, body)
+	}
+	app := `{app="` + config.CatchAll + `",name="default"}`
 	for _, line := range []string{
-		"appconnect_local_received_total 210",
+		"appconnect_local_events_received_total 210",
 		"appconnect_local_connected 1",
-		"appconnect_uplinks_received_total" + app + " 210",
-		"appconnect_uplinks_forwarded_total" + app + " 209",
-		"appconnect_uplinks_dead_lettered_total" + app + " 1",
-		"appconnect_uplinks_dropped_total" + app + " 0",
+		"appconnect_starting 0",
+		"appconnect_events_queued_total" + app + " 210",
+		"appconnect_events_forwarded_total" + app + " 209",
+		"appconnect_events_dead_lettered_total" + app + " 1",
+		"appconnect_events_dropped_total" + app + " 0",
 		"appconnect_queue_rows" + app + " 0",
-		"appconnect_queue_bytes" + app + " 0",
 		"appconnect_application_up" + app + " 1",
-		"# TYPE appconnect_downlinks_total counter",
-		"# TYPE appconnect_join_requests_total counter",
-		"# TYPE appconnect_delivery_latency_seconds histogram",
-		`appconnect_delivery_latency_seconds_bucket{le="+Inf"} `,
-		"# TYPE appconnect_join_latency_seconds histogram",
+		`appconnect_build_info{version="` + version + `",goversion="go`,
+		"process_resident_memory_bytes ",
+		"process_cpu_seconds_total ",
+		"process_start_time_seconds ",
+		"process_open_fds ",
 	} {
-		if !strings.Contains(body, line+"\n") && !strings.Contains(body, line) {
+		if !strings.Contains(body, line) {
 			t.Errorf("/metrics lacks %q", line)
 		}
 	}
-	checkExposition(t, body)
 
-	// app-connect status prints the same figures for a person.
+	// app-connect status prints the same figures for a person, and as JSON.
 	var out, errb bytes.Buffer
-	if code := printStatus(ctx, h.cfg.Admin.Listen, &out, &errb); code != 0 {
+	if code := printStatus(ctx, h.cfg.Admin.Listen, statusOptions{}, &out, &errb); code != 0 {
 		t.Fatalf("status: %d %s", code, errb.String())
 	}
-	for _, s := range []string{"local broker: connected, 210 events received", "application default (" + config.CatchAll + "): up",
-		"received 210, forwarded 209, queued now 0 rows / 0 bytes, dropped 0, dead-lettered 1"} {
+	for _, s := range []string{"local broker: connected, events received 210, malformed 0, unrouted 0", "application default (" + config.CatchAll + "): up",
+		"events queued 210, forwarded 209, dropped 0, dead-lettered 1; delivery failures 0; queue 0 rows / 0 bytes"} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("status output lacks %q:\n%s", s, out.String())
 		}
 	}
-}
-
-// checkExposition checks the Prometheus text format line by line: every
-// sample belongs to a declared metric, and names and values parse.
-func checkExposition(t *testing.T, body string) {
-	t.Helper()
-	typed := map[string]string{}
-	for _, line := range strings.Split(strings.TrimSuffix(body, "\n"), "\n") {
-		switch {
-		case strings.HasPrefix(line, "# TYPE "):
-			f := strings.Fields(line)
-			if len(f) != 4 {
-				t.Fatalf("bad TYPE line %q", line)
-			}
-			typed[f[2]] = f[3]
-		case strings.HasPrefix(line, "# HELP "):
-		default:
-			name, rest, _ := strings.Cut(line, " ")
-			if i := strings.IndexByte(name, '{'); i >= 0 {
-				if !strings.HasSuffix(name, "}") {
-					t.Fatalf("bad labels in %q", line)
-				}
-				name = name[:i]
-			}
-			base := name
-			for _, sfx := range []string{"_bucket", "_sum", "_count"} {
-				if b, ok := strings.CutSuffix(name, sfx); ok && typed[b] == "histogram" {
-					base = b
-				}
-			}
-			if typed[base] == "" {
-				t.Fatalf("sample %q without TYPE", line)
-			}
-			var v float64
-			if _, err := fmt.Sscan(rest, &v); err != nil {
-				t.Fatalf("value of %q: %v", line, err)
-			}
-		}
+	out.Reset()
+	if code := printStatus(ctx, h.cfg.Admin.Listen, statusOptions{json: true}, &out, &errb); code != 0 {
+		t.Fatalf("status --json: %d %s", code, errb.String())
+	}
+	var js admin.Status
+	if err := json.Unmarshal(out.Bytes(), &js); err != nil || len(js.Applications) != 1 || js.Applications[0].EventsForwarded != 209 {
+		t.Fatalf("status --json %v:\n%s", err, out.String())
 	}
 }
 
-func TestAdminRefusesNonLoopback(t *testing.T) {
-	st := &state{started: time.Now()}
-	if _, err := startAdmin("0.0.0.0:0", st, slog.New(slog.DiscardHandler)); err == nil {
-		t.Fatal("admin listened on every interface")
-	}
-	stop, err := startAdmin("", st, slog.New(slog.DiscardHandler))
+// `status --watch` redraws the view until interrupted, also while the
+// program is not (yet) answering.
+func TestStatusWatch(t *testing.T) {
+	addr := freeLoopbackAddr(t)
+	st := admin.NewState("v9", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- printStatus(ctx, addr, statusOptions{watch: true, every: 20 * time.Millisecond}, &out, &errb)
+	}()
+	waitFor(t, 10*time.Second, "a screen saying nothing answers", func() (struct{}, bool) {
+		return struct{}{}, strings.Contains(out.String(), "is app-connect running?")
+	})
+	srv, err := admin.Serve(ctx, addr, admin.Handler(st, "", slog.New(slog.DiscardHandler)), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop()
-	if st.downlinks == nil || st.deliveryLatency == nil || st.joinLatency == nil || st.requests == nil {
-		t.Fatal("counters not created")
+	st.Startup.Step("opening the database")
+	waitFor(t, 10*time.Second, "a redraw with the status", func() (struct{}, bool) {
+		return struct{}{}, strings.Count(out.String(), "\x1b[H\x1b[2J") >= 3 && strings.Contains(out.String(), "start-up: opening the database")
+	})
+	cancel()
+	if code := <-done; code != 0 || errb.String() != "" {
+		t.Fatalf("exit %d: %s", code, errb.String())
 	}
+	srv.Wait()
 }
 
-func TestAdminCountersAndHistograms(t *testing.T) {
-	log, closeLog, err := newLogger(config.Log{Level: "info", Destination: config.LogStderr, MaxBytes: 1 << 20, SyslogIdent: "x"}, io.Discard)
+// After a downgrade the database refuses to open: /status, `app-connect
+// status` and the status file show the step and its error while app-connect
+// keeps retrying.
+func TestStartupStepVisibleWithADowngradedDatabase(t *testing.T) {
+	h := newHarness(t, 1)
+	h.cfg.Admin.Listen = freeLoopbackAddr(t)
+	db, err := cache.Open(context.Background(), h.cfg.Storage.Database, cache.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeLog()
-	st := &state{started: time.Now().Add(-90 * time.Second), joins: newJoinCounts()}
-	st.ensure(log)
-	st.downlinks.Add("sent")
-	st.downlinks.Add("sent")
-	st.downlinks.Add("refused")
-	st.requests.Add("denied")
-	st.joins.add("remote/js", "Success")
-	for _, d := range []time.Duration{3 * time.Millisecond, 40 * time.Millisecond, 40 * time.Millisecond, 2 * time.Second, time.Minute} {
-		st.deliveryLatency.Observe(d)
+	db.Close()
+	raw, err := sql.Open("sqlite3", h.cfg.Storage.Database)
+	if err != nil {
+		t.Fatal(err)
 	}
-	st.joinLatency.Observe(300 * time.Millisecond)
-	for i := range 12 {
-		log.Error("remote unreachable", "err", fmt.Errorf("dial %d", i), "password", "hunter2")
+	if _, err := raw.Exec(`INSERT INTO schema_version (version) VALUES (999)`); err != nil {
+		t.Fatal(err)
 	}
-	srv := httptest.NewServer(adminHandler(st))
-	defer srv.Close()
-	_, _, body := httpGet(t, srv.URL+"/metrics")
-	for _, line := range []string{
-		`appconnect_downlinks_total{outcome="refused"} 1`,
-		`appconnect_downlinks_total{outcome="sent"} 2`,
-		`appconnect_remote_requests_total{outcome="denied"} 1`,
-		`appconnect_join_requests_total{js="remote/js",result="Success"} 1`,
-		`appconnect_delivery_latency_seconds_bucket{le="0.005"} 1`,
-		`appconnect_delivery_latency_seconds_bucket{le="0.05"} 3`,
-		`appconnect_delivery_latency_seconds_bucket{le="2.5"} 4`,
-		`appconnect_delivery_latency_seconds_bucket{le="30"} 4`,
-		`appconnect_delivery_latency_seconds_bucket{le="+Inf"} 5`,
-		`appconnect_delivery_latency_seconds_count 5`,
-		`appconnect_delivery_latency_seconds_sum 62.083`,
-		`appconnect_join_latency_seconds_bucket{le="0.25"} 0`,
-		`appconnect_join_latency_seconds_bucket{le="0.5"} 1`,
-		`appconnect_errors_logged_total 12`,
-		`appconnect_uptime_seconds 90`,
-	} {
-		if !strings.Contains(body, line+"\n") {
-			t.Errorf("/metrics lacks %q", line)
-		}
+	raw.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := &daemon{log: slog.New(slog.NewTextHandler(h.logs, nil)), state: admin.NewState(version, nil)}
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx, h.cfg) }()
+	st := waitFor(t, 30*time.Second, "the step and its error in /status", func() (admin.Status, bool) {
+		s, err := admin.Fetch(ctx, h.cfg.Admin.Listen)
+		return s, err == nil && s.Startup.LastError != ""
+	})
+	if st.Startup.State != "starting" || st.Startup.Step != "opening the database" || st.Startup.Attempts < 1 {
+		t.Fatalf("startup %+v", st.Startup)
 	}
-	checkExposition(t, body)
-	d := st.status()
-	if len(d.LastErrors) != errorRingSize || d.ErrorsLogged != 12 || d.LastErrors[0].Err != "dial 2" || d.LastErrors[9].Err != "dial 11" {
-		t.Fatalf("last errors %+v (%d)", d.LastErrors, d.ErrorsLogged)
+	if !strings.Contains(st.Startup.LastError, "schema version 999 is newer than this program knows") || !strings.HasSuffix(st.Startup.LastError, "downgrade refused") {
+		t.Fatalf("last error %q", st.Startup.LastError)
 	}
-	var out bytes.Buffer
-	writeStatusText(&out, d)
-	for _, s := range []string{"downlinks: refused 1, sent 2", "joins via remote/js: Success 1", "last errors (12 since start)", "remote unreachable: dial 11"} {
-		if !strings.Contains(out.String(), s) {
-			t.Errorf("status text lacks %q:\n%s", s, out.String())
-		}
+	var out, errb bytes.Buffer
+	if code := printStatus(ctx, h.cfg.Admin.Listen, statusOptions{}, &out, &errb); code != 0 {
+		t.Fatalf("status: exit %d: %s", code, errb.String())
 	}
+	if !strings.Contains(out.String(), "start-up: opening the database (since ") || !strings.Contains(out.String(), "downgrade refused") {
+		t.Fatalf("status text:\n%s", out.String())
+	}
+	if info := admin.AppInfo(st); !strings.HasPrefix(info, "starting: opening the database (failed ") || !strings.Contains(info, "schema version 999") {
+		t.Fatalf("AppInfo %q", info)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// The admin port is taken by another program: forwarding works all the same,
+// and the endpoint comes up once the port is free.
+func TestAdminPortTakenForwardingWorks(t *testing.T) {
+	h := newHarness(t, 3)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	h.cfg.Admin.Listen = l.Addr().String()
+	h.start()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h.publish(ctx, 5)
+	h.waitAll(time.Minute)
+	h.checkOrder(false)
+	if !strings.Contains(h.logs.String(), "admin endpoint not listening; forwarding goes on, retrying") {
+		t.Fatalf("the busy port was not logged:\n%s", h.logs.tail(20))
+	}
+	l.Close()
+	waitFor(t, 30*time.Second, "the admin endpoint once the port is free", func() (struct{}, bool) {
+		s, err := admin.Fetch(ctx, h.cfg.Admin.Listen)
+		return struct{}{}, err == nil && s.Startup.State == admin.StateRunning
+	})
 }
 
 func TestStatusCommandWithoutInstance(t *testing.T) {
@@ -237,7 +241,97 @@ func TestStatusCommandWithoutInstance(t *testing.T) {
 	}
 	errb.Reset()
 	cfg = writeTempConfig(t, "admin:\n  listen: \"\"\n")
-	if code := realMain([]string{"status", "--config", cfg}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "admin.listen is empty") {
+	if code := realMain([]string{"status", "--config", cfg}, &out, &errb); code != 1 || errb.String() != "app-connect status: admin.listen is empty in the configuration; no status endpoint\n" {
 		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
+
+// status.json and /status come before anything that can wait: while mPower
+// does not answer (its log settings are read before the logger exists, for
+// at most 3 s) both already show the step; after it, start-up waits for the
+// gateway identity (none here), still visible.
+func TestStatusVisibleBeforeMPowerAnswers(t *testing.T) {
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer hang.Close()
+	dir := t.TempDir()
+	addr := freeLoopbackAddr(t)
+	statusPath := filepath.Join(dir, "status.json")
+	cfgPath := writeTempConfig(t, "mpower:\n  api: "+hang.URL+"\nadmin:\n  listen: "+addr+"\n  status_file: "+statusPath+
+		"\nstorage:\n  database: "+filepath.Join(dir, "app-connect.db")+"\ngateway:\n  sysfs_root: "+filepath.Join(dir, "none")+"\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- runDaemon(ctx, cfgPath, &errb) }()
+	st := waitFor(t, 10*time.Second, "/status while mPower hangs", func() (admin.Status, bool) {
+		s, err := admin.Fetch(ctx, addr)
+		return s, err == nil
+	})
+	steps := []string{"reading mPower's log settings", "opening the database", "reading the gateway identity"}
+	if st.Startup.State != admin.StateStarting || !slices.Contains(steps, st.Startup.Step) {
+		t.Fatalf("startup %+v", st.Startup)
+	}
+	b, err := os.ReadFile(statusPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc admin.FileDocument
+	if err := json.Unmarshal(b, &doc); err != nil || doc.PID != os.Getpid() ||
+		!slices.ContainsFunc(steps, func(s string) bool { return strings.HasPrefix(doc.AppInfo, "starting: "+s) }) {
+		t.Fatalf("status.json %s (%v)", b, err)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
+
+// Start-up is complete only once the local broker is connected; until then
+// /status names that step.
+func TestStartupWaitsForTheLocalBroker(t *testing.T) {
+	h := newHarness(t, 1)
+	h.cfg.Admin.Listen = freeLoopbackAddr(t)
+	h.cfg.LNS.Broker = "tcp://" + freeLoopbackAddr(t) // nothing listens there
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := &daemon{log: slog.New(slog.NewTextHandler(h.logs, nil)), state: admin.NewState(version, nil)}
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx, h.cfg) }()
+	st := waitFor(t, 30*time.Second, "the local broker step", func() (admin.Status, bool) {
+		s, err := admin.Fetch(ctx, h.cfg.Admin.Listen)
+		return s, err == nil && s.Startup.Step == "connecting to the local broker"
+	})
+	if st.Startup.State != admin.StateStarting || st.Local.Connected || len(st.Applications) != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// mPower not answering at boot (and no cached copy): /status names the step
+// and mPower's error while the client keeps waiting.
+func TestStartupShowsMPowerNotAnswering(t *testing.T) {
+	h := newHarness(t, 1)
+	h.cfg.Admin.Listen = freeLoopbackAddr(t)
+	down := httptest.NewServer(nil)
+	down.Close()
+	h.cfg.MPower.API = down.URL
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := &daemon{log: slog.New(slog.NewTextHandler(h.logs, nil)), state: admin.NewState(version, nil)}
+	done := make(chan error, 1)
+	go func() { done <- d.run(ctx, h.cfg) }()
+	st := waitFor(t, 30*time.Second, "the mPower step and its error", func() (admin.Status, bool) {
+		s, err := admin.Fetch(ctx, h.cfg.Admin.Listen)
+		return s, err == nil && s.Startup.Step == "reading mPower's LoRa network settings" && s.Startup.LastError != ""
+	})
+	if !strings.Contains(st.Startup.LastError, "connection refused") || st.Startup.State != admin.StateStarting {
+		t.Fatalf("startup %+v", st.Startup)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
 	}
 }

@@ -358,8 +358,8 @@ func TestPermanentRefusalDeadLettersOneUplink(t *testing.T) {
 	waitUntil(t, "/metrics counting the dead letter", 30*time.Second, func() bool {
 		_, _, body := httpGet(t, base+"/metrics")
 		var ok1, ok2 bool
-		dead, ok1 = metricValue(body, "appconnect_uplinks_dead_lettered_total", "ff-ff-ff-ff-ff-ff-ff-ff")
-		forwarded, ok2 = metricValue(body, "appconnect_uplinks_forwarded_total", "ff-ff-ff-ff-ff-ff-ff-ff")
+		dead, ok1 = metricValue(body, "appconnect_events_dead_lettered_total", "ff-ff-ff-ff-ff-ff-ff-ff")
+		forwarded, ok2 = metricValue(body, "appconnect_events_forwarded_total", "ff-ff-ff-ff-ff-ff-ff-ff")
 		return ok1 && ok2 && dead+forwarded >= total
 	})
 	if dead != 1 || forwarded != total-1 {

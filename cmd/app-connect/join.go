@@ -13,6 +13,7 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/cli"
 	"github.com/lorawan-gateway/app-connect/joinclient"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
@@ -38,11 +39,8 @@ type joinCounts struct {
 	proxy   atomic.Pointer[joinclient.Proxy] // set by startJoin
 }
 
-// joinProxyState is the join proxy's state in /status (join_proxy).
-type joinProxyState = joinclient.ProxyStats
-
 // proxyStats is the running proxy's state; nil when join forwarding is off.
-func (c *joinCounts) proxyStats() *joinProxyState {
+func (c *joinCounts) proxyStats() *joinclient.ProxyStats {
 	if c == nil {
 		return nil
 	}
@@ -52,70 +50,6 @@ func (c *joinCounts) proxyStats() *joinProxyState {
 	}
 	st := p.Stats()
 	return &st
-}
-
-// writeJoinProxyText is the `status` command's part for the join proxy: one
-// line per Join Server whose breaker is not closed or that refused joins or
-// sent mismatched answer headers, and the attempts not recorded.
-func writeJoinProxyText(w io.Writer, st *joinProxyState) {
-	if st == nil {
-		return
-	}
-	if st.Busy > 0 || st.RecordDropped > 0 || st.RecordFailed > 0 {
-		fmt.Fprintf(w, "join proxy: %d refused busy, %d attempts not recorded (queue full), %d failed to record\n", st.Busy, st.RecordDropped, st.RecordFailed)
-	}
-	for _, j := range st.JoinServers {
-		var warnings uint64
-		for _, n := range j.HeaderWarnings {
-			warnings += n
-		}
-		if j.Breaker == joinclient.BreakerClosed && j.Busy == 0 && warnings == 0 {
-			continue
-		}
-		fmt.Fprintf(w, "join server %s: breaker %s (%d consecutive timeouts, opened %d times, %d answered at once), %d refused busy, %d answer-header warnings\n",
-			j.JoinServer, j.Breaker, j.ConsecutiveTimeouts, j.BreakerOpened, j.ShortCircuited, j.Busy, warnings)
-	}
-}
-
-// writeJoinProxyMetrics writes the proxy's state: global and per-Join-Server
-// in-flight bounds, circuit breakers, header warnings (spec §7.6) and the
-// attempt-recording queue. Nothing when join forwarding is off.
-func writeJoinProxyMetrics(m metricWriter, st *joinProxyState) {
-	if st == nil {
-		return
-	}
-	m.one("appconnect_join_in_flight", "gauge", "Join requests in flight through the proxy.", float64(st.InFlight))
-	m.one("appconnect_join_busy_total", "counter", "Join requests refused: the proxy's global in-flight bound was reached.", float64(st.Busy))
-	m.one("appconnect_join_records_dropped_total", "counter", "Join attempts not recorded: the recording queue was full.", float64(st.RecordDropped))
-	m.one("appconnect_join_records_failed_total", "counter", "Join attempts the database failed to store.", float64(st.RecordFailed))
-	type perJS struct {
-		name, typ, help string
-		val             func(joinclient.JoinServerState) float64
-	}
-	for _, s := range []perJS{
-		{"appconnect_join_server_in_flight", "gauge", "Requests in flight to the Join Server.", func(j joinclient.JoinServerState) float64 { return float64(j.InFlight) }},
-		{"appconnect_join_server_busy_total", "counter", "Requests refused: the Join Server's own in-flight bound was reached.", func(j joinclient.JoinServerState) float64 { return float64(j.Busy) }},
-		{"appconnect_join_server_breaker_open", "gauge", "1 while the Join Server's circuit breaker is open or half open.", func(j joinclient.JoinServerState) float64 { return b2f(j.Breaker != joinclient.BreakerClosed) }},
-		{"appconnect_join_server_breaker_opened_total", "counter", "Times the Join Server's circuit breaker opened.", func(j joinclient.JoinServerState) float64 { return float64(j.BreakerOpened) }},
-		{"appconnect_join_server_short_circuited_total", "counter", "Requests answered at once with a timeout while the breaker was open.", func(j joinclient.JoinServerState) float64 { return float64(j.ShortCircuited) }},
-	} {
-		m.header(s.name, s.typ, s.help)
-		for _, j := range st.JoinServers {
-			m.sample(s.name, labels("js", j.JoinServer), s.val(j))
-		}
-	}
-	const hw = "appconnect_join_header_warnings_total"
-	m.header(hw, "counter", "Answer-header mismatches by Join Server and kind (spec §7.6).")
-	for _, j := range st.JoinServers {
-		kinds := make([]string, 0, len(j.HeaderWarnings))
-		for k := range j.HeaderWarnings {
-			kinds = append(kinds, k)
-		}
-		sort.Strings(kinds)
-		for _, k := range kinds {
-			m.sample(hw, labels("js", j.JoinServer, "kind", k), float64(j.HeaderWarnings[k]))
-		}
-	}
 }
 
 func newJoinCounts() *joinCounts {
@@ -306,10 +240,10 @@ func checkJoinConfig(cfg config.Config, stdout io.Writer) error {
 		j.NetID = "000000"
 	}
 	svc, err := joinclient.FromConfig(j, joinclient.Options{
-		Logger: slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: dropTime})),
+		Logger: cli.NewLogger(stdout, slog.LevelWarn), // "warning: …" lines, not log records
 	})
 	if err != nil {
-		return fmt.Errorf("join: %w", err)
+		return err // joinclient's errors carry their own prefix: one per line
 	}
 	defer svc.Router.Close()
 	state := "disabled"
@@ -325,12 +259,4 @@ func checkJoinConfig(cfg config.Config, stdout io.Writer) error {
 		return fmt.Errorf("join: routing table: %w", err)
 	}
 	return nil
-}
-
-// dropTime leaves the time out of check-config's lines: they are not events.
-func dropTime(groups []string, a slog.Attr) slog.Attr {
-	if len(groups) == 0 && a.Key == slog.TimeKey {
-		return slog.Attr{}
-	}
-	return a
 }

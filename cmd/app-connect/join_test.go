@@ -21,9 +21,9 @@ import (
 	"time"
 
 	"github.com/brocaar/lorawan"
-
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/admin"
 	"github.com/lorawan-gateway/app-connect/internal/jstest"
 	"github.com/lorawan-gateway/app-connect/internal/sim"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
@@ -470,15 +470,17 @@ func TestJoinRejoinAndHomeNSEndToEnd(t *testing.T) {
 	}
 
 	// /status and /metrics show the proxy's per-Join-Server state while it runs.
-	st := &state{joins: env.counts}
-	st.ensure(slog.New(slog.DiscardHandler))
-	doc := st.status()
+	st := admin.NewState("test", nil)
+	st.Attach(admin.Sources{JoinProxy: env.counts.proxyStats})
+	doc := st.Status()
 	if doc.JoinProxy == nil || len(doc.JoinProxy.JoinServers) != 1 || doc.JoinProxy.JoinServers[0].Breaker != "closed" ||
 		doc.JoinProxy.JoinServers[0].JoinServer != "remote/js" {
 		t.Fatalf("/status join_proxy: %+v", doc.JoinProxy)
 	}
 	var metrics bytes.Buffer
-	writeMetrics(&metrics, doc)
+	if err := admin.WriteMetrics(&metrics, doc, nil); err != nil {
+		t.Fatal(err)
+	}
 	for _, want := range []string{`appconnect_join_server_breaker_open{js="remote/js"} 0`, `appconnect_join_server_in_flight{js="remote/js"} 0`,
 		"appconnect_join_records_dropped_total 0", "# TYPE appconnect_join_header_warnings_total counter"} {
 		if !strings.Contains(metrics.String(), want) {
@@ -573,12 +575,14 @@ func TestJoinBreakerInStatusAndMetrics(t *testing.T) {
 			t.Fatalf("join: %v", err)
 		}
 	}
-	st := &state{joins: env.counts}
-	st.ensure(slog.New(slog.DiscardHandler))
-	doc := st.status()
+	st := admin.NewState("test", nil)
+	st.Attach(admin.Sources{JoinProxy: env.counts.proxyStats})
+	doc := st.Status()
 	var metrics, text bytes.Buffer
-	writeMetrics(&metrics, doc)
-	writeStatusText(&text, doc)
+	if err := admin.WriteMetrics(&metrics, doc, nil); err != nil {
+		t.Fatal(err)
+	}
+	admin.WriteText(&text, doc)
 	for _, want := range []string{`appconnect_join_server_breaker_open{js="remote/js"} 1`, `appconnect_join_server_breaker_opened_total{js="remote/js"} 1`,
 		`appconnect_join_server_short_circuited_total{js="remote/js"} 1`} {
 		if !strings.Contains(metrics.String(), want) {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lorawan-gateway/app-connect/internal/admin"
+	"github.com/lorawan-gateway/app-connect/joinclient"
 	"gopkg.in/yaml.v3"
 )
 
@@ -18,10 +20,13 @@ import (
 // from writeMetrics' own output, so renaming a metric fails here until the
 // dashboards and rules follow.
 func TestMonitoringUsesRealMetrics(t *testing.T) {
-	st := &state{}
-	st.ensure(nil)
+	st := admin.NewState("test", nil)
+	// Every optional section on, so its families are written.
+	st.Attach(admin.Sources{JoinProxy: func() *joinclient.ProxyStats { return &joinclient.ProxyStats{} }})
 	var buf bytes.Buffer
-	writeMetrics(&buf, st.status())
+	if err := admin.WriteMetrics(&buf, st.Status(), nil); err != nil {
+		t.Fatal(err)
+	}
 	exposed := exposedNames(buf.Bytes())
 	if len(exposed) < 10 {
 		t.Fatalf("only %d metric names read from /metrics", len(exposed))

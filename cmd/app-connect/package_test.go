@@ -23,6 +23,7 @@ import (
 
 	_ "github.com/mattn/go-sqlite3"
 
+	"github.com/lorawan-gateway/app-connect/internal/admin"
 	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 )
 
@@ -120,7 +121,7 @@ func TestPackageLayout(t *testing.T) {
 	if m["AppName"] != "app-connect" || m["AppVersion"] != "1.2.3" || m["AppDescription"] == "" || m["AppVersionNotes"] == "" {
 		t.Fatalf("manifest %v", m)
 	}
-	var st statusDocument
+	var st admin.FileDocument
 	readJSON(t, filepath.Join(app, "status.json"), &st)
 	if st.PID != 0 || st.AppInfo != "Not started" {
 		t.Fatalf("shipped status %+v", st)
@@ -165,7 +166,7 @@ func TestPackageLifecycle(t *testing.T) {
 
 	h := newHarness(t, 4)
 	h.sink.FailFor(time.Hour, http.StatusServiceUnavailable) // everything stays queued
-	admin := freeLoopbackAddr(t)
+	adminAddr := freeLoopbackAddr(t)
 	db := filepath.Join(appDir, "app-connect.db")
 	logFile := filepath.Join(appDir, "app-connect.log")
 	// The operator's own file, next to the shipped config/app-connect.yml.
@@ -173,7 +174,7 @@ func TestPackageLifecycle(t *testing.T) {
 		yml := fmt.Sprintf("lns:\n  broker: %s\nmpower:\n  api: %s\ngateway:\n  sysfs_root: %s\nstorage:\n  database: %s\n"+
 			"admin:\n  listen: %s\ndelivery:\n  retry_min: 50ms\n  retry_max: 200ms\n  shutdown_timeout: 1s\n"+
 			"log:\n  level: %s\n  destination: file\n  file: %s\n",
-			h.cfg.LNS.Broker, h.cfg.MPower.API, h.cfg.Gateway.SysfsRoot, db, admin, level, logFile)
+			h.cfg.LNS.Broker, h.cfg.MPower.API, h.cfg.Gateway.SysfsRoot, db, adminAddr, level, logFile)
 		if err := os.WriteFile(filepath.Join(appDir, "app-connect.yml"), []byte(yml), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -219,8 +220,8 @@ func TestPackageLifecycle(t *testing.T) {
 		return struct{}{}, err == nil && n == pid && len(raw["AppInfo"]) > 2
 	})
 	waitFor(t, 30*time.Second, "local broker connection", func() (struct{}, bool) {
-		d, err := fetchStatus(context.Background(), admin)
-		return struct{}{}, err == nil && d.Local.Connected && d.PID == pid
+		d, err := admin.Fetch(context.Background(), adminAddr)
+		return struct{}{}, err == nil && d.Local.Connected && d.PID == pid && d.Startup.State == admin.StateRunning
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -228,7 +229,7 @@ func TestPackageLifecycle(t *testing.T) {
 	h.publish(ctx, 5) // 4 joined + 20 uplinks, none deliverable
 	const want = 24
 	waitFor(t, 30*time.Second, "rows queued", func() (int, bool) {
-		d, err := fetchStatus(ctx, admin)
+		d, err := admin.Fetch(ctx, adminAddr)
 		if err != nil || len(d.Applications) != 1 {
 			return 0, false
 		}
@@ -239,7 +240,8 @@ func TestPackageLifecycle(t *testing.T) {
 	writeYAML("debug")
 	script("Start", "reload")
 	waitFor(t, 10*time.Second, "reload logged", func() (struct{}, bool) {
-		return struct{}{}, strings.Contains(readFileString(logFile), "configuration reloaded")
+		return struct{}{}, strings.Contains(readFileString(logFile), `msg="reload: applied live"`) &&
+			strings.Contains(readFileString(logFile), "settings=log.level log_level=debug")
 	})
 	if !processAlive(pid) {
 		t.Fatal("process gone after reload")
@@ -252,7 +254,7 @@ func TestPackageLifecycle(t *testing.T) {
 	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
 		t.Errorf("pid file left: %v", err)
 	}
-	var final statusDocument
+	var final admin.FileDocument
 	readJSON(t, statusPath, &final)
 	if final.PID != 0 || !strings.HasPrefix(final.AppInfo, "stopped") {
 		t.Errorf("final status %+v", final)
@@ -262,6 +264,24 @@ func TestPackageLifecycle(t *testing.T) {
 	if n := countOutboxRows(t, db); n != want {
 		t.Fatalf("%d rows in the outbox after stop, want %d", n, want)
 	}
+	// Start start refuses an invalid file and says why in status.json's AppInfo.
+	if err := os.WriteFile(filepath.Join(appDir, "app-connect.yml"), []byte("lns:\n  brokr: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("./Start", "start")
+	cmd.Dir, cmd.Env = appDir, env
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "app-connect: not started: "+appDir+"/app-connect.yml is invalid") {
+		t.Fatalf("Start start with an invalid file: %v\n%s", err, out)
+	}
+	var refused admin.FileDocument
+	readJSON(t, statusPath, &refused)
+	if refused.PID != 0 || !strings.HasPrefix(refused.AppInfo, "not started: "+appDir+"/app-connect.yml:2: lns.brokr: unknown key") {
+		t.Fatalf("status.json after the refusal %+v", refused)
+	}
+	if pid := readPID(pidFile); pid > 0 {
+		t.Fatalf("a daemon was started (pid %d)", pid)
+	}
+	writeYAML("debug")
 	// An upgrade (the tarball unpacked over the app) keeps the database and the operator's file.
 	untar(t, tarball, appDir)
 	script("Install", "install")

@@ -11,12 +11,16 @@ import (
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/forward"
+	"github.com/lorawan-gateway/app-connect/internal/admin"
+	"github.com/lorawan-gateway/app-connect/internal/logging"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 // retry calls f until it succeeds or ctx ends, with backoff, logging the
-// first failure and every tenth: no start-up step ends the process.
-func retry[T any](ctx context.Context, log *slog.Logger, what string, f func(context.Context) (T, error)) (T, error) {
+// first failure and every tenth: no start-up step ends the process. The step
+// and its last error are shown by /status, `app-connect status` and AppInfo.
+func retry[T any](ctx context.Context, d *daemon, what string, f func(context.Context) (T, error)) (T, error) {
+	d.step(what)
 	delay := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		v, err := f(ctx)
@@ -26,8 +30,9 @@ func retry[T any](ctx context.Context, log *slog.Logger, what string, f func(con
 		if ctx.Err() != nil {
 			return v, fmt.Errorf("%s: %w", what, ctx.Err())
 		}
+		d.failed(err)
 		if attempt == 1 || attempt%10 == 0 {
-			log.Error(what+" failed, retrying", "attempt", attempt, "err", err)
+			d.log.Error(what+" failed, retrying", "attempt", attempt, "err", err)
 		}
 		select {
 		case <-time.After(delay):
@@ -38,11 +43,80 @@ func retry[T any](ctx context.Context, log *slog.Logger, what string, f func(con
 	}
 }
 
-// run is the daemon: it returns nil on a clean stop (ctx cancelled).
-func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	log.Info("app-connect starting", "version", version, "database", cfg.Storage.Database, "broker", cfg.LNS.Broker)
+// daemon is what the run command builds before run: the logger with its
+// live level, the status state and mPower's status file.
+type daemon struct {
+	log        *slog.Logger
+	level      *slog.LevelVar    // nil: the level is fixed (tests)
+	state      *admin.State      // nil: run makes one
+	statusFile *admin.StatusFile // nil: none
+	procRoot   string            // for the process_* metrics; "" leaves them out
 
-	db, err := retry(ctx, log, "opening the database", func(ctx context.Context) (*cache.DB, error) {
+	adminStop func() // set once the admin endpoint serves
+}
+
+// serveAdmin starts the admin endpoint (once). It lives until stopAdmin,
+// past the stop signal, so the shutdown flush stays visible.
+func (d *daemon) serveAdmin(ctx context.Context, cfg config.Config) error {
+	if d.adminStop != nil {
+		return nil
+	}
+	if d.state == nil {
+		d.state = admin.NewState(version, nil)
+	}
+	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	srv, err := admin.Serve(adminCtx, cfg.Admin.Listen, admin.Handler(d.state, d.procRoot, d.log), d.log)
+	if err != nil {
+		stopAdmin()
+		return err
+	}
+	d.adminStop = func() { stopAdmin(); srv.Wait() }
+	return nil
+}
+
+// stopAdmin stops the admin endpoint and waits for it.
+func (d *daemon) stopAdmin() {
+	if d.adminStop != nil {
+		d.adminStop()
+		d.adminStop = nil
+	}
+}
+
+// step records the start-up step in progress and shows it at once.
+func (d *daemon) step(what string) {
+	d.state.Startup.Step(what)
+	d.statusFile.Refresh()
+}
+
+// failed records a failed attempt of the step in progress.
+func (d *daemon) failed(err error) {
+	d.state.Startup.Failed(err)
+	d.statusFile.Refresh()
+}
+
+// run is the daemon with a fixed-level logger and no status file (as tests
+// call it): it returns nil on a clean stop (ctx cancelled).
+func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	d := &daemon{log: log, procRoot: "/proc"}
+	return d.run(ctx, cfg)
+}
+
+// run is the daemon: it returns nil on a clean stop (ctx cancelled). The
+// admin endpoint comes first, so every later step is visible while it waits.
+func (d *daemon) run(ctx context.Context, cfg config.Config) error {
+	log := d.log
+	log.Info("app-connect starting", "version", version, "database", cfg.Storage.Database, "broker", cfg.LNS.Broker)
+	// One context tree: ctx ends on SIGTERM/SIGINT and stops intake and
+	// polling; what must outlive it (the admin endpoint, deliveries until the
+	// flush deadline, the join proxy's stop) hangs off stopping, which keeps
+	// ctx's values but not its cancellation.
+	stopping := context.WithoutCancel(ctx)
+	if err := d.serveAdmin(ctx, cfg); err != nil {
+		return err
+	}
+	defer d.stopAdmin()
+
+	db, err := retry(ctx, d, "opening the database", func(ctx context.Context) (*cache.DB, error) {
 		return cache.Open(ctx, cfg.Storage.Database, cache.Options{Logger: log})
 	})
 	if err != nil {
@@ -55,29 +129,36 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	defer outbox.Close()
 
-	ident, err := retry(ctx, log, "reading the gateway identity", func(context.Context) (lnsbridge.Identity, error) {
+	ident, err := retry(ctx, d, "reading the gateway identity", func(context.Context) (lnsbridge.Identity, error) {
 		return lnsbridge.ReadIdentity(cfg.Gateway.SysfsRoot)
 	})
 	if err != nil {
 		return nilIfCancelled(ctx, err)
 	}
 
-	mp := lnsbridge.NewMPower(cfg.MPower.API, cfg.MPower.Timeout, log)
+	// The mPower client waits for mPower at boot on its own; its failures show
+	// as the start-up step's last error.
+	mp := lnsbridge.NewMPower(cfg.MPower.API, cfg.MPower.Timeout, slog.New(admin.StartupErrors(log.Handler(), d.state.Startup)))
 	lq := lnsbridge.LoraQuery{Path: cfg.Gateway.LoraQuery}
+	d.step("reading mPower's LoRa network settings")
 	ln := loadLoraNetwork(ctx, mp, db, cfg.MPower.BootWait, log)
 	gwEUIs := gatewayEUIs(ctx, mp, lq, ln, log)
 	var defApp config.DefaultApp
 	if cfg.DefaultAppOverride != nil {
 		defApp = *cfg.DefaultAppOverride // the YAML default_app block replaces mPower's settings
-	} else if defApp, err = loadDefaultApp(ctx, mp, db, cfg.MPower.BootWait, log); err != nil {
-		return nilIfCancelled(ctx, err)
+	} else {
+		d.step("reading mPower's Default App settings")
+		if defApp, err = loadDefaultApp(ctx, mp, db, cfg.MPower.BootWait, log); err != nil {
+			return nilIfCancelled(ctx, err)
+		}
 	}
-	applyMPowerLogLevel(cfg, defApp, log)
+	d.applyMPowerLogLevel(cfg, defApp)
 	var appnets []config.Appnet
 	if ln.LNSAvailable() {
 		appnets = loadAppnets(ctx, lq, db, log)
 	}
 
+	d.step("starting join forwarding")
 	if cfg.Join.Enabled {
 		if cfg.Join.NetID, err = joinNetIDFromMPower(ctx, mp, cfg.Join); err != nil {
 			log.Error("join forwarding not started", "err", err)
@@ -90,7 +171,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(stopping, 5*time.Second)
 		defer cancel()
 		stopJoin(sctx)
 	}()
@@ -104,10 +185,10 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	})
 
 	// Delivery loops run until the shutdown deadline; intake stops first.
-	deliverCtx, stopDelivery := context.WithCancel(context.Background())
+	deliverCtx, stopDelivery := context.WithCancel(stopping)
 	defer stopDelivery()
 	mgr := forward.NewManager(deliverCtx, outbox, local, log)
-	downlinks, requests, deliveryLatency, joinLatency := newOutcomeCounts(), newOutcomeCounts(), newHistogram(), newHistogram()
+	downlinks, requests, deliveryLatency, joinLatency := d.state.Downlinks, d.state.Requests, d.state.DeliveryLatency, d.state.JoinLatency
 	mgr.Latency, mgr.Downlinks, mgr.AppVersion = deliveryLatency, downlinks, version
 	mgr.Requests = &forward.Requests{Policy: cfg.RemoteRequests, LNS: ln.LNSAvailable(), Lora: lq, API: mp, Log: log,
 		MaxDownlink: cfg.Delivery.MaxDownlinkPayload, Outcomes: requests}
@@ -131,15 +212,8 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	intake := forward.NewIntake(outbox, db, router, resolver, log)
 
-	st := &state{started: time.Now(), local: local, intake: intake, outbox: outbox, storage: db.Storage, router: router, joins: joins,
-		downlinks: downlinks, requests: requests, deliveryLatency: deliveryLatency, joinLatency: joinLatency}
-	statusFileOf(ctx).Attach(st)
-	adminStop, err := startAdmin(cfg.Admin.Listen, st, log)
-	if err != nil {
-		return err
-	}
-	defer adminStop()
-	startStatusReports(ctx, cfg, st, apps.id, ln.LNSAvailable(), log)
+	d.state.Attach(statusSources(local, intake, db, outbox, router, joins))
+	startStatusReports(ctx, cfg, d.state, router, outbox, apps.id, ln.LNSAvailable(), log)
 
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
@@ -172,9 +246,16 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			}
 		}
 	}()
+	d.step("connecting to the local broker")
 	if err := local.Start(ctx); err != nil {
 		return err
 	}
+	go func() { // start-up is complete once the local broker is connected
+		if local.WaitConnected(ctx) == nil {
+			d.state.Startup.Running()
+			d.statusFile.Refresh()
+		}
+	}()
 	log.Info("app-connect running", "gateway", ident.UUID, "apps", len(router.Applications()))
 
 	<-ctx.Done()
@@ -184,7 +265,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	intakeDone.Wait()
 	stopPolling()
 	pollDone.Wait()
-	flushCtx, cancelFlush := context.WithTimeout(context.Background(), cfg.Delivery.ShutdownTimeout)
+	flushCtx, cancelFlush := context.WithTimeout(stopping, cfg.Delivery.ShutdownTimeout)
 	defer cancelFlush()
 	mgr.Stop(flushCtx) // waits for the queues to drain until the deadline, then close per application
 	stopDelivery()
@@ -300,11 +381,17 @@ func loadDefaultApp(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, boo
 
 // applyMPowerLogLevel applies defaultApp.log.level live when app-connect.yml
 // leaves log.level unset.
-func applyMPowerLogLevel(cfg config.Config, d config.DefaultApp, log *slog.Logger) {
-	if cfg.Log.Level != "" || d.Log == (config.AppLog{}) {
+func (d *daemon) applyMPowerLogLevel(cfg config.Config, def config.DefaultApp) {
+	if cfg.Log.Level != "" || def.Log == (config.AppLog{}) || d.level == nil {
 		return
 	}
-	if lv := levelVarOf(log); lv != nil {
-		lv.Set(mpowerLogLevel(d.Log.Level))
-	}
+	d.level.Set(logging.MPowerLevel(def.Log.Level))
+}
+
+// applyMPowerLogLevel is apps.go's call when mPower's defaultApp changes.
+// Transitional: it goes with apps.go when application polling moves into
+// forward (issue 11), which then reports changes through a callback wired to
+// daemon.applyMPowerLogLevel.
+func applyMPowerLogLevel(cfg config.Config, def config.DefaultApp, log *slog.Logger) {
+	(&daemon{log: log, level: logging.LevelOf(log)}).applyMPowerLogLevel(cfg, def)
 }

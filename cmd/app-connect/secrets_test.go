@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/admin"
 	"github.com/lorawan-gateway/app-connect/internal/jstest"
+	"github.com/lorawan-gateway/app-connect/internal/logging"
 	"github.com/lorawan-gateway/app-connect/internal/sim"
 )
 
@@ -60,13 +62,13 @@ func TestNoSecretInTheLogs(t *testing.T) {
 	lc := config.DefaultLog()
 	lc.Level, lc.Destination, lc.File, lc.MaxBytes = "debug", config.LogFile, logFile, 64<<20
 	h.cfg.Log = lc // the YAML's level wins over mPower's defaultApp.log.level
-	log, closeLog, err := newLogger(lc, os.Stderr)
+	log, err := logging.New(lc, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, h.cfg, log) }()
+	go func() { done <- run(ctx, h.cfg, log.Logger) }()
 	stopped := false
 	stop := func() {
 		if stopped {
@@ -82,7 +84,7 @@ func TestNoSecretInTheLogs(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Errorf("run did not stop")
 		}
-		closeLog()
+		log.Close()
 	}
 	t.Cleanup(stop)
 	waitFor(t, 30*time.Second, "local broker connection", func() (struct{}, bool) {
@@ -102,7 +104,7 @@ func TestNoSecretInTheLogs(t *testing.T) {
 	if err != nil {
 		t.Fatalf("join: %v\n%s", err, readFileString(logFile))
 	}
-	if _, err := fetchStatus(pctx, h.cfg.Admin.Listen); err != nil {
+	if _, err := admin.Fetch(pctx, h.cfg.Admin.Listen); err != nil {
 		t.Fatal(err)
 	}
 	// Two status reports after the flow: one carries its last error and counters.

@@ -7,15 +7,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/forward"
+	"github.com/lorawan-gateway/app-connect/internal/admin"
 	"github.com/lorawan-gateway/app-connect/statusreport"
 )
 
 // startStatusReports runs the opt-in status report sender (status_report.*)
 // until ctx ends: every interval one report, built from the same state as
 // /status, goes out of band to each application that carries it.
-func startStatusReports(ctx context.Context, cfg config.Config, st *state, id forward.Identity, lnsAvailable bool, log *slog.Logger) {
+func startStatusReports(ctx context.Context, cfg config.Config, st *admin.State, router *forward.Router, outbox *cache.Outbox, id forward.Identity, lnsAvailable bool, log *slog.Logger) {
 	sr := cfg.StatusReport
 	if !sr.Enabled {
 		return
@@ -23,21 +25,18 @@ func startStatusReports(ctx context.Context, cfg config.Config, st *state, id fo
 	b := &statusreport.Builder{
 		Gateway:      statusreport.Gateway{UUID: id.UUID, Serial: id.Serial, EUIs: id.GatewayEUIs},
 		Version:      version,
-		Started:      st.started,
+		Started:      st.Started,
 		DatabasePath: cfg.Storage.Database,
-		Redact:       func(s string) string { return redactSecrets(s, st.secrets(cfg)) },
+		Redact:       func(s string) string { return redactSecrets(s, configuredSecrets(cfg, router)) },
 	}
 	s := &statusreport.Sender{
 		Interval: sr.Interval,
 		Report: func() ([]byte, error) {
-			return b.Build(st.statusSnapshot(ctx, lnsAvailable)).Encode()
+			return b.Build(statusSnapshot(ctx, st.Status(), outbox, lnsAvailable)).Encode()
 		},
 		Targets: func() []statusreport.Target {
 			var out []statusreport.Target
-			if st.router == nil {
-				return nil
-			}
-			for _, a := range st.router.Applications() {
+			for _, a := range router.Applications() {
 				if sr.Carries(a.Settings.EUI, a.Settings.Source) {
 					out = append(out, statusreport.Target{App: a.Settings.EUI, Publisher: a})
 				}
@@ -51,10 +50,9 @@ func startStatusReports(ctx context.Context, cfg config.Config, st *state, id fo
 }
 
 // statusSnapshot maps /status's document to the report's counters.
-func (s *state) statusSnapshot(ctx context.Context, lnsAvailable bool) statusreport.Snapshot {
-	d := s.status()
+func statusSnapshot(ctx context.Context, d admin.Status, outbox *cache.Outbox, lnsAvailable bool) statusreport.Snapshot {
 	snap := statusreport.Snapshot{
-		LocalBroker: statusreport.LocalBroker{Connected: d.Local.Connected, Received: d.Local.Received, Malformed: d.Local.Malformed},
+		LocalBroker: statusreport.LocalBroker{Connected: d.Local.Connected, Received: d.Local.EventsReceived, Malformed: d.Local.Malformed},
 		LNS:         statusreport.LNS{Available: lnsAvailable},
 		Unrouted:    d.Intake.Unrouted,
 		Joins:       statusreport.Outcomes{},
@@ -70,12 +68,12 @@ func (s *state) statusSnapshot(ctx context.Context, lnsAvailable bool) statusrep
 		ra := statusreport.Application{
 			EUI: a.EUI, Name: a.Name, State: a.State, LastError: a.LastError,
 			QueueRows: uint64(max(a.QueueRows, 0)), QueueBytes: uint64(max(a.QueueBytes, 0)),
-			Received: a.Queued, Forwarded: a.Forwarded, Failures: a.Failures,
-			Dropped: uint64(max(a.Dropped, 0)), DeadLettered: uint64(max(a.DeadLettered, 0)),
+			Received: a.EventsQueued, Forwarded: a.EventsForwarded, Failures: a.DeliveryFailures,
+			Dropped: uint64(max(a.EventsDropped, 0)), DeadLettered: uint64(max(a.EventsDeadLettered, 0)),
 		}
-		if s.outbox != nil && a.QueueRows > 0 {
+		if outbox != nil && a.QueueRows > 0 {
 			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			if at, ok, err := s.outbox.OldestQueued(qctx, a.EUI); err == nil && ok {
+			if at, ok, err := outbox.OldestQueued(qctx, a.EUI); err == nil && ok {
 				ra.OldestQueuedSeconds = max(time.Since(at).Seconds(), 0)
 			}
 			cancel()
@@ -85,14 +83,12 @@ func (s *state) statusSnapshot(ctx context.Context, lnsAvailable bool) statusrep
 	return snap
 }
 
-// secrets are the configured secret values a last error could quote.
-func (s *state) secrets(cfg config.Config) []string {
+// configuredSecrets are the configured secret values a last error could quote.
+func configuredSecrets(cfg config.Config, router *forward.Router) []string {
 	out := []string{cfg.LNS.Password}
-	if s.router != nil {
-		for _, a := range s.router.Applications() {
-			o := a.Settings.Options
-			out = append(out, o.Password, o.APIKey)
-		}
+	for _, a := range router.Applications() {
+		o := a.Settings.Options
+		out = append(out, o.Password, o.APIKey)
 	}
 	return out
 }

@@ -1,4 +1,7 @@
-package main
+// Package logging builds app-connect's logger: syslog over the local socket,
+// a size-capped rotating file or stderr, with a live level, secret-named
+// attributes redacted and the last error records kept for /status.
+package logging
 
 import (
 	"bytes"
@@ -17,24 +20,35 @@ import (
 	"github.com/lorawan-gateway/app-connect/config"
 )
 
-// levelCritical is mPower's CRITICAL (level 0): above slog's error.
-const levelCritical = slog.LevelError + 4
+// LevelCritical is mPower's CRITICAL (level 0): above slog's error.
+const LevelCritical = slog.LevelError + 4
 
-// levelAll is mPower's "all" (100, 60): everything, debug included.
-const levelAll = slog.LevelDebug
+// LevelAll is mPower's "all" (100, 60): everything, debug included.
+const LevelAll = slog.LevelDebug
 
-// newLogger builds the logger cfg describes: syslog over the local socket
-// (stderr with a warning when there is none), a size-capped rotating file, or
-// stderr. Its level is live (levelVarOf) and its error records are kept for
-// /status (lastErrorsOf). The returned function closes the destination.
-func newLogger(cfg config.Log, stderr io.Writer) (*slog.Logger, func(), error) {
+// Logger is the process's logger with its live level and its kept errors.
+type Logger struct {
+	*slog.Logger
+	// Level is the live level (SIGHUP, mPower's log.level).
+	Level *slog.LevelVar
+	// Errors keeps the last error records for /status.
+	Errors *ErrorRing
+	close  func()
+}
+
+// Close closes the destination (file or syslog connection).
+func (l *Logger) Close() { l.close() }
+
+// New builds the logger cfg describes: syslog over the local socket (stderr
+// with a warning when there is none), a size-capped rotating file, or stderr.
+func New(cfg config.Log, stderr io.Writer) (*Logger, error) {
 	lv := new(slog.LevelVar)
-	lvl, err := parseLevel(cfg.EffectiveLevel())
+	lvl, err := ParseLevel(cfg.EffectiveLevel())
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	lv.Set(lvl)
-	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: redactAttr}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: RedactAttr}
 	var h slog.Handler
 	closeFn := func() {}
 	var warn string
@@ -44,7 +58,7 @@ func newLogger(cfg config.Log, stderr io.Writer) (*slog.Logger, func(), error) {
 	case config.LogFile:
 		f, err := openRotating(cfg.EffectiveFile(), cfg.MaxBytes, cfg.Backups)
 		if err != nil {
-			return nil, nil, fmt.Errorf("log: %w", err)
+			return nil, fmt.Errorf("log: %w", err)
 		}
 		h = slog.NewTextHandler(f, opts)
 		closeFn = func() { f.Close() }
@@ -58,17 +72,18 @@ func newLogger(cfg config.Log, stderr io.Writer) (*slog.Logger, func(), error) {
 		h = newSyslogHandler(w, opts)
 		closeFn = func() { w.Close() }
 	default:
-		return nil, nil, fmt.Errorf("log: destination %q not supported", cfg.Destination)
+		return nil, fmt.Errorf("log: destination %q not supported", cfg.Destination)
 	}
-	l := slog.New(rootHandler{Handler: h, ring: &errorRing{}, level: lv})
+	ring := &ErrorRing{}
+	l := &Logger{Logger: slog.New(ringHandler{Handler: h, ring: ring, level: lv}), Level: lv, Errors: ring, close: closeFn}
 	if warn != "" {
 		l.Warn(warn)
 	}
-	return l, closeFn, nil
+	return l, nil
 }
 
-// parseLevel maps a log.level value of app-connect.yml to a slog level.
-func parseLevel(s string) (slog.Level, error) {
+// ParseLevel maps a log.level value of app-connect.yml to a slog level.
+func ParseLevel(s string) (slog.Level, error) {
 	switch s {
 	case "debug":
 		return slog.LevelDebug, nil
@@ -79,13 +94,13 @@ func parseLevel(s string) (slog.Level, error) {
 	case "error":
 		return slog.LevelError, nil
 	case "critical":
-		return levelCritical, nil
+		return LevelCritical, nil
 	}
 	return slog.LevelInfo, fmt.Errorf("log: level %q not supported", s)
 }
 
-// levelName is parseLevel's inverse.
-func levelName(l slog.Level) string {
+// LevelName is ParseLevel's inverse.
+func LevelName(l slog.Level) string {
 	switch {
 	case l <= slog.LevelDebug:
 		return "debug"
@@ -99,13 +114,13 @@ func levelName(l slog.Level) string {
 	return "critical"
 }
 
-// mpowerLogLevel maps mPower's defaultApp.log.level (conduit.md §10): 100
+// MPowerLevel maps mPower's defaultApp.log.level (conduit.md §10): 100
 // and 60 all, 50 debug, 30 info, 20 warning, 10 error, 0 critical, anything
 // else info.
-func mpowerLogLevel(level int) slog.Level {
+func MPowerLevel(level int) slog.Level {
 	switch level {
 	case 100, 60:
-		return levelAll
+		return LevelAll
 	case 50:
 		return slog.LevelDebug
 	case 30:
@@ -115,20 +130,20 @@ func mpowerLogLevel(level int) slog.Level {
 	case 10:
 		return slog.LevelError
 	case 0:
-		return levelCritical
+		return LevelCritical
 	}
 	return slog.LevelInfo
 }
 
-// applyMPowerLog fills what app-connect.yml left unset (level, destination,
+// ApplyMPower fills what app-connect.yml left unset (level, destination,
 // file) from mPower's defaultApp.log: the YAML file wins where it says
 // something. An absent mPower log object (all zero) changes nothing.
-func applyMPowerLog(cfg config.Log, d config.AppLog) config.Log {
+func ApplyMPower(cfg config.Log, d config.AppLog) config.Log {
 	if d == (config.AppLog{}) {
 		return cfg
 	}
 	if cfg.Level == "" {
-		cfg.Level = levelName(mpowerLogLevel(d.Level))
+		cfg.Level = LevelName(MPowerLevel(d.Level))
 	}
 	if cfg.Destination == "" {
 		switch strings.ToUpper(d.Destination) {
@@ -144,9 +159,9 @@ func applyMPowerLog(cfg config.Log, d config.AppLog) config.Log {
 	return cfg
 }
 
-// redactAttr blanks attributes named like secrets, whatever value the caller
+// RedactAttr blanks attributes named like secrets, whatever value the caller
 // passed: a second line of defence behind never logging secrets.
-func redactAttr(_ []string, a slog.Attr) slog.Attr {
+func RedactAttr(_ []string, a slog.Attr) slog.Attr {
 	switch strings.ToLower(a.Key) {
 	case "password", "passwd", "apikey", "api_key", "secret", "token", "owner_token", "authorization",
 		"app_s_key", "nwk_s_key", "appskey", "nwkskey", "app_key", "nwk_key", "kek", "private_key":
@@ -174,7 +189,7 @@ func (o *syslogOut) Write(p []byte) (int, error) {
 	msg := string(bytes.TrimRight(p, "\n"))
 	var err error
 	switch {
-	case o.level >= levelCritical:
+	case o.level >= LevelCritical:
 		err = o.w.Crit(msg)
 	case o.level >= slog.LevelError:
 		err = o.w.Err(msg)

@@ -1,11 +1,11 @@
-package main
+package logging
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,10 +15,10 @@ import (
 func TestMPowerLogLevel(t *testing.T) {
 	for in, want := range map[int]slog.Level{
 		100: slog.LevelDebug, 60: slog.LevelDebug, 50: slog.LevelDebug, 30: slog.LevelInfo,
-		20: slog.LevelWarn, 10: slog.LevelError, 0: levelCritical, 42: slog.LevelInfo, -1: slog.LevelInfo,
+		20: slog.LevelWarn, 10: slog.LevelError, 0: LevelCritical, 42: slog.LevelInfo, -1: slog.LevelInfo,
 	} {
-		if got := mpowerLogLevel(in); got != want {
-			t.Errorf("mpowerLogLevel(%d) = %v, want %v", in, got, want)
+		if got := MPowerLevel(in); got != want {
+			t.Errorf("MPowerLevel(%d) = %v, want %v", in, got, want)
 		}
 	}
 }
@@ -26,22 +26,22 @@ func TestMPowerLogLevel(t *testing.T) {
 func TestApplyMPowerLog(t *testing.T) {
 	unset := config.DefaultLog()
 	mp := config.AppLog{Destination: "FILE", Level: 20, Path: "/var/log/lora-cloud-connector.log"}
-	got := applyMPowerLog(unset, mp)
+	got := ApplyMPower(unset, mp)
 	if got.Level != "warn" || got.Destination != config.LogFile || got.File != mp.Path {
 		t.Fatalf("unset YAML: %+v", got)
 	}
 	set := unset
 	set.Level, set.Destination, set.File = "debug", config.LogSyslog, "/tmp/x.log"
-	if got := applyMPowerLog(set, mp); got != set {
+	if got := ApplyMPower(set, mp); got != set {
 		t.Fatalf("the YAML file must win: %+v", got)
 	}
-	if got := applyMPowerLog(unset, config.AppLog{}); got != unset {
+	if got := ApplyMPower(unset, config.AppLog{}); got != unset {
 		t.Fatalf("absent mPower log: %+v", got)
 	}
-	if got := applyMPowerLog(unset, config.AppLog{Destination: "SYSLOG", Level: 0}); got.Level != "critical" || got.Destination != config.LogSyslog {
+	if got := ApplyMPower(unset, config.AppLog{Destination: "SYSLOG", Level: 0}); got.Level != "critical" || got.Destination != config.LogSyslog {
 		t.Fatalf("critical: %+v", got)
 	}
-	if errs := applyMPowerLog(unset, mp).Validate(); len(errs) > 0 {
+	if errs := ApplyMPower(unset, mp).Validate(); len(errs) > 0 {
 		t.Fatalf("mapped settings invalid: %v", errs)
 	}
 }
@@ -50,17 +50,17 @@ func TestLoggerFileRotationAndLiveLevel(t *testing.T) {
 	dir := t.TempDir()
 	cfg := config.DefaultLog()
 	cfg.Destination, cfg.File, cfg.MaxBytes, cfg.Backups, cfg.Level = config.LogFile, filepath.Join(dir, "a.log"), 16<<10, 2, "info"
-	log, closeLog, err := newLogger(cfg, os.Stderr)
+	log, err := New(cfg, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	log.Debug("hidden at info")
-	levelVarOf(log).Set(slog.LevelDebug)
+	log.Level.Set(slog.LevelDebug)
 	log.Debug("shown after the level change")
 	for i := range 1000 {
 		log.Info("filler line to force rotation", "i", i, "password", "s3cr3t-value")
 	}
-	closeLog()
+	log.Close()
 	var all []byte
 	for _, name := range []string{"a.log", "a.log.1", "a.log.2"} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
@@ -87,64 +87,50 @@ func TestLoggerDestinations(t *testing.T) {
 	var errb bytes.Buffer
 	cfg := config.DefaultLog()
 	cfg.Destination = config.LogStderr
-	log, closeLog, err := newLogger(cfg, &errb)
+	log, err := New(cfg, &errb)
 	if err != nil {
 		t.Fatal(err)
 	}
 	log.Info("to stderr")
-	closeLog()
+	log.Close()
 	if !strings.Contains(errb.String(), "msg=\"to stderr\"") {
 		t.Fatalf("stderr: %q", errb.String())
 	}
 	// syslog: the local socket when there is one, else stderr with a warning.
 	errb.Reset()
 	cfg.Destination = config.LogSyslog
-	log, closeLog, err = newLogger(cfg, &errb)
+	log, err = New(cfg, &errb)
 	if err != nil {
 		t.Fatal(err)
 	}
 	log.Info("to syslog")
-	closeLog()
+	log.Close()
 	if fellBack := strings.Contains(errb.String(), "no syslog socket"); fellBack != strings.Contains(errb.String(), "to syslog") {
 		t.Fatalf("syslog fallback inconsistent: %q", errb.String())
 	}
 	cfg.Destination, cfg.File = config.LogFile, filepath.Join(t.TempDir(), "f", "\x00bad")
-	if _, _, err := newLogger(cfg, &errb); err == nil {
+	if _, err := New(cfg, &errb); err == nil {
 		t.Fatal("an unopenable log file was accepted")
 	}
 }
 
-func TestReloadAppliesTheLevel(t *testing.T) {
-	var errb bytes.Buffer
+func TestErrorRingKeepsTheLastErrorsRedacted(t *testing.T) {
 	cfg := config.DefaultLog()
-	cfg.Destination = config.LogStderr
-	log, closeLog, err := newLogger(cfg, &errb)
+	cfg.Destination, cfg.Level = config.LogStderr, "critical"
+	var errb bytes.Buffer
+	log, err := New(cfg, &errb)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeLog()
-	path := writeTempConfig(t, "log:\n  level: debug\n")
-	if _, err := reload(path, log); err != nil {
-		t.Fatal(err)
+	defer log.Close()
+	for i := range 12 {
+		log.Error("remote unreachable", "err", "dial "+strconv.Itoa(i), "password", "hunter2")
 	}
-	if !log.Enabled(context.Background(), slog.LevelDebug) {
-		t.Fatal("debug not enabled after reload")
+	got, total := log.Errors.Snapshot()
+	if len(got) != RingSize || total != 12 || got[0].Err != "dial 2" || got[9].Err != "dial 11" || got[9].Message != "remote unreachable" {
+		t.Fatalf("kept %+v (%d)", got, total)
 	}
-	// An invalid file changes nothing.
-	if err := os.WriteFile(path, []byte("log:\n  level: loud\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := reload(path, log); err == nil || !strings.Contains(err.Error(), "log.level") {
-		t.Fatalf("reload of a bad file: %v", err)
-	}
-	if !log.Enabled(context.Background(), slog.LevelDebug) {
-		t.Fatal("level changed by a bad file")
-	}
-	// Level left unset: the current one (mPower's) stays.
-	if err := os.WriteFile(path, []byte("log:\n  destination: stderr\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := reload(path, log); err != nil || !log.Enabled(context.Background(), slog.LevelDebug) {
-		t.Fatalf("unset level: %v", err)
+	if errb.Len() != 0 {
+		t.Fatalf("errors written below the level: %q", errb.String())
 	}
 }
