@@ -372,8 +372,8 @@ func TestPermanentRefusalDeadLettersOneUplink(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &st); err != nil || len(st.Applications) != 1 {
 		t.Fatalf("/status: %v\n%s", err, body)
 	}
-	if a := st.Applications[0]; a["dead_lettered"] != float64(1) || a["forwarded"] != float64(total-1) {
-		t.Fatalf("/status application %v, want dead_lettered 1, forwarded %d", a, total-1)
+	if a := st.Applications[0]; a["events_dead_lettered"] != float64(1) || a["events_forwarded"] != float64(total-1) {
+		t.Fatalf("/status application %v, want events_dead_lettered 1, events_forwarded %d", a, total-1)
 	}
 }
 

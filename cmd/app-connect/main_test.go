@@ -55,7 +55,7 @@ func TestCommandLine(t *testing.T) {
 	goodAsked := write("asked.yml", "mpower:\n  api: "+goodSrv.URL+"\n")
 	bad := write("bad.yml", "lns:\n  brokr: tcp://127.0.0.1:1883\n")
 	badURL := write("typo.yml", "mpower:\n  api: "+typoSrv.URL+"\n")
-	interop, err := filepath.Abs(filepath.Join("testdata", "interop"))
+	interop, err := filepath.Abs(filepath.Join("..", "..", "joinclient", "testdata", "interop"))
 	if err != nil {
 		t.Fatal(err)
 	}
