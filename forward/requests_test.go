@@ -265,6 +265,68 @@ func TestRequestsFlagsOffAndRateLimit(t *testing.T) {
 	}
 }
 
+// Each lora_req allow-list rule on its own: every refused case breaks exactly
+// one rule and would pass every other, so loosening that rule lets it through;
+// the accepted cases keep the rules from being tightened past the protocol.
+func TestLoraAllowListRules(t *testing.T) {
+	const dev = "00-11-00-11-00-11-00-11"
+	dl := `'{"deveui":"` + dev + `","data":"QAE=","port":2}'`
+	policy := config.DefaultRemoteRequests()
+	// An entry the configuration check would refuse, to isolate the "file" rule.
+	policy.LoraAllow = append(policy.LoraAllow, "session list json file")
+	q := &Requests{Policy: policy}
+	tests := []struct {
+		rule, cmd string
+		want      string // "" accepted, else a piece of the refusal
+	}{
+		{"listing alone", "device list json", ""},
+		{"listing with page", "device list json page 12", ""},
+		{"page of six digits", "device list json page 999999", ""},
+		{"longest entry wins", "packet queue list json page 2", ""},
+		{"longest entry wins over packet queue", "packet queue add " + dl, ""},
+		{"appnet get one EUI", "appnet get " + dev, ""},
+		{"plain command", "device count", ""},
+
+		{"nothing but page after a listing", "device list json page 1 extra", `only "page <n>"`},
+		{"page twice", "device list json page 1 page 2", `only "page <n>"`},
+		{"page needs its number", "device list json page", `only "page <n>"`},
+		{"a number needs page", "device list json 1", `only "page <n>"`},
+		{"the word is page", "device list json pages 1", `only "page <n>"`},
+		{"page number digits only", "device list json page 1x", `only "page <n>"`},
+		{"page number not negative", "device list json page -1", `only "page <n>"`},
+		{"page number at most six digits", "device list json page 1234567", `only "page <n>"`},
+		{"nothing after a plain command", "device count extra", `only "page <n>"`},
+		{"whole words, not string prefixes", "device counts", "not allowed"},
+		{"whole words at the end too", "help me", `only "page <n>"`},
+		{"unlisted command", "device delete " + dev, "not allowed"},
+		{"file never allowed, even when listed", "session list json file", `"file" is never allowed`},
+		{"appnet get takes an EUI", "appnet get", "one EUI"},
+		{"appnet get takes one EUI only", "appnet get " + dev + " " + dev, "one EUI"},
+		{"appnet get takes a valid EUI", "appnet get 00-11", "appnet get:"},
+		{"packet queue add takes one object", "packet queue add " + dl + " " + dl, "one JSON object"},
+		{"packet queue add takes an object", "packet queue add", "one JSON object"},
+		{"packet queue add validates the downlink", `packet queue add '{"deveui":"` + dev + `","data":"QAE=","port":300}'`, "packet queue add:"},
+		{"packet queue add needs a deveui", `packet queue add '{"data":"QAE=","port":2}'`, "no deveui"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.rule, func(t *testing.T) {
+			words, err := SplitCommand(tc.cmd)
+			if err != nil {
+				t.Fatalf("SplitCommand(%q): %v", tc.cmd, err)
+			}
+			err = q.CheckLoraCommand(words)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("%q refused: %v", tc.cmd, err)
+			case tc.want != "" && err == nil:
+				t.Fatalf("%q accepted; the rule %q must refuse it", tc.cmd, tc.rule)
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("%q refused for another reason: %v (want %q)", tc.cmd, err, tc.want)
+			}
+		})
+	}
+}
+
 func TestSplitCommand(t *testing.T) {
 	tests := []struct {
 		in   string
