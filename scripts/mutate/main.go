@@ -151,8 +151,13 @@ func run(ctx context.Context, out io.Writer, only string, timeout time.Duration,
 			seen[tg] = true
 			fmt.Fprintf(out, "baseline  %s\n", tg)
 			if failed, detail := goTest(ctx, root, tg, timeout); failed {
-				fmt.Fprintf(out, "mutate: the unmutated code fails %s: %s\n", tg, detail)
-				return 2
+				// Once more: a test that fails only now and then must not stop
+				// the run, but it is named (fix it: it makes kills doubtful).
+				fmt.Fprintf(out, "baseline  %s failed once (%s); again\n", tg, detail)
+				if failed, detail := goTest(ctx, root, tg, timeout); failed {
+					fmt.Fprintf(out, "mutate: the unmutated code fails %s: %s\n", tg, detail)
+					return 2
+				}
 			}
 		}
 	}
@@ -197,6 +202,15 @@ func mutate(ctx context.Context, root string, m Mutation, timeout time.Duration)
 		if strings.Contains(detail, "[build failed]") || strings.Contains(detail, "[setup failed]") {
 			r.Outcome, r.Detail = Invalid, "does not build: "+detail
 			break
+		}
+		// A kill counts only when the failing test fails again on the same
+		// mutant: a test that fails now and then must not inflate the rate.
+		if name := failingTest(detail); name != "" {
+			again := Target{Pkg: tg.Pkg, Run: "^" + regexp.QuoteMeta(name) + "$"}
+			if failedAgain, _ := goTest(ctx, root, again, timeout); !failedAgain {
+				r.Detail = "flaky failure not counted: " + tg.String() + ": " + detail
+				continue
+			}
 		}
 		r.Outcome, r.Detail = Killed, tg.String()+": "+detail
 		break
@@ -291,6 +305,17 @@ func firstFailure(output string, err error) string {
 		}
 	}
 	return fmt.Sprintf("%v: %s", err, firstLine(strings.TrimSpace(output)))
+}
+
+// failingTest is the top-level test a "--- FAIL: TestX/sub (1.2s)" line names, "" if none.
+func failingTest(detail string) string {
+	rest, ok := strings.CutPrefix(detail, "--- FAIL: ")
+	if !ok {
+		return ""
+	}
+	name, _, _ := strings.Cut(rest, " ")
+	name, _, _ = strings.Cut(name, "/")
+	return name
 }
 
 func firstLine(s string) string {

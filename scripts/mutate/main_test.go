@@ -122,6 +122,19 @@ func TestFirstFailure(t *testing.T) {
 	}
 }
 
+func TestFailingTest(t *testing.T) {
+	for in, want := range map[string]string{
+		"--- FAIL: TestA (0.00s)":           "TestA",
+		"--- FAIL: TestB/sub_case (1.20s)":  "TestB",
+		"FAIL\tpkg [build failed]":          "",
+		"panic: test timed out after 10m0s": "",
+	} {
+		if got := failingTest(in); got != want {
+			t.Errorf("failingTest(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // The list itself: unique names, real edits inside the packages under test,
 // and issue 16's six mutations present.
 func TestMutationList(t *testing.T) {
