@@ -39,6 +39,11 @@ func TestManagerRebuildsOnlyTheChangedApplication(t *testing.T) {
 	if a1 == nil || b1 == nil || d1 == nil {
 		t.Fatal("applications not set up")
 	}
+	for _, a := range []*Application{a1, b1, d1} {
+		if a.Settings.AppVersion != "9.9.9-test" { // the MQTT init's app_version
+			t.Fatalf("%s runs with app version %q, want the program's", a.Settings.Name, a.Settings.AppVersion)
+		}
+	}
 	m.Apply(desired("http://127.0.0.1:1/b")) // unchanged
 	if route(euiA) != a1 || route(euiB) != b1 || route(euiD) != d1 {
 		t.Fatal("an unchanged configuration rebuilt applications")
