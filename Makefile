@@ -5,6 +5,8 @@
 #   make test       everything CI runs (installs missing test dependencies first)
 #   make demo       the simulator and app-connect, uplinks flowing for ~20 s
 #   make bench      end-to-end, outbox and join-proxy benchmarks; prints figures, asserts nothing
+#   make mutate     named mutations of forward/, cache/, lnsbridge/, joinclient/: kill rate and survivors
+#                   (not part of make test; CPU-heavy)
 
 GO       ?= go
 GOPATH   := $(shell $(GO) env GOPATH)
@@ -14,7 +16,7 @@ ARM_TAGS := netgo osusergo sqlite_omit_load_extension
 ARM_LDFLAGS := -s -w -linkmode external -extldflags -static $(VERSION_LDFLAGS)
 QEMU     ?= qemu-arm-static
 
-.PHONY: build build-arm package test deps fmt-check vet staticcheck gotest arm-check demo bench clean
+.PHONY: build build-arm package test deps fmt-check vet staticcheck gotest arm-check demo bench mutate clean
 
 build:
 	mkdir -p build
@@ -76,6 +78,11 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./cache/
 	$(GO) test -run '^$$' -bench ProxyAddedLatency -benchtime 5000x ./joinclient/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./cmd/fleet-exporter/
+
+# Each mutation of scripts/mutate/mutations.go applied alone to a copy of the
+# module, judged by its packages' tests; prints the kill rate and the survivors.
+mutate:
+	$(GO) run ./scripts/mutate
 
 clean:
 	rm -rf build

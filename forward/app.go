@@ -132,6 +132,11 @@ type Application struct {
 	owner        func(devEUI string) string         // EUI of the application a device routes to, "" when unknown; may be nil
 	deviceAppEUI func(devEUI string) (string, bool) // a known device's AppEUI; may be nil
 
+	// flight outlives Run's ctx by a grace period when the Manager stops the
+	// application: the request in flight finishes and its rows are settled.
+	// nil: requests end with Run's ctx.
+	flight context.Context
+
 	batching     atomic.Bool
 	batchMax     int
 	pollInterval time.Duration
@@ -287,7 +292,14 @@ func (a *Application) Run(ctx context.Context) {
 	var cursor int64
 	failing := false
 	singles := 0 // rows to send one by one after a refused batch
+	post := ctx
+	if a.flight != nil {
+		post = a.flight
+	}
 	for {
+		if ctx.Err() != nil {
+			return
+		}
 		rows, err := a.queue.Peek(ctx, a.Settings.EUI, cursor, a.batchMax)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -313,7 +325,7 @@ func (a *Application) Run(ctx context.Context) {
 		}
 		var reply []byte
 		if n >= 2 {
-			reply, err = a.http.Post(ctx, batchPath(a.Settings.EUI), a.batchBody(rows[:n]), 0)
+			reply, err = a.http.Post(post, batchPath(a.Settings.EUI), a.batchBody(rows[:n]), 0)
 			var se *StatusError
 			if errors.As(err, &se) && se.Status == 404 {
 				a.batching.Store(false)
@@ -327,7 +339,7 @@ func (a *Application) Run(ctx context.Context) {
 			}
 		} else {
 			n = 1
-			reply, err = a.http.Post(ctx, rows[0].Target, a.body(rows[0]), 0)
+			reply, err = a.http.Post(post, rows[0].Target, a.body(rows[0]), 0)
 		}
 		if err == nil {
 			a.queue.Delete(rows[:n])
@@ -353,7 +365,7 @@ func (a *Application) Run(ctx context.Context) {
 			}
 			b.reset()
 			if rows[0].Kind == "up" {
-				a.handleDownlinks(ctx, reply, "up answer")
+				a.handleDownlinks(post, reply, "up answer") // the answer of a request that finished while stopping too
 			}
 			continue
 		}

@@ -179,7 +179,7 @@ func (q *Requests) serve(ctx context.Context, kind string, f map[string]json.Raw
 	case RequestLora:
 		return q.serveLora(ctx, f, rid)
 	default:
-		return q.serveLog(f, rid)
+		return q.serveLog(ctx, f, rid)
 	}
 }
 
@@ -478,7 +478,10 @@ const (
 	maxTailBytes = 16 << 20 // never read more than this of a log file
 )
 
-func (q *Requests) serveLog(f map[string]json.RawMessage, rid json.RawMessage) ([]byte, error) {
+// serveLog answers a log_req within ctx's deadline (remote_requests.timeout):
+// it reads at most maxTailBytes from the end of the file and encodes the reply
+// once, with as many of the newest lines as fit.
+func (q *Requests) serveLog(ctx context.Context, f map[string]json.RawMessage, rid json.RawMessage) ([]byte, error) {
 	file, _, err := stringField(f, "file", true)
 	if err != nil {
 		return nil, err
@@ -508,20 +511,36 @@ func (q *Requests) serveLog(f map[string]json.RawMessage, rid json.RawMessage) (
 			return nil, malformed("filter is not a valid regular expression: %v", err)
 		}
 	}
-	got, err := ReadLogTail(q.Policy.LogRoot, file, lines)
+	got, err := ReadLogTail(ctx, q.Policy.LogRoot, file, lines)
 	if err != nil {
 		return nil, err
 	}
 	if re != nil {
 		kept := got[:0]
-		for _, l := range got {
+		for i, l := range got {
+			if i%1024 == 0 && ctx.Err() != nil {
+				return nil, errLogTimeout
+			}
 			if re.MatchString(l) {
 				kept = append(kept, l)
 			}
 		}
 		got = kept
 	}
-	// Over the cap, the oldest lines go first.
+	// Over the cap, the oldest lines go first: count from the newest line how
+	// many fit once JSON-encoded (each line's own encoding, linear in the
+	// input), then encode the reply once; the estimate is exact, the loop
+	// only guards it.
+	room := q.maxReply() - len(`{"result":"","rid":}`) - len(rid)
+	keep := 0
+	for i := len(got) - 1; i >= 0; i-- {
+		b, _ := json.Marshal(got[i] + "\n")
+		if room -= len(b) - 2; room < 0 {
+			break
+		}
+		keep++
+	}
+	got = got[len(got)-keep:]
 	for {
 		text := ""
 		if len(got) > 0 {
@@ -535,10 +554,14 @@ func (q *Requests) serveLog(f map[string]json.RawMessage, rid json.RawMessage) (
 	}
 }
 
+// errLogTimeout answers a log_req that ran out of time (remote_requests.timeout).
+var errLogTimeout = failed("log request took longer than the request timeout")
+
 // ReadLogTail returns the last n lines of a regular file directly inside
 // root. file is "<name>" or "<root>/<name>" (also "/var/log/<name>"); no other
 // directory, no "..", no symlink. Only the end of the file is read.
-func ReadLogTail(root, file string, n int) ([]string, error) {
+// It gives up with an error when ctx ends.
+func ReadLogTail(ctx context.Context, root, file string, n int) ([]string, error) {
 	name := file
 	for _, prefix := range []string{strings.TrimRight(root, "/") + "/", "/var/log/"} {
 		if strings.HasPrefix(name, prefix) {
@@ -574,27 +597,40 @@ func ReadLogTail(root, file string, n int) ([]string, error) {
 		return nil, refused("file %q cannot be opened", name)
 	}
 	defer fd.Close()
-	return tailLines(fd, n)
+	return tailLines(ctx, fd, n)
 }
 
-// tailLines reads backwards in chunks until it has n complete lines.
-func tailLines(f *os.File, n int) ([]string, error) {
+// tailLines reads backwards in chunks until it has n complete lines, the
+// start of the file or maxTailBytes. The chunks are kept in a list and joined
+// once (no prepending), newlines are counted per chunk; ctx bounds the time.
+func tailLines(ctx context.Context, f *os.File, n int) ([]string, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, failed("log file unreadable")
 	}
-	size := st.Size()
 	const chunk = 64 << 10
-	var buf []byte
-	off := size
-	for off > 0 && bytes.Count(buf, []byte{'\n'}) <= n && int64(len(buf)) < maxTailBytes {
-		step := min(int64(chunk), off)
+	var chunks [][]byte // newest first
+	var total int64
+	newlines := 0
+	off := st.Size()
+	floor := max(off-maxTailBytes, 0) // never read before this offset
+	for off > floor && newlines <= n {
+		if ctx.Err() != nil {
+			return nil, errLogTimeout
+		}
+		step := min(int64(chunk), off-floor)
 		off -= step
 		part := make([]byte, step)
 		if _, err := f.ReadAt(part, off); err != nil && !errors.Is(err, io.EOF) {
 			return nil, failed("log file unreadable")
 		}
-		buf = append(part, buf...)
+		newlines += bytes.Count(part, []byte{'\n'})
+		chunks = append(chunks, part)
+		total += step
+	}
+	buf := make([]byte, 0, total)
+	for i := len(chunks) - 1; i >= 0; i-- {
+		buf = append(buf, chunks[i]...)
 	}
 	text := strings.TrimSuffix(string(buf), "\n")
 	if text == "" {

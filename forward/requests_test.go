@@ -265,6 +265,140 @@ func TestRequestsFlagsOffAndRateLimit(t *testing.T) {
 	}
 }
 
+// Each lora_req allow-list rule on its own: every refused case breaks exactly
+// one rule and would pass every other, so loosening that rule lets it through;
+// the accepted cases keep the rules from being tightened past the protocol.
+func TestLoraAllowListRules(t *testing.T) {
+	const dev = "00-11-00-11-00-11-00-11"
+	dl := `'{"deveui":"` + dev + `","data":"QAE=","port":2}'`
+	policy := config.DefaultRemoteRequests()
+	// An entry the configuration check would refuse, to isolate the "file" rule.
+	policy.LoraAllow = append(policy.LoraAllow, "session list json file")
+	q := &Requests{Policy: policy}
+	tests := []struct {
+		rule, cmd string
+		want      string // "" accepted, else a piece of the refusal
+	}{
+		{"listing alone", "device list json", ""},
+		{"listing with page", "device list json page 12", ""},
+		{"page of six digits", "device list json page 999999", ""},
+		{"longest entry wins", "packet queue list json page 2", ""},
+		{"longest entry wins over packet queue", "packet queue add " + dl, ""},
+		{"appnet get one EUI", "appnet get " + dev, ""},
+		{"plain command", "device count", ""},
+
+		{"nothing but page after a listing", "device list json page 1 extra", `only "page <n>"`},
+		{"page twice", "device list json page 1 page 2", `only "page <n>"`},
+		{"page needs its number", "device list json page", `only "page <n>"`},
+		{"a number needs page", "device list json 1", `only "page <n>"`},
+		{"the word is page", "device list json pages 1", `only "page <n>"`},
+		{"page number digits only", "device list json page 1x", `only "page <n>"`},
+		{"page number not negative", "device list json page -1", `only "page <n>"`},
+		{"page number at most six digits", "device list json page 1234567", `only "page <n>"`},
+		{"nothing after a plain command", "device count extra", `only "page <n>"`},
+		{"whole words, not string prefixes", "device counts", "not allowed"},
+		{"whole words at the end too", "help me", `only "page <n>"`},
+		{"unlisted command", "device delete " + dev, "not allowed"},
+		{"file never allowed, even when listed", "session list json file", `"file" is never allowed`},
+		{"appnet get takes an EUI", "appnet get", "one EUI"},
+		{"appnet get takes one EUI only", "appnet get " + dev + " " + dev, "one EUI"},
+		{"appnet get takes a valid EUI", "appnet get 00-11", "appnet get:"},
+		{"packet queue add takes one object", "packet queue add " + dl + " " + dl, "one JSON object"},
+		{"packet queue add takes an object", "packet queue add", "one JSON object"},
+		{"packet queue add validates the downlink", `packet queue add '{"deveui":"` + dev + `","data":"QAE=","port":300}'`, "packet queue add:"},
+		{"packet queue add needs a deveui", `packet queue add '{"data":"QAE=","port":2}'`, "no deveui"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.rule, func(t *testing.T) {
+			words, err := SplitCommand(tc.cmd)
+			if err != nil {
+				t.Fatalf("SplitCommand(%q): %v", tc.cmd, err)
+			}
+			err = q.CheckLoraCommand(words)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("%q refused: %v", tc.cmd, err)
+			case tc.want != "" && err == nil:
+				t.Fatalf("%q accepted; the rule %q must refuse it", tc.cmd, tc.rule)
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("%q refused for another reason: %v (want %q)", tc.cmd, err, tc.want)
+			}
+		})
+	}
+}
+
+// A log_req whose lines span more than the 16 MiB read cap: the reader stops
+// at the cap (it returns only lines from the file's last 16 MiB), the reply
+// holds the newest lines that fit the reply limit and no more, and a request
+// whose deadline has passed is answered with an error instead of reading on.
+func TestLogTailBoundedBySizeAndTime(t *testing.T) {
+	const readCap = 16 << 20 // remote_requests' documented read cap
+	root := t.TempDir()
+	const lineLen, nLines = 2048, 10000 // 20 MB of lines: more than the cap
+	var b strings.Builder
+	pad := strings.Repeat("x", lineLen-len("line 000000 ")-1)
+	for i := range nLines {
+		fmt.Fprintf(&b, "line %06d %s\n", i, pad)
+	}
+	if b.Len() <= readCap {
+		t.Fatalf("test file of %d bytes does not exceed the cap", b.Len())
+	}
+	if err := os.WriteFile(filepath.Join(root, "huge.log"), []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	contiguousNewest := func(t *testing.T, lines []string) {
+		t.Helper()
+		for i, l := range lines {
+			want := fmt.Sprintf("line %06d ", nLines-len(lines)+i)
+			if !strings.HasPrefix(l, want) || len(l) != lineLen-1 {
+				t.Fatalf("line %d of %d is %.20q…, want %q…", i, len(lines), l, want)
+			}
+		}
+	}
+	ctx := context.Background()
+
+	lines, err := ReadLogTail(ctx, root, "huge.log", nLines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(lines) * lineLen; n > readCap || len(lines) == 0 {
+		t.Fatalf("%d lines (%d bytes) returned: the read cap is %d bytes", len(lines), n, readCap)
+	}
+	if want := readCap/lineLen - 1; len(lines) < want {
+		t.Fatalf("%d lines returned, want the %d whole lines within the cap", len(lines), want)
+	}
+	contiguousNewest(t, lines)
+
+	policy := config.DefaultRemoteRequests()
+	policy.LogRoot = root
+	q := &Requests{Policy: policy, Enabled: config.RequestOptions{Log: true}}
+	raw := q.Handle(ctx, RequestLog, "lorawan/x/log_req", []byte(fmt.Sprintf(`{"file":"huge.log","lines":%d,"rid":7}`, nLines)))
+	if len(raw) > q.maxReply() {
+		t.Fatalf("reply of %d bytes exceeds the %d-byte limit", len(raw), q.maxReply())
+	}
+	m := reply(t, raw)
+	text, _ := m["result"].(string)
+	if m["error"] != nil || m["rid"] != float64(7) || !strings.HasSuffix(text, "\n") {
+		t.Fatalf("reply %.300s", raw)
+	}
+	got := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	contiguousNewest(t, got)
+	if len(raw)+lineLen <= q.maxReply() {
+		t.Fatalf("reply of %d lines (%d bytes) leaves room for another line under %d bytes", len(got), len(raw), q.maxReply())
+	}
+
+	// The deadline: a request whose context has ended reads nothing more.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := ReadLogTail(done, root, "huge.log", nLines); err == nil {
+		t.Fatal("ReadLogTail went on after its context ended")
+	}
+	raw = q.Handle(done, RequestLog, "lorawan/x/log_req", []byte(`{"file":"huge.log","lines":10,"rid":8}`))
+	if m := reply(t, raw); m["error"] == nil || !strings.Contains(fmt.Sprint(m["error"]), "timeout") || m["rid"] != float64(8) {
+		t.Fatalf("a log_req past its deadline answered %s", raw)
+	}
+}
+
 func TestSplitCommand(t *testing.T) {
 	tests := []struct {
 		in   string

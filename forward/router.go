@@ -112,9 +112,13 @@ func BuildDesired(d config.DefaultApp, override *config.DefaultApp, whenDisabled
 type running struct {
 	app         *Application
 	fingerprint string
-	cancel      context.CancelFunc
+	cancel      context.CancelFunc // ends the delivery loop
+	stopFlight  context.CancelFunc // ends the request in flight
 	done        chan struct{}
 }
+
+// stopGrace is how long a stopping application's request in flight may take.
+const stopGrace = 5 * time.Second
 
 // Manager owns the live applications: it starts, rebuilds and stops them as
 // the configuration changes, without losing or reordering queued rows, and
@@ -192,10 +196,13 @@ func fingerprint(s AppSettings, id Identity) string {
 func (m *Manager) Apply(d Desired) {
 	want := map[string]AppSettings{}
 	for _, a := range d.Appnets {
+		a.AppVersion = m.AppVersion // part of the fingerprint: set before comparing
 		want[a.EUI] = a
 	}
 	if d.Default != nil {
-		want[d.Default.EUI] = *d.Default // the default app takes over an appnet with its EUI
+		def := *d.Default
+		def.AppVersion = m.AppVersion
+		want[d.Default.EUI] = def // the default app takes over an appnet with its EUI
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -221,7 +228,6 @@ func (m *Manager) Apply(d Desired) {
 		if m.counters[eui] == nil {
 			m.counters[eui] = &Counters{}
 		}
-		s.AppVersion = m.AppVersion
 		app, err := NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log)
 		if err != nil {
 			m.log.Error("application cannot be set up; its events are not forwarded", "app", eui, "name", s.Name, "err", err)
@@ -238,8 +244,13 @@ func (m *Manager) Apply(d Desired) {
 		if err := m.queue.Sync(m.ctx); err != nil && m.ctx.Err() == nil {
 			m.log.Warn("outbox sync failed", "err", err)
 		}
-		ctx, cancel := context.WithCancel(m.ctx)
-		r := &running{app: app, fingerprint: fingerprint(s, d.Identity), cancel: cancel, done: make(chan struct{})}
+		// A stop (rebuild, removal) ends the loop at once but lets a request
+		// in flight finish for up to stopGrace: a rebuild is not a crash, an
+		// answered row must not be resent by the next instance.
+		flight, stopFlight := context.WithCancel(m.ctx)
+		ctx, cancel := context.WithCancel(flight)
+		app.flight = flight
+		r := &running{app: app, fingerprint: fingerprint(s, d.Identity), cancel: cancel, stopFlight: stopFlight, done: make(chan struct{})}
 		go func() { defer close(r.done); app.Run(ctx) }()
 		m.apps[eui] = r
 	}
@@ -259,6 +270,13 @@ func (m *Manager) Apply(d Desired) {
 // stopLocked ends an instance's delivery loop and sends its close notice.
 func (m *Manager) stopLocked(r *running) {
 	r.cancel()
+	t := time.NewTimer(stopGrace)
+	select {
+	case <-r.done:
+	case <-t.C:
+	}
+	t.Stop()
+	r.stopFlight()
 	<-r.done
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), 5*time.Second)
 	defer cancel()

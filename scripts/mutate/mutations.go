@@ -1,0 +1,125 @@
+package main
+
+// The named mutations: each a deliberate bug the tests must notice. Issue 16's
+// list comes first (Issue: true); the rest cover the delivery path, the
+// outbox, the local bridge and the Join Server client. When the code a
+// snippet names changes, mutate reports the mutation as stale: update the
+// snippet to the new code (keep the bug it stands for), never drop the entry
+// to make the figure look better.
+func mutations() []Mutation {
+	fwd := Target{Pkg: "./forward/"}
+	e2e := func(run string) Target { return Target{Pkg: "./cmd/app-connect/", Run: run} }
+	one := func(file, old, new string) []Edit { return []Edit{{File: file, Old: old, New: new}} }
+	return []Mutation{
+		// --- issue 16 ---
+		{Name: "intake-ack-before-commit", Issue: true, Tests: []Target{fwd}, Edits: []Edit{
+			{File: "forward/intake.go",
+				Old: "\tin.commits.Add(1)\n\tin.stored.Add(uint64(len(rows)))\n\tfor _, m := range batch {\n\t\tif m.Ack != nil {\n\t\t\tm.Ack()\n\t\t}\n\t}\n",
+				New: "\tin.commits.Add(1)\n\tin.stored.Add(uint64(len(rows)))\n"},
+			{File: "forward/intake.go",
+				Old: "\tb := newBackoff(100*time.Millisecond, 5*time.Second)\n",
+				New: "\tfor _, m := range batch {\n\t\tif m.Ack != nil {\n\t\t\tm.Ack()\n\t\t}\n\t}\n\tb := newBackoff(100*time.Millisecond, 5*time.Second)\n"},
+		}},
+		{Name: "lora-page-then-anything", Issue: true, Tests: []Target{fwd}, Edits: one("forward/requests.go",
+			`case len(rest) == 2 && rest[0] == "page" && pageRE.MatchString(rest[1]):`,
+			`case len(rest) >= 2 && rest[0] == "page" && pageRE.MatchString(rest[1]):`)},
+		{Name: "mqtt-settle-ignores-failed-publish", Issue: true, Tests: []Target{fwd}, Edits: one("forward/mqtt.go",
+			"\t\tcase <-tk.Done():\n\t\t\tif tk.Error() != nil {\n\t\t\t\treturn false\n\t\t\t}\n",
+			"\t\tcase <-tk.Done():\n")},
+		{Name: "log-tail-without-read-cap", Issue: true, Tests: []Target{fwd}, Edits: one("forward/requests.go",
+			"floor := max(off-maxTailBytes, 0)",
+			"floor := int64(0)")},
+		{Name: "joined-events-batched", Issue: true, Tests: []Target{fwd, e2e("TestBatchingAndBatchRouteFallback")}, Edits: one("forward/app.go",
+			`if r.Kind != "up" || len(r.Body) > maxBatchElement {`,
+			`if len(r.Body) > maxBatchElement {`)},
+		{Name: "dead-letter-deleted-uncounted", Issue: true, Tests: []Target{fwd, e2e("TestPermanentRefusalDeadLettersOneUplink")}, Edits: one("forward/app.go",
+			"a.queue.DeadLetter([]cache.Row{head})",
+			"a.queue.Delete([]cache.Row{head})")},
+
+		// --- forward: delivery and routing ---
+		// The flaky appnets test's first cause, as it was: AppVersion set only
+		// on the instance started, so every fingerprint comparison differed.
+		{Name: "rebuild-every-application", Tests: []Target{fwd}, Edits: []Edit{
+			{File: "forward/router.go", Old: "\t\ta.AppVersion = m.AppVersion // part of the fingerprint: set before comparing\n", New: ""},
+			{File: "forward/router.go", Old: "\t\tdef.AppVersion = m.AppVersion\n", New: ""},
+			{File: "forward/router.go", Old: "\t\tapp, err := NewApplication(s, d.Identity,", New: "\t\ts.AppVersion = m.AppVersion\n\t\tapp, err := NewApplication(s, d.Identity,"},
+		}},
+		{Name: "appnet-without-app-version", Tests: []Target{fwd}, Edits: one("forward/router.go",
+			"\t\ta.AppVersion = m.AppVersion // part of the fingerprint: set before comparing\n", "")},
+		{Name: "rebuild-cuts-request-in-flight", Tests: []Target{fwd}, Edits: one("forward/router.go",
+			"\t\tapp.flight = flight\n", "")},
+		{Name: "intake-commit-error-ignored", Tests: []Target{fwd}, Edits: one("forward/intake.go",
+			"\t\tdropped, err := in.out.Append(ctx, rows)\n",
+			"\t\tdropped, err := in.out.Append(ctx, rows)\n\t\terr = nil\n")},
+		{Name: "http-permanent-retried-forever", Tests: []Target{fwd}, Edits: one("forward/app.go",
+			"\t\thead := rows[0]\n\t\tif IsPermanent(err) {",
+			"\t\thead := rows[0]\n\t\tif false && IsPermanent(err) {")},
+		{Name: "http-429-permanent", Tests: []Target{fwd}, Edits: one("forward/http.go",
+			"e.Status != http.StatusRequestTimeout && e.Status != http.StatusTooManyRequests",
+			"e.Status != http.StatusRequestTimeout")},
+		{Name: "http-batch-404-no-fallback", Tests: []Target{fwd, e2e("TestBatchingAndBatchRouteFallback")}, Edits: one("forward/app.go",
+			"errors.As(err, &se) && se.Status == 404",
+			"errors.As(err, &se) && se.Status == 4040")},
+		{Name: "downlink-port-up-to-255", Tests: []Target{fwd}, Edits: one("forward/downlink.go",
+			`intField(m, "port", 0, 223)`,
+			`intField(m, "port", 0, 255)`)},
+		{Name: "router-api-1.1-filters", Tests: []Target{fwd, e2e("TestHTTPConformance")}, Edits: one("forward/router.go",
+			"rt.filterOff = d.Default.APIVersion != config.API10 || d.Default.EUI == config.CatchAll",
+			"rt.filterOff = d.Default.EUI == config.CatchAll")},
+
+		// --- cache: the outbox ---
+		{Name: "outbox-peek-newest-first", Tests: []Target{{Pkg: "./cache/"}, fwd}, Edits: one("cache/outbox.go",
+			"AND id > ? ORDER BY id LIMIT ?",
+			"AND id > ? ORDER BY id DESC LIMIT ?")},
+		{Name: "outbox-peek-includes-cursor", Tests: []Target{{Pkg: "./cache/"}, fwd}, Edits: one("cache/outbox.go",
+			"AND id > ? ORDER BY id LIMIT ?",
+			"AND id >= ? ORDER BY id LIMIT ?")},
+		{Name: "outbox-cap-drops-newest", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/outbox.go",
+			"SELECT id, LENGTH(body) FROM outbox WHERE application = ? ORDER BY id`",
+			"SELECT id, LENGTH(body) FROM outbox WHERE application = ? ORDER BY id DESC`")},
+		{Name: "outbox-cap-one-row-late", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/outbox.go",
+			"if rows > o.limits.MaxRows || bytes > o.limits.MaxBytes {",
+			"if rows > o.limits.MaxRows+1 || bytes > o.limits.MaxBytes {")},
+		{Name: "outbox-dead-letter-uncounted", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/outbox.go",
+			"\t\t\t\tif set.dead {\n\t\t\t\t\tx.deadLettered++\n\t\t\t\t}\n",
+			"\t\t\t\t_ = set.dead\n")},
+		{Name: "outbox-drops-uncounted", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/outbox.go",
+			"\t\tx.dropped += int64(n)\n\t\tdroppedBy[ov.app] = n\n",
+			"\t\tdroppedBy[ov.app] = n\n")},
+
+		// --- lnsbridge: the local broker ---
+		{Name: "local-clean-session", Tests: []Target{{Pkg: "./lnsbridge/"}}, Edits: one("lnsbridge/local.go",
+			"SetCleanSession(false).", "SetCleanSession(true).")},
+		{Name: "local-auto-ack", Tests: []Target{{Pkg: "./lnsbridge/"}}, Edits: one("lnsbridge/local.go",
+			"SetAutoAckDisabled(true).", "SetAutoAckDisabled(false).")},
+		{Name: "local-malformed-kept-unacked", Tests: []Target{{Pkg: "./lnsbridge/"}}, Edits: one("lnsbridge/local.go",
+			"\"bytes\", len(m.Payload()))\n\t\tm.Ack()\n",
+			"\"bytes\", len(m.Payload()))\n")},
+		{Name: "uplink-deveui-mismatch-accepted", Tests: []Target{{Pkg: "./lnsbridge/"}}, Edits: one("lnsbridge/events.go",
+			"\tif dev != ev.DevEUI {\n\t\treturn ev, perr(topic, \"field \\\"deveui\\\" %s differs from the topic's %s\", dev, ev.DevEUI)",
+			"\tif false && dev != ev.DevEUI {\n\t\treturn ev, perr(topic, \"field \\\"deveui\\\" %s differs from the topic's %s\", dev, ev.DevEUI)")},
+		{Name: "uplink-port-up-to-65535", Tests: []Target{{Pkg: "./lnsbridge/"}}, Edits: one("lnsbridge/events.go",
+			`integer(topic, m, "port", false, 0, 255)`,
+			`integer(topic, m, "port", false, 0, 65535)`)},
+		{Name: "uplink-data-not-base64-checked", Tests: []Target{{Pkg: "./lnsbridge/"}}, Edits: one("lnsbridge/events.go",
+			"if _, err := base64.StdEncoding.DecodeString(data); err != nil {",
+			"if _, err := base64.StdEncoding.DecodeString(data); err != nil && false {")},
+
+		// --- joinclient: Join Server routing and answers ---
+		{Name: "js-route-ignores-component", Tests: []Target{{Pkg: "./joinclient/"}}, Edits: one("joinclient/router.go",
+			"if !e.HasComponent(c) || !e.Prefix.Matches(joinEUI) || e.Prefix.Length < best {",
+			"if !e.Prefix.Matches(joinEUI) || e.Prefix.Length < best {")},
+		{Name: "js-route-first-match-not-most-specific", Tests: []Target{{Pkg: "./joinclient/"}}, Edits: one("joinclient/router.go",
+			"if e.Prefix.Length > best {\n\t\t\tbest, prefix, out = e.Prefix.Length, e.Prefix, out[:0]",
+			"if best < 0 {\n\t\t\tbest, prefix, out = e.Prefix.Length, e.Prefix, out[:0]")},
+		{Name: "js-answer-size-unchecked", Tests: []Target{{Pkg: "./joinclient/"}}, Edits: one("joinclient/client.go",
+			"if len(data) > MaxAnswerSize {",
+			"if len(data) > MaxAnswerSize+1 {")},
+		{Name: "js-race-returns-first-outcome", Tests: []Target{{Pkg: "./joinclient/"}}, Edits: one("joinclient/router.go",
+			"\t\tif o.err == nil {\n\t\t\treturn o.ans, o.js, nil",
+			"\t\tif true {\n\t\t\treturn o.ans, o.js, o.err")},
+		{Name: "js-race-prefers-transport-error", Tests: []Target{{Pkg: "./joinclient/"}}, Edits: one("joinclient/router.go",
+			"\tif firstBI != nil {\n\t\treturn firstBI.ans",
+			"\tif false {\n\t\treturn firstBI.ans")},
+	}
+}
