@@ -182,6 +182,7 @@ type statusDoc struct {
 		Stored   uint64 `json:"Stored"`
 	} `json:"intake"`
 	Storage      cache.StorageStatus `json:"storage"`
+	Goroutines   int                 `json:"goroutines"`
 	Applications []struct {
 		QueueRows int   `json:"queue_rows"`
 		Dropped   int64 `json:"dropped"`

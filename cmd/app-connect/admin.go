@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"sync"
@@ -86,6 +87,7 @@ type statusDoc struct {
 	Local           lnsbridge.LocalStats `json:"local"`
 	Intake          forward.IntakeStats  `json:"intake"`
 	Storage         cache.StorageStatus  `json:"storage"`
+	Goroutines      int                  `json:"goroutines"` // for leak checks (make faults soak)
 	Applications    []appStatus          `json:"applications"`
 	Joins           []joinCount          `json:"joins"`
 	Downlinks       []outcomeCount       `json:"downlinks"`
@@ -118,6 +120,7 @@ func (s *state) status() statusDoc {
 	if s.storage != nil {
 		doc.Storage = s.storage()
 	}
+	doc.Goroutines = runtime.NumGoroutine()
 	if s.router == nil {
 		return doc
 	}
