@@ -2,10 +2,12 @@ package cache
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -86,6 +88,8 @@ type StorageStatus struct {
 	CapBytes       int64     `json:"cap_bytes"`     // outbox payload bytes the file system allows in total
 	RefusedCommits int64     `json:"refused_commits"`
 	FullEpisodes   int64     `json:"full_episodes"`
+	Replacements   int64     `json:"replacements"` // database file deleted, replaced or truncated under the program
+	LostRows       int64     `json:"lost_rows"`    // queued rows lost with such a file`
 	LastError      string    `json:"last_error,omitempty"`
 }
 
@@ -113,12 +117,16 @@ type space struct {
 	// failed on a full file system: they go first into the next group.
 	// Owned by the writer goroutine.
 	retry []*writeReq
+
+	fileID      fileID    // of the file the connections opened
+	fileChecked time.Time // owned by the writer goroutine (under mu for the race detector)
 }
 
 func newSpace(db *DB, now func() time.Time) *space {
 	s := &space{db: db, dir: filepath.Dir(db.path), reservePath: db.path + ".reserve", log: db.log, now: now,
 		fs: statfs, overhead: defaultOverhead}
 	s.st.State = "ok"
+	s.fileID, _, _ = statID(db.path)
 	if fi, err := os.Stat(s.reservePath); err == nil && fi.Size() == reserveBytes {
 		s.reserveHeld = true
 	} else {
@@ -379,6 +387,7 @@ func (db *DB) Storage() StorageStatus {
 func (o *Outbox) commitGroup(group []*writeReq) func(*writeReq) error {
 	sp := o.db.space
 	ctx := context.Background()
+	o.checkFile(ctx)
 	if len(sp.retry) > 0 {
 		group = append(sp.retry, group...)
 		sp.retry = nil
@@ -460,4 +469,164 @@ func (o *Outbox) payloadBytes() (bytes int64, apps int) {
 		}
 	}
 	return bytes, apps
+}
+
+// fileID identifies the database file the connections opened.
+type fileID struct{ dev, ino uint64 }
+
+func statID(path string) (fileID, int64, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileID{}, 0, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, fi.Size(), nil
+	}
+	return fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}, fi.Size(), nil //nolint:unconvert // widths differ by platform
+}
+
+// vanished says how the file at the database's path differs from the one
+// the connections opened: "" (the same), "deleted", "replaced" or
+// "truncated".
+func (s *space) vanished() string {
+	id, size, err := statID(s.db.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "deleted"
+	case err != nil:
+		return "" // unreadable metadata: the next write says more
+	case s.fileID != (fileID{}) && id != s.fileID:
+		return "replaced"
+	case size < 512:
+		return "truncated"
+	}
+	return ""
+}
+
+// checkFile runs in the writer before a group, at most once per
+// refreshEvery: when the database file was deleted, replaced or truncated
+// under the running program, it copies what the open connections can still
+// read (VACUUM INTO) to a fresh file at the path, moving anything else there
+// aside; when nothing can be read, it starts an empty database. Either way
+// the connections reopen on the new file, the loss (queued rows that could
+// not be copied) is counted in Storage().LostRows and logged once.
+func (o *Outbox) checkFile(ctx context.Context) {
+	sp := o.db.space
+	sp.mu.Lock()
+	due := sp.now().Sub(sp.fileChecked) >= refreshEvery
+	if due {
+		sp.fileChecked = sp.now()
+	}
+	sp.mu.Unlock()
+	if !due {
+		return
+	}
+	what := sp.vanished()
+	if what == "" {
+		return
+	}
+	path := o.db.path
+	var queued int64
+	o.mu.Lock()
+	for _, s := range o.stats {
+		queued += int64(s.Rows)
+	}
+	o.mu.Unlock()
+	stamp := sp.now().UTC().Format("20060102T150405Z")
+	tmp := path + ".salvage"
+	os.Remove(tmp)
+	_, salvageErr := o.db.sql.ExecContext(ctx, "VACUUM INTO ?", tmp)
+	if salvageErr == nil {
+		salvageErr = quickCheck(ctx, tmp)
+	}
+	// Whatever is at the path now is not this program's database.
+	for _, sfx := range []string{"", "-wal", "-shm"} {
+		if _, err := os.Stat(path + sfx); err == nil {
+			os.Rename(path+sfx, path+"."+what+"-"+stamp+sfx)
+		}
+	}
+	if salvageErr == nil {
+		salvageErr = os.Rename(tmp, path)
+	} else {
+		os.Remove(tmp)
+	}
+	// New connections open the new file: drop the idle ones, and recycle the
+	// ones readers hold now when they come back (the writer holds none
+	// between groups).
+	o.db.sql.SetMaxIdleConns(0)
+	o.db.sql.SetMaxIdleConns(2)
+	o.db.sql.SetConnMaxLifetime(refreshEvery)
+	err := o.db.migrate(ctx)
+	if err == nil {
+		err = o.reloadStats(ctx)
+	}
+	id, _, _ := statID(path)
+	var left int64
+	o.mu.Lock()
+	for _, s := range o.stats {
+		left += int64(s.Rows)
+	}
+	o.mu.Unlock()
+	lost := max(queued-left, 0)
+	sp.mu.Lock()
+	sp.fileID = id
+	sp.st.LostRows += lost
+	sp.st.Replacements++
+	sp.st.LastError = "database file " + what + " while running"
+	sp.mu.Unlock()
+	if salvageErr == nil && err == nil {
+		o.db.log.Error("database file "+what+" while running: its rows were copied to a fresh database at the path",
+			"path", path, "queued_rows", queued, "lost_rows", lost)
+		return
+	}
+	o.db.log.Error("database file "+what+" while running and could not be read: started an empty database; queued rows lost",
+		"path", path, "lost_rows", lost, "salvage_err", salvageErr, "err", err)
+}
+
+func quickCheck(ctx context.Context, path string) error {
+	db, err := sql.Open("sqlite3", "file:"+url.PathEscape(path)+"?mode=ro")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var res string
+	if err := db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&res); err != nil {
+		return err
+	}
+	if res != "ok" {
+		return fmt.Errorf("%w: quick_check: %s", errCorrupt, res)
+	}
+	return nil
+}
+
+// reloadStats re-reads the per-application row counts from the database.
+func (o *Outbox) reloadStats(ctx context.Context) error {
+	rows, err := o.db.sql.QueryContext(ctx, `SELECT application, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox GROUP BY application`)
+	if err != nil {
+		return fmt.Errorf("cache: outbox counts: %w", err)
+	}
+	defer rows.Close()
+	counts := map[string]AppStats{}
+	for rows.Next() {
+		var app string
+		var c AppStats
+		if err := rows.Scan(&app, &c.Rows, &c.Bytes); err != nil {
+			return fmt.Errorf("cache: outbox counts: %w", err)
+		}
+		counts[app] = c
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for app, s := range o.stats {
+		s.Rows, s.Bytes = counts[app].Rows, counts[app].Bytes
+	}
+	for app, c := range counts {
+		s := o.app(app)
+		s.Rows, s.Bytes = c.Rows, c.Bytes
+	}
+	return nil
 }
