@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
@@ -498,10 +499,22 @@ func (s *space) vanished() string {
 		return "" // unreadable metadata: the next write says more
 	case s.fileID != (fileID{}) && id != s.fileID:
 		return "replaced"
-	case size < 512:
-		return "truncated"
+	case size < 512 || !sqliteHeader(s.db.path):
+		return "truncated" // or overwritten in place: not a database any more
 	}
 	return ""
+}
+
+// sqliteHeader reports whether the file starts with SQLite's magic string.
+func sqliteHeader(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return true // unreadable: not evidence of damage
+	}
+	defer f.Close()
+	var b [16]byte
+	n, _ := io.ReadFull(f, b[:])
+	return n == 16 && string(b[:]) == "SQLite format 3\x00"
 }
 
 // checkFile runs in the writer before a group, at most once per

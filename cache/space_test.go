@@ -171,6 +171,7 @@ func TestDatabaseFileVanishes(t *testing.T) {
 			os.WriteFile(p+".x", bytes.Repeat([]byte("garbage "), 1000), 0o600)
 			os.Rename(p+".x", p)
 		}},
+		{"truncated", func(p string) { os.Truncate(p, 0); os.Truncate(p+"-wal", 0) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -192,12 +193,18 @@ func TestDatabaseFileVanishes(t *testing.T) {
 			if _, err := ob.Append(ctx, bigRows("a", 5)); err != nil {
 				t.Fatalf("append after the file %s: %v", tc.name, err)
 			}
-			if s := ob.Stats("a"); s.Rows != 55 {
-				t.Fatalf("%d rows counted, want 55", s.Rows)
-			}
 			st := db.Storage()
-			if st.Replacements != 1 || st.LostRows != 0 {
-				t.Fatalf("storage %+v, want one replacement and nothing lost", st)
+			want := 55
+			if tc.name == "truncated" {
+				// What the connections still read (their page cache) is copied;
+				// the rest is counted lost. Every row is one or the other.
+				want = 55 - int(st.LostRows)
+			} else if st.LostRows != 0 {
+				t.Fatalf("storage %+v, want nothing lost", st)
+			}
+			t.Logf("%d rows kept, %d lost", want, st.LostRows)
+			if s := ob.Stats("a"); s.Rows != want || st.Replacements != 1 {
+				t.Fatalf("%d rows counted, want %d; storage %+v", s.Rows, want, st)
 			}
 			if n := strings.Count(logs.String(), "database file "+tc.name+" while running"); n != 1 {
 				t.Fatalf("%d log lines:\n%s", n, logs.String())
@@ -206,8 +213,8 @@ func TestDatabaseFileVanishes(t *testing.T) {
 			db.Close()
 			db2 := openTest(t, path)
 			var n int
-			if err := db2.sql.QueryRow("SELECT COUNT(*) FROM outbox").Scan(&n); err != nil || n != 55 {
-				t.Fatalf("the file at the path holds %d rows (%v), want 55", n, err)
+			if err := db2.sql.QueryRow("SELECT COUNT(*) FROM outbox").Scan(&n); err != nil || n != want {
+				t.Fatalf("the file at the path holds %d rows (%v), want %d", n, err, want)
 			}
 		})
 	}
