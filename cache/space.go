@@ -35,9 +35,10 @@ import (
 //     reusable always get the space they need. It is re-created when the file
 //     system has room again.
 //   - The outbox's byte cap follows the file system (statfs): the database may
-//     take at most fsShareMax of the partition and must leave fsKeepFree of it
-//     free, less the reserve and the WAL bound (see capBytes; README
-//     "Reliability" works the arithmetic for a gateway).
+//     take at most fsShareMax of the partition, less the reserve and the WAL
+//     bound (see capBytesLocked; README "Reliability" works the arithmetic for
+//     a gateway). The reserve is re-created only while fsKeepFree of the
+//     partition stays free for everything else.
 //
 // While the reserve is released, new rows are accepted only into the
 // database's own free pages (rows delivered and deleted); otherwise appends
