@@ -85,7 +85,7 @@ FAULTS_FREEZE ?= 20s
 faults: deps
 	@mkdir -p build
 	@{ FAULTS_SOAK=$(FAULTS_SOAK) FAULTS_FREEZE=$(FAULTS_FREEZE) $(GO) test -tags faults -count=1 -v -timeout 120m ./faults/ 2>&1; \
-		echo $$? > build/faults.rc; } | tee build/faults.log | grep -E '^(RESULT|SOAK|--- |ok|FAIL)|NOT RUN|^ +[0-9]+s +[0-9]'
+		echo $$? > build/faults.rc; } | tee build/faults.log | grep --line-buffered -E '^(RESULT|SOAK|--- |ok|FAIL)|NOT RUN|^ +[0-9]+s +[0-9]'
 	@echo "== make faults summary (full output in build/faults.log)"
 	@grep -E '^RESULT' build/faults.log || true
 	@grep -E -A1 -- '--- SKIP' build/faults.log | grep -E 'NOT RUN' | sed 's/^ */NOT RUN (not passed): /' || true
