@@ -88,7 +88,7 @@ faults: deps
 		echo $$? > build/faults.rc; } | tee build/faults.log | grep --line-buffered -E '^(RESULT|SOAK|--- |ok|FAIL)|NOT RUN|^ +[0-9]+s +[0-9]'
 	@echo "== make faults summary (full output in build/faults.log)"
 	@grep -E '^RESULT' build/faults.log || true
-	@grep -E -A1 -- '--- SKIP' build/faults.log | grep -E 'NOT RUN' | sed 's/^ */NOT RUN (not passed): /' || true
+	@grep -E '_test.go:[0-9]+: NOT RUN: ' build/faults.log | sed 's/^.*NOT RUN: /NOT RUN (not passed): /' || true
 	@grep -E -- '--- FAIL' build/faults.log || true
 	@exit $$(cat build/faults.rc)
 

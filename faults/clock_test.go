@@ -13,5 +13,5 @@ import "testing"
 // rows handed over in memory use Go's monotonic clock; only rows read back
 // from the database carry wall-clock times.
 func TestClockJump(t *testing.T) {
-	t.Skip("NOT RUN: the real clock cannot be changed on this machine and faketime does not reach a Go binary; see README Reliability")
+	t.Skip("NOT RUN: TestClockJump: the real clock cannot be changed on this machine and faketime does not reach a Go binary; see README Reliability")
 }

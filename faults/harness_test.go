@@ -373,7 +373,7 @@ func (s *syncBuffer) tail(n int) string {
 func needRoot(t *testing.T, what string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skipf("NOT RUN: %s needs root (mount)", what)
+		t.Skipf("NOT RUN: %s: %s needs root (mount)", t.Name(), what)
 	}
 }
 
@@ -387,7 +387,7 @@ func mountTmpfs(t *testing.T, size int64) string {
 		t.Fatal(err)
 	}
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-		t.Skipf("NOT RUN: mount tmpfs: %v", err)
+		t.Skipf("NOT RUN: %s: mount tmpfs: %v", t.Name(), err)
 	}
 	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
 	return dir
