@@ -147,7 +147,7 @@ func statfs(dir string) (total, free int64, err error) {
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, 0, fmt.Errorf("cache: statfs %s: %w", dir, err)
 	}
-	bs := int64(st.Bsize) //nolint:unconvert // int32 on 32-bit ARM
+	bs := int64(st.Bsize) // int32 on 32-bit ARM
 	return int64(st.Blocks) * bs, int64(st.Bavail) * bs, nil
 }
 
@@ -485,7 +485,7 @@ func statID(path string) (fileID, int64, error) {
 	if !ok {
 		return fileID{}, fi.Size(), nil
 	}
-	return fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}, fi.Size(), nil //nolint:unconvert // widths differ by platform
+	return fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}, fi.Size(), nil // widths differ by platform
 }
 
 // vanished says how the file at the database's path differs from the one
