@@ -41,9 +41,14 @@ import (
 //     partition stays free for everything else.
 //
 // While the reserve is released, new rows are accepted only into the
-// database's own free pages (rows delivered and deleted); otherwise appends
-// are refused with ErrStorageFull, the intake leaves the messages with the
-// local broker, and the state is "full" in Storage(), logged once per episode.
+// database's own free pages (rows delivered and deleted) and the file
+// system's free space beyond one WAL's worth; otherwise appends are refused
+// with ErrStorageFull, the intake leaves the messages with the local broker,
+// and the state is "full" in Storage(), logged once per episode.
+//
+// The writer also notices a database file deleted, replaced or truncated
+// under the running program (checkFile) and moves to a fresh file at the
+// path, copying what it can still read.
 
 const (
 	walCheckpointPages = 64                        // PRAGMA wal_autocheckpoint
@@ -91,7 +96,7 @@ type StorageStatus struct {
 	RefusedCommits int64     `json:"refused_commits"`
 	FullEpisodes   int64     `json:"full_episodes"`
 	Replacements   int64     `json:"replacements"` // database file deleted, replaced or truncated under the program
-	LostRows       int64     `json:"lost_rows"`    // queued rows lost with such a file`
+	LostRows       int64     `json:"lost_rows"`    // queued rows lost with such a file
 	LastError      string    `json:"last_error,omitempty"`
 }
 
