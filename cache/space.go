@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -125,8 +126,9 @@ type space struct {
 	// Owned by the writer goroutine.
 	retry []*writeReq
 
-	fileID      fileID    // of the file the connections opened
-	fileChecked time.Time // owned by the writer goroutine (under mu for the race detector)
+	corruptSeen atomic.Bool // a read or write found the file corrupt (sawError)
+	fileID      fileID      // of the file the connections opened
+	fileChecked time.Time   // owned by the writer goroutine (under mu for the race detector)
 }
 
 func newSpace(db *DB, now func() time.Time) *space {
@@ -419,6 +421,7 @@ func (o *Outbox) commitGroup(group []*writeReq) func(*writeReq) error {
 			return func(*writeReq) error { return nil }
 		}
 		if !isFull(err) {
+			sp.sawError(err)
 			o.db.log.Error("outbox write failed", "err", err, "requests", len(group))
 			return func(*writeReq) error { return err }
 		}
@@ -494,8 +497,8 @@ func statID(path string) (fileID, int64, error) {
 }
 
 // vanished says how the file at the database's path differs from the one
-// the connections opened: "" (the same), "deleted", "replaced" or
-// "truncated".
+// the connections opened: "" (the same), "deleted", "replaced", "truncated"
+// or "damaged".
 func (s *space) vanished() string {
 	id, size, err := statID(s.db.path)
 	switch {
@@ -509,6 +512,47 @@ func (s *space) vanished() string {
 		return "truncated" // or overwritten in place: not a database any more
 	}
 	return ""
+}
+
+// damaged reads the head row of each application the way delivery does
+// (index, row, body): a few b-tree descents, failing on a file whose pages
+// were cut away under the connections even once SQLite rewrote its header.
+func (o *Outbox) damaged(ctx context.Context) bool {
+	o.mu.Lock()
+	var apps []string
+	for app, s := range o.stats {
+		if s.Rows > 0 && len(apps) < 8 {
+			apps = append(apps, app)
+		}
+	}
+	o.mu.Unlock()
+	for _, app := range apps {
+		var id, n sql.NullInt64
+		err := o.db.sql.QueryRowContext(ctx, `SELECT id, LENGTH(body) FROM outbox WHERE application = ? ORDER BY id LIMIT 1`, app).Scan(&id, &n)
+		if corrupt(err) {
+			return true
+		}
+	}
+	var lo, hi sql.NullInt64
+	return corrupt(o.db.sql.QueryRowContext(ctx, "SELECT MIN(id), MAX(id) FROM outbox").Scan(&lo, &hi))
+}
+
+// sawError notes an error of a read or write of the outbox: a corrupt file
+// makes the writer's next check move to a fresh database at once.
+func (s *space) sawError(err error) {
+	if corrupt(err) {
+		s.corruptSeen.Store(true)
+		s.mu.Lock()
+		s.fileChecked = time.Time{}
+		s.mu.Unlock()
+	}
+}
+
+// corrupt reports whether err is SQLite finding the file is not (any more) a
+// sound database.
+func corrupt(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && (se.Code == sqlite3.ErrCorrupt || se.Code == sqlite3.ErrNotADB)
 }
 
 // sqliteHeader reports whether the file starts with SQLite's magic string.
@@ -542,6 +586,9 @@ func (o *Outbox) checkFile(ctx context.Context) {
 		return
 	}
 	what := sp.vanished()
+	if what == "" && (sp.corruptSeen.Swap(false) || o.damaged(ctx)) {
+		what = "damaged"
+	}
 	if what == "" {
 		return
 	}
