@@ -52,12 +52,17 @@ import (
 // path, copying what it can still read.
 
 const (
-	walCheckpointPages = 64                        // PRAGMA wal_autocheckpoint
-	walLimitBytes      = walCheckpointPages * 4096 // PRAGMA journal_size_limit (4 KiB pages)
-	reserveBytes       = 512 << 10
-	fsShareMax         = 0.5  // of the file system's size, for the database at most
-	fsKeepFree         = 0.10 // of the file system's size (at most fsKeepFreeMax), left free for everything else
-	fsKeepFreeMax      = 256 << 20
+	walCheckpointPages = 64 // PRAGMA wal_autocheckpoint: 256 KiB of 4 KiB pages
+	walCheckpointBytes = walCheckpointPages * 4096
+	// walLimitBytes is PRAGMA journal_size_limit: the WAL file is truncated to
+	// it after a checkpoint. Twice the checkpoint size, so a WAL that ran a
+	// little past the checkpoint is not truncated and regrown every cycle
+	// (that churn halved the outbox's append rate).
+	walLimitBytes = 2 * walCheckpointBytes
+	reserveBytes  = 512 << 10
+	fsShareMax    = 0.5  // of the file system's size, for the database at most
+	fsKeepFree    = 0.10 // of the file system's size (at most fsKeepFreeMax), left free for everything else
+	fsKeepFreeMax = 256 << 20
 	// defaultOverhead is the database bytes per payload byte assumed before
 	// the outbox holds enough rows to measure it.
 	defaultOverhead = 2.0
@@ -320,7 +325,7 @@ func (s *space) appendsAllowed(ctx context.Context, bytes int64, payload int64) 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	need := int64(float64(bytes)*s.overhead) + 8<<10
-	room := s.freePages + max(s.st.FSFreeBytes-walLimitBytes, 0)
+	room := s.freePages + max(s.st.FSFreeBytes-walCheckpointBytes, 0)
 	if room >= need {
 		return true, nil
 	}
