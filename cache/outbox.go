@@ -253,6 +253,7 @@ func (o *Outbox) Peek(ctx context.Context, app string, afterID int64, n int) ([]
 		`SELECT id, kind, target, body, enqueued_at, attempts, next_attempt_at FROM outbox
 		 WHERE application = ? AND id > ? ORDER BY id LIMIT ?`, app, afterID, n)
 	if err != nil {
+		o.db.space.sawError(err) // space.go: a corrupt file is replaced at the writer's next check
 		return nil, fmt.Errorf("cache: peek %s: %w", app, err)
 	}
 	defer rows.Close()
@@ -261,6 +262,7 @@ func (o *Outbox) Peek(ctx context.Context, app string, afterID int64, n int) ([]
 		r := Row{Application: app}
 		var enq, next int64
 		if err := rows.Scan(&r.ID, &r.Kind, &r.Target, &r.Body, &enq, &r.Attempts, &next); err != nil {
+			o.db.space.sawError(err)
 			return nil, fmt.Errorf("cache: peek %s: %w", app, err)
 		}
 		r.EnqueuedAt = time.UnixMilli(enq)
@@ -270,6 +272,7 @@ func (o *Outbox) Peek(ctx context.Context, app string, afterID int64, n int) ([]
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
+		o.db.space.sawError(err)
 		return nil, fmt.Errorf("cache: peek %s: %w", app, err)
 	}
 	return out, nil

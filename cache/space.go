@@ -2,13 +2,17 @@ package cache
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,22 +36,33 @@ import (
 //     reusable always get the space they need. It is re-created when the file
 //     system has room again.
 //   - The outbox's byte cap follows the file system (statfs): the database may
-//     take at most fsShareMax of the partition and must leave fsKeepFree of it
-//     free, less the reserve and the WAL bound (see capBytes; README
-//     "Reliability" works the arithmetic for a gateway).
+//     take at most fsShareMax of the partition, less the reserve and the WAL
+//     bound (see capBytesLocked; README "Reliability" works the arithmetic for
+//     a gateway). The reserve is re-created only while fsKeepFree of the
+//     partition stays free for everything else.
 //
 // While the reserve is released, new rows are accepted only into the
-// database's own free pages (rows delivered and deleted); otherwise appends
-// are refused with ErrStorageFull, the intake leaves the messages with the
-// local broker, and the state is "full" in Storage(), logged once per episode.
+// database's own free pages (rows delivered and deleted) and the file
+// system's free space beyond one WAL's worth; otherwise appends are refused
+// with ErrStorageFull, the intake leaves the messages with the local broker,
+// and the state is "full" in Storage(), logged once per episode.
+//
+// The writer also notices a database file deleted, replaced or truncated
+// under the running program (checkFile) and moves to a fresh file at the
+// path, copying what it can still read.
 
 const (
-	walCheckpointPages = 64                        // PRAGMA wal_autocheckpoint
-	walLimitBytes      = walCheckpointPages * 4096 // PRAGMA journal_size_limit (4 KiB pages)
-	reserveBytes       = 512 << 10
-	fsShareMax         = 0.5  // of the file system's size, for the database at most
-	fsKeepFree         = 0.10 // of the file system's size (at most fsKeepFreeMax), left free for everything else
-	fsKeepFreeMax      = 256 << 20
+	walCheckpointPages = 64 // PRAGMA wal_autocheckpoint: 256 KiB of 4 KiB pages
+	walCheckpointBytes = walCheckpointPages * 4096
+	// walLimitBytes is PRAGMA journal_size_limit: the WAL file is truncated to
+	// it after a checkpoint. Twice the checkpoint size, so a WAL that ran a
+	// little past the checkpoint is not truncated and regrown every cycle
+	// (that churn halved the outbox's append rate).
+	walLimitBytes = 2 * walCheckpointBytes
+	reserveBytes  = 512 << 10
+	fsShareMax    = 0.5  // of the file system's size, for the database at most
+	fsKeepFree    = 0.10 // of the file system's size (at most fsKeepFreeMax), left free for everything else
+	fsKeepFreeMax = 256 << 20
 	// defaultOverhead is the database bytes per payload byte assumed before
 	// the outbox holds enough rows to measure it.
 	defaultOverhead = 2.0
@@ -86,6 +101,8 @@ type StorageStatus struct {
 	CapBytes       int64     `json:"cap_bytes"`     // outbox payload bytes the file system allows in total
 	RefusedCommits int64     `json:"refused_commits"`
 	FullEpisodes   int64     `json:"full_episodes"`
+	Replacements   int64     `json:"replacements"` // database file deleted, replaced or truncated under the program
+	LostRows       int64     `json:"lost_rows"`    // queued rows lost with such a file
 	LastError      string    `json:"last_error,omitempty"`
 }
 
@@ -113,12 +130,17 @@ type space struct {
 	// failed on a full file system: they go first into the next group.
 	// Owned by the writer goroutine.
 	retry []*writeReq
+
+	corruptSeen atomic.Bool // a read or write found the file corrupt (sawError)
+	fileID      fileID      // of the file the connections opened
+	fileChecked time.Time   // owned by the writer goroutine (under mu for the race detector)
 }
 
 func newSpace(db *DB, now func() time.Time) *space {
 	s := &space{db: db, dir: filepath.Dir(db.path), reservePath: db.path + ".reserve", log: db.log, now: now,
 		fs: statfs, overhead: defaultOverhead}
 	s.st.State = "ok"
+	s.fileID, _, _ = statID(db.path)
 	if fi, err := os.Stat(s.reservePath); err == nil && fi.Size() == reserveBytes {
 		s.reserveHeld = true
 	} else {
@@ -137,7 +159,7 @@ func statfs(dir string) (total, free int64, err error) {
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return 0, 0, fmt.Errorf("cache: statfs %s: %w", dir, err)
 	}
-	bs := int64(st.Bsize) //nolint:unconvert // int32 on 32-bit ARM
+	bs := int64(st.Bsize) // int32 on 32-bit ARM
 	return int64(st.Blocks) * bs, int64(st.Bavail) * bs, nil
 }
 
@@ -303,7 +325,7 @@ func (s *space) appendsAllowed(ctx context.Context, bytes int64, payload int64) 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	need := int64(float64(bytes)*s.overhead) + 8<<10
-	room := s.freePages + max(s.st.FSFreeBytes-walLimitBytes, 0)
+	room := s.freePages + max(s.st.FSFreeBytes-walCheckpointBytes, 0)
 	if room >= need {
 		return true, nil
 	}
@@ -379,6 +401,7 @@ func (db *DB) Storage() StorageStatus {
 func (o *Outbox) commitGroup(group []*writeReq) func(*writeReq) error {
 	sp := o.db.space
 	ctx := context.Background()
+	o.checkFile(ctx)
 	if len(sp.retry) > 0 {
 		group = append(sp.retry, group...)
 		sp.retry = nil
@@ -403,6 +426,7 @@ func (o *Outbox) commitGroup(group []*writeReq) func(*writeReq) error {
 			return func(*writeReq) error { return nil }
 		}
 		if !isFull(err) {
+			sp.sawError(err)
 			o.db.log.Error("outbox write failed", "err", err, "requests", len(group))
 			return func(*writeReq) error { return err }
 		}
@@ -460,4 +484,220 @@ func (o *Outbox) payloadBytes() (bytes int64, apps int) {
 		}
 	}
 	return bytes, apps
+}
+
+// fileID identifies the database file the connections opened.
+type fileID struct{ dev, ino uint64 }
+
+func statID(path string) (fileID, int64, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileID{}, 0, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, fi.Size(), nil
+	}
+	return fileID{dev: uint64(st.Dev), ino: uint64(st.Ino)}, fi.Size(), nil // widths differ by platform
+}
+
+// vanished says how the file at the database's path differs from the one
+// the connections opened: "" (the same), "deleted", "replaced", "truncated"
+// or "damaged".
+func (s *space) vanished() string {
+	id, size, err := statID(s.db.path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "deleted"
+	case err != nil:
+		return "" // unreadable metadata: the next write says more
+	case s.fileID != (fileID{}) && id != s.fileID:
+		return "replaced"
+	case size < 512 || !sqliteHeader(s.db.path):
+		return "truncated" // or overwritten in place: not a database any more
+	}
+	return ""
+}
+
+// damaged reads the head row of each application the way delivery does
+// (index, row, body): a few b-tree descents, failing on a file whose pages
+// were cut away under the connections even once SQLite rewrote its header.
+func (o *Outbox) damaged(ctx context.Context) bool {
+	o.mu.Lock()
+	var apps []string
+	for app, s := range o.stats {
+		if s.Rows > 0 && len(apps) < 8 {
+			apps = append(apps, app)
+		}
+	}
+	o.mu.Unlock()
+	for _, app := range apps {
+		var id, n sql.NullInt64
+		err := o.db.sql.QueryRowContext(ctx, `SELECT id, LENGTH(body) FROM outbox WHERE application = ? ORDER BY id LIMIT 1`, app).Scan(&id, &n)
+		if corrupt(err) {
+			return true
+		}
+	}
+	var lo, hi sql.NullInt64
+	return corrupt(o.db.sql.QueryRowContext(ctx, "SELECT MIN(id), MAX(id) FROM outbox").Scan(&lo, &hi))
+}
+
+// sawError notes an error of a read or write of the outbox: a corrupt file
+// makes the writer's next check move to a fresh database at once.
+func (s *space) sawError(err error) {
+	if corrupt(err) {
+		s.corruptSeen.Store(true)
+		s.mu.Lock()
+		s.fileChecked = time.Time{}
+		s.mu.Unlock()
+	}
+}
+
+// corrupt reports whether err is SQLite finding the file is not (any more) a
+// sound database.
+func corrupt(err error) bool {
+	var se sqlite3.Error
+	return errors.As(err, &se) && (se.Code == sqlite3.ErrCorrupt || se.Code == sqlite3.ErrNotADB)
+}
+
+// sqliteHeader reports whether the file starts with SQLite's magic string.
+func sqliteHeader(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return true // unreadable: not evidence of damage
+	}
+	defer f.Close()
+	var b [16]byte
+	n, _ := io.ReadFull(f, b[:])
+	return n == 16 && string(b[:]) == "SQLite format 3\x00"
+}
+
+// checkFile runs in the writer before a group, at most once per
+// refreshEvery: when the database file was deleted, replaced or truncated
+// under the running program, it copies what the open connections can still
+// read (VACUUM INTO) to a fresh file at the path, moving anything else there
+// aside; when nothing can be read, it starts an empty database. Either way
+// the connections reopen on the new file, the loss (queued rows that could
+// not be copied) is counted in Storage().LostRows and logged once.
+func (o *Outbox) checkFile(ctx context.Context) {
+	sp := o.db.space
+	sp.mu.Lock()
+	due := sp.now().Sub(sp.fileChecked) >= refreshEvery
+	if due {
+		sp.fileChecked = sp.now()
+	}
+	sp.mu.Unlock()
+	if !due {
+		return
+	}
+	what := sp.vanished()
+	if what == "" && (sp.corruptSeen.Swap(false) || o.damaged(ctx)) {
+		what = "damaged"
+	}
+	if what == "" {
+		return
+	}
+	path := o.db.path
+	var queued int64
+	o.mu.Lock()
+	for _, s := range o.stats {
+		queued += int64(s.Rows)
+	}
+	o.mu.Unlock()
+	stamp := sp.now().UTC().Format("20060102T150405Z")
+	tmp := path + ".salvage"
+	os.Remove(tmp)
+	_, salvageErr := o.db.sql.ExecContext(ctx, "VACUUM INTO ?", tmp)
+	if salvageErr == nil {
+		salvageErr = quickCheck(ctx, tmp)
+	}
+	// Whatever is at the path now is not this program's database.
+	for _, sfx := range []string{"", "-wal", "-shm"} {
+		if _, err := os.Stat(path + sfx); err == nil {
+			os.Rename(path+sfx, path+"."+what+"-"+stamp+sfx)
+		}
+	}
+	if salvageErr == nil {
+		salvageErr = os.Rename(tmp, path)
+	} else {
+		os.Remove(tmp)
+	}
+	// New connections open the new file: drop the idle ones, and recycle the
+	// ones readers hold now when they come back (the writer holds none
+	// between groups).
+	o.db.sql.SetMaxIdleConns(0)
+	o.db.sql.SetMaxIdleConns(2)
+	o.db.sql.SetConnMaxLifetime(refreshEvery)
+	err := o.db.migrate(ctx)
+	if err == nil {
+		err = o.reloadStats(ctx)
+	}
+	id, _, _ := statID(path)
+	var left int64
+	o.mu.Lock()
+	for _, s := range o.stats {
+		left += int64(s.Rows)
+	}
+	o.mu.Unlock()
+	lost := max(queued-left, 0)
+	sp.mu.Lock()
+	sp.fileID = id
+	sp.st.LostRows += lost
+	sp.st.Replacements++
+	sp.st.LastError = "database file " + what + " while running"
+	sp.mu.Unlock()
+	if salvageErr == nil && err == nil {
+		o.db.log.Error("database file "+what+" while running: its rows were copied to a fresh database at the path",
+			"path", path, "queued_rows", queued, "lost_rows", lost)
+		return
+	}
+	o.db.log.Error("database file "+what+" while running and could not be read: started an empty database; queued rows lost",
+		"path", path, "lost_rows", lost, "salvage_err", salvageErr, "err", err)
+}
+
+func quickCheck(ctx context.Context, path string) error {
+	db, err := sql.Open("sqlite3", "file:"+url.PathEscape(path)+"?mode=ro")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var res string
+	if err := db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&res); err != nil {
+		return err
+	}
+	if res != "ok" {
+		return fmt.Errorf("%w: quick_check: %s", errCorrupt, res)
+	}
+	return nil
+}
+
+// reloadStats re-reads the per-application row counts from the database.
+func (o *Outbox) reloadStats(ctx context.Context) error {
+	rows, err := o.db.sql.QueryContext(ctx, `SELECT application, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox GROUP BY application`)
+	if err != nil {
+		return fmt.Errorf("cache: outbox counts: %w", err)
+	}
+	defer rows.Close()
+	counts := map[string]AppStats{}
+	for rows.Next() {
+		var app string
+		var c AppStats
+		if err := rows.Scan(&app, &c.Rows, &c.Bytes); err != nil {
+			return fmt.Errorf("cache: outbox counts: %w", err)
+		}
+		counts[app] = c
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for app, s := range o.stats {
+		s.Rows, s.Bytes = counts[app].Rows, counts[app].Bytes
+	}
+	for app, c := range counts {
+		s := o.app(app)
+		s.Rows, s.Bytes = c.Rows, c.Bytes
+	}
+	return nil
 }

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 type lockedBuffer struct {
@@ -149,4 +151,71 @@ func TestCapsFollowFileSystem(t *testing.T) {
 		t.Fatalf("database takes %d bytes of a %d-byte file system", onDisk, total)
 	}
 	t.Logf("cap %d payload bytes, %d rows kept, %d dropped, %d bytes on disk", st.CapBytes, s.Rows, s.Dropped, st.DBBytes)
+}
+
+// TestDatabaseFileVanishes deletes the database's files, or replaces the file
+// with garbage, under a running outbox: the next write notices, copies the
+// rows the open connections still read to a fresh file at the path, moves
+// the stranger aside, and nothing queued is lost.
+func TestDatabaseFileVanishes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		harm func(path string)
+	}{
+		{"deleted", func(p string) {
+			for _, f := range []string{p, p + "-wal", p + "-shm"} {
+				os.Remove(f)
+			}
+		}},
+		{"replaced", func(p string) {
+			os.WriteFile(p+".x", bytes.Repeat([]byte("garbage "), 1000), 0o600)
+			os.Rename(p+".x", p)
+		}},
+		{"truncated", func(p string) { os.Truncate(p, 0); os.Truncate(p+"-wal", 0) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			logs := &lockedBuffer{}
+			path := t.TempDir() + "/v.db"
+			db, err := Open(ctx, path, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			ob := newOutbox(t, db, Limits{MaxRows: 1000, MaxBytes: 1 << 20})
+			if _, err := ob.Append(ctx, bigRows("a", 50)); err != nil {
+				t.Fatal(err)
+			}
+			tc.harm(path)
+			db.space.mu.Lock()
+			db.space.fileChecked = time.Time{}
+			db.space.mu.Unlock()
+			if _, err := ob.Append(ctx, bigRows("a", 5)); err != nil {
+				t.Fatalf("append after the file %s: %v", tc.name, err)
+			}
+			st := db.Storage()
+			want := 55
+			if tc.name == "truncated" {
+				// What the connections still read (their page cache) is copied;
+				// the rest is counted lost. Every row is one or the other.
+				want = 55 - int(st.LostRows)
+			} else if st.LostRows != 0 {
+				t.Fatalf("storage %+v, want nothing lost", st)
+			}
+			t.Logf("%d rows kept, %d lost", want, st.LostRows)
+			if s := ob.Stats("a"); s.Rows != want || st.Replacements != 1 {
+				t.Fatalf("%d rows counted, want %d; storage %+v", s.Rows, want, st)
+			}
+			if n := strings.Count(logs.String(), "database file "+tc.name+" while running"); n != 1 {
+				t.Fatalf("%d log lines:\n%s", n, logs.String())
+			}
+			ob.Close()
+			db.Close()
+			db2 := openTest(t, path)
+			var n int
+			if err := db2.sql.QueryRow("SELECT COUNT(*) FROM outbox").Scan(&n); err != nil || n != want {
+				t.Fatalf("the file at the path holds %d rows (%v), want %d", n, err, want)
+			}
+		})
+	}
 }

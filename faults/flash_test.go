@@ -60,8 +60,8 @@ func TestFlashFull(t *testing.T) {
 	if n := strings.Count(g.logs.String(), "outbox commit failed"); n > 1 {
 		t.Errorf("commit failure logged %d times, want at most once", n)
 	}
-	if st.Intake.Stored >= st.Intake.Received {
-		t.Errorf("everything received was stored (%d of %d) on a full file system", st.Intake.Stored, st.Intake.Received)
+	if st.Intake.Stored >= st.Local.EventsReceived {
+		t.Errorf("everything received was stored (%d of %d) on a full file system", st.Intake.Stored, st.Local.EventsReceived)
 	}
 	g.waitAppInfo("storage full", 15*time.Second)
 
@@ -108,7 +108,7 @@ func TestFlashOutboxAlone(t *testing.T) {
 		syscall.Statfs(flash, &fs)
 		minFree = min(minFree, int64(fs.Bavail)*int64(fs.Bsize))
 		d := g.statusDoc()
-		if d.Intake.Received >= uint64(st.Uplinks+st.Joined) {
+		if d.Local.EventsReceived >= uint64(st.Uplinks+st.Joined) {
 			break
 		}
 		if time.Now().After(deadline) {

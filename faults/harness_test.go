@@ -177,14 +177,17 @@ func (g *gateway) waitLog(what string, n int, timeout time.Duration) {
 
 // statusDoc is the part of GET /status the suite reads.
 type statusDoc struct {
+	Local struct {
+		EventsReceived uint64 `json:"events_received"`
+	} `json:"local"`
 	Intake struct {
-		Received uint64 `json:"Received"`
-		Stored   uint64 `json:"Stored"`
+		Stored uint64 `json:"stored"`
 	} `json:"intake"`
 	Storage      cache.StorageStatus `json:"storage"`
+	Goroutines   int                 `json:"goroutines"`
 	Applications []struct {
 		QueueRows int   `json:"queue_rows"`
-		Dropped   int64 `json:"dropped"`
+		Dropped   int64 `json:"events_dropped"`
 	} `json:"applications"`
 }
 
@@ -372,7 +375,7 @@ func (s *syncBuffer) tail(n int) string {
 func needRoot(t *testing.T, what string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skipf("NOT RUN: %s needs root (mount)", what)
+		t.Skipf("NOT RUN: %s: %s needs root (mount)", t.Name(), what)
 	}
 }
 
@@ -386,7 +389,7 @@ func mountTmpfs(t *testing.T, size int64) string {
 		t.Fatal(err)
 	}
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-		t.Skipf("NOT RUN: mount tmpfs: %v", err)
+		t.Skipf("NOT RUN: %s: mount tmpfs: %v", t.Name(), err)
 	}
 	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
 	return dir

@@ -54,7 +54,9 @@ type Intake struct {
 	failing      int                   // failed commit attempts in a row; owned by Run's goroutine
 	failLogged   time.Time             // when a failure streak was last logged; owned by Run's goroutine
 	streakLogged bool                  // the current streak was logged
-	unrouteLo    map[string]bool       // devices already logged as unrouted
+	dropped      map[string]int        // rows dropped by the caps since dropLogged; owned by Run's goroutine
+	dropLogged   time.Time
+	unrouteLo    map[string]bool // devices already logged as unrouted
 }
 
 type deviceSeen struct {
@@ -156,9 +158,7 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 	for {
 		dropped, err := in.out.Append(ctx, rows)
 		if err == nil {
-			for app, n := range dropped {
-				in.log.Warn("outbox full: oldest rows dropped", "app", app, "dropped", n)
-			}
+			in.logDropped(dropped)
 			if in.failing > 0 {
 				if in.streakLogged {
 					in.log.Warn("outbox commits succeed again; local messages acknowledged", "failed_attempts", in.failing)
@@ -197,6 +197,29 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 		}
 	}
 	return true
+}
+
+// logDropped logs rows dropped by the outbox caps at most once a minute per
+// burst (an outbox at its cap drops on every commit), with the count since
+// the last line; the counters in /status are exact.
+func (in *Intake) logDropped(dropped map[string]int) {
+	if len(dropped) == 0 && len(in.dropped) == 0 {
+		return
+	}
+	if in.dropped == nil {
+		in.dropped = map[string]int{}
+	}
+	for app, n := range dropped {
+		in.dropped[app] += n
+	}
+	if len(in.dropped) == 0 || time.Since(in.dropLogged) < time.Minute {
+		return
+	}
+	in.dropLogged = time.Now()
+	for app, n := range in.dropped {
+		in.log.Warn("outbox full: oldest rows dropped", "app", app, "dropped", n, "next_line_in", time.Minute)
+	}
+	clear(in.dropped)
 }
 
 // rowFor builds the target of a message's outbox row; ok is false for events

@@ -14,7 +14,9 @@ declare -A PKG_FILE=(
 	[libc6-dev-armel-cross]=/usr/arm-linux-gnueabi/lib/libc.a
 	[libc6-dev-armhf-cross]=/usr/arm-linux-gnueabihf/lib/libc.a
 	[qemu-user-static]=/usr/bin/qemu-arm-static
-	[prometheus]=/usr/bin/promtool # promtool checks monitoring/ (alert rules, exporter output)
+	[prometheus]=/usr/bin/promtool  # promtool checks monitoring/ (alert rules, exporter output)
+	[e2fsprogs]=/usr/sbin/mkfs.ext4 # make faults: the power-cut case's ext4 image
+	[mount]=/usr/sbin/losetup       # make faults: its loop device
 )
 
 missing=()

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -22,7 +23,8 @@ type Status struct {
 	Startup         StartupStatus             `json:"startup"`
 	Local           LocalStatus               `json:"local"`
 	Intake          IntakeStatus              `json:"intake"`
-	Storage         cache.StorageStatus       `json:"storage"` // the database's file system (cache.DB.Storage)
+	Storage         cache.StorageStatus       `json:"storage"`    // the database's file system (cache.DB.Storage)
+	Goroutines      int                       `json:"goroutines"` // for leak checks (make faults soak)
 	Applications    []AppStatus               `json:"applications"`
 	Joins           []JoinCount               `json:"joins"`
 	Downlinks       []metrics.OutcomeCount    `json:"downlinks"`
@@ -138,6 +140,7 @@ func (s *State) Status() Status {
 	src, errs := s.src, s.errors
 	s.mu.Unlock()
 	d.LastErrors, d.ErrorsLogged = errs.Snapshot()
+	d.Goroutines = runtime.NumGoroutine()
 	if src.Local != nil {
 		d.Local = src.Local()
 	}
