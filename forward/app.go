@@ -14,8 +14,11 @@ import (
 	"github.com/lorawan-gateway/app-connect/config"
 )
 
-// Queue is the part of the outbox a delivery loop uses.
+// Queue is the part of the outbox a delivery loop uses: its application's
+// Feed hands it the rows committed by the intake (in memory, reading the
+// database only when cold); Delete and DeadLetter settle them.
 type Queue interface {
+	Feed(app string) *cache.Feed
 	Peek(ctx context.Context, app string, afterID int64, n int) ([]cache.Row, error)
 	Delete(rows []cache.Row)
 	DeadLetter(rows []cache.Row)
@@ -117,12 +120,12 @@ type Application struct {
 
 	log       *slog.Logger
 	queue     Queue
+	feed      *cache.Feed
 	http      *HTTPTransport // HTTP(S) applications
 	mqtt      *mqttTransport // MQTT(S)/WSS applications (forward/mqtt*.go)
 	transport string
 	paths     httpPaths
 	gateways  []string
-	wake      chan struct{}
 	sink      DownlinkSink
 	poll      *PollList
 
@@ -177,11 +180,11 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 		s.Delivery.MaxDownlinkPayload = MaxDownlinkPayload
 	}
 	a := &Application{
-		Settings:     s,
-		Counters:     counters,
-		log:          log.With("app", s.EUI),
-		queue:        q,
-		wake:         make(chan struct{}, 1),
+		Settings: s,
+		Counters: counters,
+		log:      log.With("app", s.EUI),
+		queue:    q,
+
 		gateways:     id.GatewayEUIs,
 		state:        StateStarting,
 		sink:         sink,
@@ -191,6 +194,9 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 		transport:    ep.Transport,
 	}
 	a.batching.Store(true)
+	if q != nil {
+		a.feed = q.Feed(s.EUI)
+	}
 	for _, w := range ep.Warnings {
 		a.log.Warn("application url: "+w, "url_host", ep.Host)
 	}
@@ -219,14 +225,6 @@ func (a *Application) HTTP() bool { return a.transport == config.TransportHTTP }
 
 // Poll is the application's downlink poll list.
 func (a *Application) Poll() *PollList { return a.poll }
-
-// Notify wakes the delivery loop after new rows were committed.
-func (a *Application) Notify() {
-	select {
-	case a.wake <- struct{}{}:
-	default:
-	}
-}
 
 func (a *Application) setState(state string, err error) {
 	a.mu.Lock()
@@ -284,34 +282,40 @@ func (a *Application) Run(ctx context.Context) {
 	}
 	b.reset()
 	a.setState(StateUp, nil)
-	var cursor int64
+	a.feed.Rewind(0)    // this instance starts from the oldest queued row
+	var buf []cache.Row // taken from the feed, not yet settled, oldest first
 	failing := false
 	singles := 0 // rows to send one by one after a refused batch
 	for {
-		rows, err := a.queue.Peek(ctx, a.Settings.EUI, cursor, a.batchMax)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		if len(buf) < a.batchMax {
+			more, err := a.feed.Take(ctx, a.batchMax-len(buf))
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				a.log.Error("reading the outbox failed", "err", err)
+				if !sleep(ctx, b.next()) {
+					return
+				}
+				continue
 			}
-			a.log.Error("reading the outbox failed", "err", err)
-			if !sleep(ctx, b.next()) {
-				return
-			}
-			continue
+			buf = append(buf, more...)
 		}
-		if len(rows) == 0 {
+		if len(buf) == 0 {
 			select {
-			case <-a.wake:
+			case <-a.feed.Wake():
 				continue
 			case <-ctx.Done():
 				return
 			}
 		}
+		rows := buf
 		n := 1
 		if singles == 0 && a.batching.Load() {
 			n = batchable(rows)
 		}
 		var reply []byte
+		var err error
 		if n >= 2 {
 			reply, err = a.http.Post(ctx, batchPath(a.Settings.EUI), a.batchBody(rows[:n]), 0)
 			var se *StatusError
@@ -331,7 +335,7 @@ func (a *Application) Run(ctx context.Context) {
 		}
 		if err == nil {
 			a.queue.Delete(rows[:n])
-			cursor = rows[n-1].ID
+			buf = buf[n:]
 			a.Counters.Forwarded.Add(uint64(n))
 			if n >= 2 {
 				a.Counters.Batches.Add(1)
@@ -363,7 +367,7 @@ func (a *Application) Run(ctx context.Context) {
 		head := rows[0]
 		if IsPermanent(err) {
 			a.queue.DeadLetter([]cache.Row{head})
-			cursor = head.ID
+			buf = buf[1:]
 			a.Counters.DeadLettered.Add(1)
 			if singles > 0 {
 				singles--

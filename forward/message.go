@@ -1,11 +1,15 @@
 package forward
 
-import "context"
+import (
+	"context"
+
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
+)
 
 // Message is one LNS event handed to the intake. Ack is called once the rows
 // it produced are committed (or it was refused for good).
 type Message struct {
-	Kind    string // "up", "joined", "moved"
+	Kind    lnsbridge.Kind
 	DevEUI  string
 	AppEUI  string
 	JoinEUI string

@@ -382,10 +382,10 @@ type pending struct {
 func (t *mqttTransport) deliver(ctx context.Context, conn *mqttConn) error {
 	a := t.a
 	var q []pending
-	next := t.cursor
+	a.feed.Rewind(t.cursor) // resend from the first row not acknowledged
 	for {
 		if len(q) < t.window {
-			rows, err := a.queue.Peek(ctx, a.Settings.EUI, next, t.window-len(q))
+			rows, err := a.feed.Take(ctx, t.window-len(q))
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -398,13 +398,12 @@ func (t *mqttTransport) deliver(ctx context.Context, conn *mqttConn) error {
 			}
 			for _, r := range rows {
 				q = append(q, t.publishRow(conn.client, r))
-				next = r.ID
+				t.seen = r.ID
 			}
-			t.seen = next
 		}
 		if len(q) == 0 {
 			select {
-			case <-a.wake:
+			case <-a.feed.Wake():
 				continue
 			case <-conn.lost:
 				return conn.lostErr()

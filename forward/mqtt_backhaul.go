@@ -30,7 +30,7 @@ func (t *mqttTransport) outageWait(ctx context.Context, d time.Duration) bool {
 			return true
 		case <-ctx.Done():
 			return false
-		case <-t.a.wake: // new rows: the delivery loop reads the outbox again anyway after reconnecting
+		case <-t.a.feed.Wake(): // new rows: the delivery loop reads the outbox again anyway after reconnecting
 		}
 	}
 }

@@ -151,26 +151,10 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	intakeCtx, stopIntake := context.WithCancel(ctx)
 	defer stopIntake()
-	msgs := make(chan forward.Message, 1024)
 	var intakeDone sync.WaitGroup
-	intakeDone.Add(2)
-	go func() { defer intakeDone.Done(); intake.Run(intakeCtx, msgs) }()
-	go func() {
-		defer intakeDone.Done()
-		for {
-			select {
-			case <-intakeCtx.Done():
-				return
-			case in := <-local.Events():
-				ev := in.Event
-				select {
-				case msgs <- forward.Message{Kind: string(ev.Kind), DevEUI: ev.DevEUI, AppEUI: ev.AppEUI, JoinEUI: ev.JoinEUI, FCnt: ev.FCnt, Body: ev.Body, Ack: in.Ack}:
-				case <-intakeCtx.Done():
-					return
-				}
-			}
-		}
-	}()
+	intakeDone.Add(1)
+	go func() { defer intakeDone.Done(); intake.Run(intakeCtx, nil) }()
+	local.SetHandler(intake.HandleEvent) // the broker's callback hands each event straight to the committer
 	if err := local.Start(ctx); err != nil {
 		return err
 	}
