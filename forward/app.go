@@ -3,7 +3,6 @@ package forward
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -211,6 +210,9 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 		if err != nil {
 			return nil, err
 		}
+		if s.Delivery.HTTPLanes > 0 {
+			a.http.keepAlive(s.Delivery.HTTPLanes)
+		}
 	case config.TransportMQTT:
 		a.mqtt, err = newMQTTTransport(a, ep, id)
 		if err != nil {
@@ -280,115 +282,8 @@ func (a *Application) Run(ctx context.Context) {
 	if ready {
 		go a.pollLoop(ctx)
 	}
-	b.reset()
 	a.setState(StateUp, nil)
-	a.feed.Rewind(0)    // this instance starts from the oldest queued row
-	var buf []cache.Row // taken from the feed, not yet settled, oldest first
-	failing := false
-	singles := 0 // rows to send one by one after a refused batch
-	for {
-		if len(buf) < a.batchMax {
-			more, err := a.feed.Take(ctx, a.batchMax-len(buf))
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				a.log.Error("reading the outbox failed", "err", err)
-				if !sleep(ctx, b.next()) {
-					return
-				}
-				continue
-			}
-			buf = append(buf, more...)
-		}
-		if len(buf) == 0 {
-			select {
-			case <-a.feed.Wake():
-				continue
-			case <-ctx.Done():
-				return
-			}
-		}
-		rows := buf
-		n := 1
-		if singles == 0 && a.batching.Load() {
-			n = batchable(rows)
-		}
-		var reply []byte
-		var err error
-		if n >= 2 {
-			reply, err = a.http.Post(ctx, batchPath(a.Settings.EUI), a.batchBody(rows[:n]), 0)
-			var se *StatusError
-			if errors.As(err, &se) && se.Status == 404 {
-				a.batching.Store(false)
-				a.log.Warn("the remote API has no batch route (404): sending uplinks one by one", "path", batchPath(a.Settings.EUI))
-				continue
-			}
-			if IsPermanent(err) {
-				// Find the refused row by sending the batch's rows singly.
-				singles = n
-				continue
-			}
-		} else {
-			n = 1
-			reply, err = a.http.Post(ctx, rows[0].Target, a.body(rows[0]), 0)
-		}
-		if err == nil {
-			a.queue.Delete(rows[:n])
-			buf = buf[n:]
-			a.Counters.Forwarded.Add(uint64(n))
-			if n >= 2 {
-				a.Counters.Batches.Add(1)
-			}
-			for _, r := range rows[:n] {
-				lat := max(time.Since(r.EnqueuedAt), 0)
-				a.Counters.DeliveryLatencyNs.Add(uint64(lat))
-				if a.latency != nil {
-					a.latency.Observe(lat)
-				}
-			}
-			if singles > 0 {
-				singles -= n
-			}
-			if failing {
-				a.log.Info("delivery resumed", "path", rows[0].Target)
-				failing = false
-				a.setState(StateUp, nil)
-			}
-			b.reset()
-			if rows[0].Kind == "up" {
-				a.handleDownlinks(ctx, reply, "up answer")
-			}
-			continue
-		}
-		if ctx.Err() != nil {
-			return // stopping: the row stays queued for the next start
-		}
-		head := rows[0]
-		if IsPermanent(err) {
-			a.queue.DeadLetter([]cache.Row{head})
-			buf = buf[1:]
-			a.Counters.DeadLettered.Add(1)
-			if singles > 0 {
-				singles--
-			}
-			a.log.Error("remote refused a message for good; dead-lettered", "kind", head.Kind, "path", head.Target, "err", err)
-			continue
-		}
-		a.Counters.Failures.Add(1)
-		d := b.next()
-		a.queue.RecordFailure(head.ID, time.Now().Add(d))
-		if !failing {
-			a.log.Warn("delivery failed, retrying with backoff", "path", head.Target, "err", err, "retry_in", d.Round(time.Millisecond))
-			failing = true
-		} else {
-			a.log.Debug("delivery failed again", "path", head.Target, "err", err, "retry_in", d.Round(time.Millisecond))
-		}
-		a.setState(StateRetrying, err)
-		if !sleep(ctx, d) {
-			return
-		}
-	}
+	a.deliverHTTP(ctx)
 }
 
 // batchable counts the uplinks at the head that may go in one batch: only

@@ -38,8 +38,8 @@ func (s *Sink) RecordMQTT(topic string, payload []byte, retained bool) {
 	case "moved", "disconnected", "connected", "api_res", "lora_res", "log_res", "down", "clear", "api_req", "lora_req", "log_req":
 		return
 	}
-	if ups, err := parseUplinks(payload, false); err == nil {
-		s.countUplinks(ups, payload, rec.Time)
+	if ups, sent, err := parseUplinks(payload, false); err == nil {
+		s.countUplinks(ups, sent, payload, rec.Time)
 	}
 }
 

@@ -1,0 +1,249 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"github.com/lorawan-gateway/app-connect/cache"
+)
+
+// DefaultHTTPLanes is how many HTTP requests an application may have in
+// flight: a cellular backhaul's 100–600 ms round trip would otherwise cap the
+// drain at one batch per round trip.
+const DefaultHTTPLanes = 16
+
+// laneQueue bounds the rows waiting on one lane; when a lane whose head
+// keeps failing has this many, the application takes no more rows from its
+// feed until the lane moves (memory stays bounded; the database keeps them).
+const laneQueue = 256
+
+// lane delivers the rows of the devices hashed to it, in order: a failed
+// head blocks only the rows behind it on this lane.
+type lane struct {
+	a    *Application
+	mu   sync.Mutex
+	rows []cache.Row
+	wake chan struct{}
+}
+
+func (l *lane) push(r cache.Row) bool {
+	l.mu.Lock()
+	full := len(l.rows) >= laneQueue
+	if !full {
+		l.rows = append(l.rows, r)
+	}
+	l.mu.Unlock()
+	if !full {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+	return !full
+}
+
+// head returns up to n rows at the front of the lane.
+func (l *lane) head(n int) []cache.Row {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n = min(n, len(l.rows))
+	out := make([]cache.Row, n)
+	copy(out, l.rows[:n])
+	return out
+}
+
+// pop removes n rows from the front; it reports whether the lane had been full.
+func (l *lane) pop(n int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	wasFull := len(l.rows) >= laneQueue
+	rest := copy(l.rows, l.rows[n:])
+	clear(l.rows[rest:])
+	l.rows = l.rows[:rest]
+	return wasFull
+}
+
+// deliverHTTP takes rows from the feed and spreads them over the lanes by
+// DevEUI, so each device's rows keep their order while several requests are
+// in flight; it returns when ctx ends (rows not yet acknowledged stay queued).
+func (a *Application) deliverHTTP(ctx context.Context) {
+	n := a.Settings.Delivery.HTTPLanes
+	if n <= 0 {
+		n = DefaultHTTPLanes
+	}
+	a.feed.Rewind(0) // this instance starts from the oldest queued row
+	seed := maphash.MakeSeed()
+	lanes := make([]*lane, n)
+	room := make(chan struct{}, 1) // a full lane moved
+	var wg sync.WaitGroup
+	for i := range lanes {
+		lanes[i] = &lane{a: a, wake: make(chan struct{}, 1)}
+		wg.Add(1)
+		go func(l *lane) { defer wg.Done(); l.run(ctx, room) }(lanes[i])
+	}
+	defer wg.Wait()
+	var held *cache.Row // a row whose lane was full
+	b := newBackoff(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
+	for {
+		if held != nil {
+			if !lanes[laneOf(seed, *held, n)].push(*held) {
+				select {
+				case <-room:
+					continue
+				case <-ctx.Done():
+					return
+				}
+			}
+			held = nil
+		}
+		rows, err := a.feed.Take(ctx, 64)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Error("reading the outbox failed", "err", err)
+			if !sleep(ctx, b.next()) {
+				return
+			}
+			continue
+		}
+		b.reset()
+		if len(rows) == 0 {
+			select {
+			case <-a.feed.Wake():
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		for i, r := range rows {
+			if !lanes[laneOf(seed, r, n)].push(r) {
+				// The lane is full: keep this row and the ones after it in the
+				// feed's order; they are taken again after a rewind.
+				held = &rows[i]
+				if i+1 < len(rows) {
+					a.feed.Rewind(rows[i].ID)
+				}
+				break
+			}
+		}
+	}
+}
+
+// laneOf picks a row's lane from its device.
+func laneOf(seed maphash.Seed, r cache.Row, n int) int {
+	_, dev, _ := parseRowTarget(r.Target)
+	return int(maphash.String(seed, dev) % uint64(n))
+}
+
+// run delivers the lane's rows: batches of uplinks where the remote API takes
+// them, single messages otherwise; retryable failures back off on this lane
+// only; permanent refusals dead-letter the row.
+func (l *lane) run(ctx context.Context, room chan<- struct{}) {
+	a := l.a
+	b := newBackoff(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
+	failing := false
+	singles := 0 // rows to send one by one after a refused batch
+	settle := func(n int) {
+		if l.pop(n) {
+			select {
+			case room <- struct{}{}:
+			default:
+			}
+		}
+	}
+	for {
+		rows := l.head(a.batchMax)
+		if len(rows) == 0 {
+			select {
+			case <-l.wake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		n := 1
+		if singles == 0 && a.batching.Load() {
+			n = batchable(rows)
+		}
+		var reply []byte
+		var err error
+		if n >= 2 {
+			reply, err = a.http.Post(ctx, batchPath(a.Settings.EUI), a.batchBody(rows[:n]), 0)
+			var se *StatusError
+			if errors.As(err, &se) && se.Status == 404 {
+				if a.batching.Swap(false) {
+					a.log.Warn("the remote API has no batch route (404): sending uplinks one by one", "path", batchPath(a.Settings.EUI))
+				}
+				continue
+			}
+			if IsPermanent(err) {
+				singles = n // find the refused row by sending the batch's rows singly
+				continue
+			}
+		} else {
+			n = 1
+			reply, err = a.http.Post(ctx, rows[0].Target, a.body(rows[0]), 0)
+		}
+		if err == nil {
+			a.queue.Delete(rows[:n])
+			settle(n)
+			a.delivered(rows[:n], n >= 2)
+			singles = max(singles-n, 0)
+			if failing {
+				a.log.Info("delivery resumed", "path", rows[0].Target)
+				failing = false
+				a.setState(StateUp, nil)
+			}
+			b.reset()
+			if rows[0].Kind == "up" {
+				a.handleDownlinks(ctx, reply, "up answer")
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return // stopping: the row stays queued for the next start
+		}
+		head := rows[0]
+		if IsPermanent(err) {
+			a.queue.DeadLetter(rows[:1])
+			settle(1)
+			a.Counters.DeadLettered.Add(1)
+			singles = max(singles-1, 0)
+			a.log.Error("remote refused a message for good; dead-lettered", "kind", head.Kind, "path", head.Target, "err", err)
+			continue
+		}
+		a.Counters.Failures.Add(1)
+		d := b.next()
+		a.queue.RecordFailure(head.ID, time.Now().Add(d))
+		if !failing {
+			a.log.Warn("delivery failed, retrying with backoff", "path", head.Target, "err", err, "retry_in", d.Round(time.Millisecond))
+			failing = true
+		} else {
+			a.log.Debug("delivery failed again", "path", head.Target, "err", err, "retry_in", d.Round(time.Millisecond))
+		}
+		a.setState(StateRetrying, err)
+		if !sleep(ctx, d) {
+			return
+		}
+	}
+}
+
+// delivered counts rows the remote side acknowledged.
+func (a *Application) delivered(rows []cache.Row, batch bool) {
+	a.Counters.Forwarded.Add(uint64(len(rows)))
+	if batch {
+		a.Counters.Batches.Add(1)
+	}
+	now := time.Now()
+	for _, r := range rows {
+		lat := max(now.Sub(r.EnqueuedAt), 0)
+		a.Counters.DeliveryLatencyNs.Add(uint64(lat))
+		if a.latency != nil {
+			a.latency.Observe(lat)
+		}
+	}
+}
