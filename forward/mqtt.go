@@ -19,7 +19,7 @@ import (
 
 // MQTT delivery limits.
 const (
-	mqttWindow         = 20               // rows in flight (published, PUBACK pending)
+	mqttWindow         = 20               // rows in flight (published, PUBACK pending) unless delivery.mqtt_inflight says otherwise
 	mqttKeepAlive      = 60 * time.Second // conduit.md §7.1
 	mqttConnectTimeout = 30 * time.Second
 	mqttAckTimeout     = 90 * time.Second // a PUBACK later than this: the connection is dead
@@ -90,6 +90,9 @@ func newMQTTTransport(a *Application, ep config.Endpoint, id Identity) (*mqttTra
 		subs: map[string]*subEntry{}, devSubs: map[string][]string{}, devApp: map[string]string{}, cleared: map[string]time.Time{},
 	}
 	t.retainEvents, t.backhaul = s.RetainEvents, s.Backhaul
+	if s.Delivery.MQTTInflight > 0 {
+		t.window = s.Delivery.MQTTInflight
+	}
 	t.serial = id.Serial
 	gw := id.UUID
 	if t.table.rawUUID {
