@@ -3,7 +3,6 @@ package forward
 import (
 	"context"
 	"errors"
-	"hash/maphash"
 	"sync"
 	"time"
 
@@ -23,10 +22,11 @@ const laneQueue = 256
 // lane delivers the rows of the devices hashed to it, in order: a failed
 // head blocks only the rows behind it on this lane.
 type lane struct {
-	a    *Application
-	mu   sync.Mutex
-	rows []cache.Row
-	wake chan struct{}
+	a      *Application
+	router *laneRouter
+	mu     sync.Mutex
+	rows   []cache.Row
+	wake   chan struct{}
 }
 
 func (l *lane) push(r cache.Row) bool {
@@ -43,6 +43,12 @@ func (l *lane) push(r cache.Row) bool {
 		}
 	}
 	return !full
+}
+
+func (l *lane) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.rows)
 }
 
 // head returns up to n rows at the front of the lane.
@@ -67,29 +73,29 @@ func (l *lane) pop(n int) bool {
 }
 
 // deliverHTTP takes rows from the feed and spreads them over the lanes by
-// DevEUI, so each device's rows keep their order while several requests are
-// in flight; it returns when ctx ends (rows not yet acknowledged stay queued).
+// DevEUI (laneRouter), so each device's rows keep their order while several
+// requests are in flight; it returns when ctx ends (rows not yet acknowledged stay queued).
 func (a *Application) deliverHTTP(ctx context.Context) {
 	n := a.Settings.Delivery.HTTPLanes
 	if n <= 0 {
 		n = DefaultHTTPLanes
 	}
 	a.feed.Rewind(0) // this instance starts from the oldest queued row
-	seed := maphash.MakeSeed()
-	lanes := make([]*lane, n)
+	lr := &laneRouter{bound: map[string]*binding{}}
 	room := make(chan struct{}, 1) // a full lane moved
 	var wg sync.WaitGroup
-	for i := range lanes {
-		lanes[i] = &lane{a: a, wake: make(chan struct{}, 1)}
+	for range n {
+		l := &lane{a: a, router: lr, wake: make(chan struct{}, 1)}
+		lr.lanes = append(lr.lanes, l)
 		wg.Add(1)
-		go func(l *lane) { defer wg.Done(); l.run(ctx, room) }(lanes[i])
+		go func() { defer wg.Done(); l.run(ctx, room) }()
 	}
 	defer wg.Wait()
 	var held *cache.Row // a row whose lane was full
 	b := newBackoff(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
 	for {
 		if held != nil {
-			if !lanes[laneOf(seed, *held, n)].push(*held) {
+			if !lr.push(*held) {
 				select {
 				case <-room:
 					continue
@@ -120,7 +126,7 @@ func (a *Application) deliverHTTP(ctx context.Context) {
 			}
 		}
 		for i, r := range rows {
-			if !lanes[laneOf(seed, r, n)].push(r) {
+			if !lr.push(r) {
 				// The lane is full: keep this row and the ones after it in the
 				// feed's order; they are taken again after a rewind.
 				held = &rows[i]
@@ -133,10 +139,60 @@ func (a *Application) deliverHTTP(ctx context.Context) {
 	}
 }
 
-// laneOf picks a row's lane from its device.
-func laneOf(seed maphash.Seed, r cache.Row, n int) int {
+// laneRouter binds each device to one lane while the device has rows on it
+// (so its rows keep their order), and a device with none to the least loaded
+// lane (so an uneven spread of devices does not leave lanes idle).
+type laneRouter struct {
+	lanes []*lane
+	mu    sync.Mutex
+	bound map[string]*binding // DevEUI → its lane while it has rows there
+}
+
+type binding struct {
+	l    *lane
+	rows int
+}
+
+func rowDevice(r cache.Row) string {
 	_, dev, _ := parseRowTarget(r.Target)
-	return int(maphash.String(seed, dev) % uint64(n))
+	return dev
+}
+
+// push queues a row on its device's lane; false when that lane is full.
+func (lr *laneRouter) push(r cache.Row) bool {
+	dev := rowDevice(r)
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	b := lr.bound[dev]
+	if b == nil {
+		best := lr.lanes[0]
+		for _, l := range lr.lanes[1:] {
+			if l.len() < best.len() {
+				best = l
+			}
+		}
+		b = &binding{l: best}
+	}
+	if !b.l.push(r) {
+		return false
+	}
+	b.rows++
+	lr.bound[dev] = b
+	return true
+}
+
+// release unbinds the devices of rows a lane finished with.
+func (lr *laneRouter) release(rows []cache.Row) {
+	lr.mu.Lock()
+	defer lr.mu.Unlock()
+	for _, r := range rows {
+		dev := rowDevice(r)
+		if b := lr.bound[dev]; b != nil {
+			if b.rows--; b.rows <= 0 {
+				delete(lr.bound, dev)
+			}
+		}
+	}
 }
 
 // run delivers the lane's rows: batches of uplinks where the remote API takes
@@ -147,8 +203,9 @@ func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 	b := newBackoff(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
 	failing := false
 	singles := 0 // rows to send one by one after a refused batch
-	settle := func(n int) {
-		if l.pop(n) {
+	settle := func(rows []cache.Row) {
+		l.router.release(rows)
+		if l.pop(len(rows)) {
 			select {
 			case room <- struct{}{}:
 			default:
@@ -190,7 +247,7 @@ func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 		}
 		if err == nil {
 			a.queue.Delete(rows[:n])
-			settle(n)
+			settle(rows[:n])
 			a.delivered(rows[:n], n >= 2)
 			singles = max(singles-n, 0)
 			if failing {
@@ -210,7 +267,7 @@ func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 		head := rows[0]
 		if IsPermanent(err) {
 			a.queue.DeadLetter(rows[:1])
-			settle(1)
+			settle(rows[:1])
 			a.Counters.DeadLettered.Add(1)
 			singles = max(singles-1, 0)
 			a.log.Error("remote refused a message for good; dead-lettered", "kind", head.Kind, "path", head.Target, "err", err)
