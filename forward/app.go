@@ -150,6 +150,10 @@ const (
 	StateRetrying    = "retrying"
 	StateStopped     = "stopped"
 	StateUnsupported = "unsupported"
+	// StateMisconfigured is an enabled application whose settings are invalid
+	// (URL, scheme, certificate, ...): its events are routed and queued, and
+	// delivered once the setting is fixed; the last error says why.
+	StateMisconfigured = "misconfigured"
 )
 
 // Limits of the original's batching (conduit.md §6).
@@ -222,6 +226,27 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 	return a, nil
 }
 
+// newMisconfigured builds the stand-in of an application whose settings are
+// invalid: it takes its events (the outbox keeps them, within its caps) and
+// delivers nothing until a corrected configuration rebuilds it.
+func newMisconfigured(s AppSettings, id Identity, q Queue, poll *PollList, counters *Counters, reason error, log *slog.Logger) *Application {
+	if log == nil {
+		log = slog.Default()
+	}
+	if poll == nil {
+		poll = NewPollList()
+	}
+	if counters == nil {
+		counters = &Counters{}
+	}
+	a := &Application{Settings: s, Counters: counters, log: log.With("app", s.EUI), queue: q, gateways: id.GatewayEUIs,
+		poll: poll, batchMax: maxBatch, state: StateMisconfigured, lastError: reason.Error()}
+	if q != nil {
+		a.feed = q.Feed(s.EUI)
+	}
+	return a
+}
+
 // HTTP reports whether the application speaks the HTTP protocol.
 func (a *Application) HTTP() bool { return a.transport == config.TransportHTTP }
 
@@ -252,7 +277,7 @@ func (a *Application) Run(ctx context.Context) {
 		return
 	}
 	if a.http == nil {
-		<-ctx.Done()
+		<-ctx.Done() // misconfigured, or a transport this build lacks: rows stay queued
 		return
 	}
 	defer a.setState(StateStopped, nil)

@@ -94,15 +94,13 @@ func BuildDesired(d config.DefaultApp, override *config.DefaultApp, whenDisabled
 		})
 	}
 	if d.Enabled || whenDisabled || override != nil {
-		if d.URL == "" {
-			log.Warn("default app has no url: not set up")
-		} else {
-			out.Default = &AppSettings{
-				EUI: d.EUI, Name: "default", Source: "default", APIVersion: d.APIVersion, URL: d.URL,
-				Options: d.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
-				Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents, DefaultOptions: d.Options,
-				RequestOptions: d.RequestOptions,
-			}
+		// An enabled default app without a usable url is still the default
+		// app: misconfigured, its events queued until the url is set.
+		out.Default = &AppSettings{
+			EUI: d.EUI, Name: "default", Source: "default", APIVersion: d.APIVersion, URL: d.URL,
+			Options: d.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
+			Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents, DefaultOptions: d.Options,
+			RequestOptions: d.RequestOptions,
 		}
 	}
 	return out
@@ -224,8 +222,8 @@ func (m *Manager) Apply(d Desired) {
 		s.AppVersion = m.AppVersion
 		app, err := NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log)
 		if err != nil {
-			m.log.Error("application cannot be set up; its events are not forwarded", "app", eui, "name", s.Name, "err", err)
-			continue
+			m.log.Error("application misconfigured: its events are queued until the setting is fixed", "app", eui, "name", s.Name, "err", err)
+			app = newMisconfigured(s, d.Identity, m.queue, m.pollLocked(eui), m.counters[eui], err, m.log)
 		}
 		app.latency, app.downlinks = m.Latency, m.Downlinks
 		app.deviceAppEUI, app.owner = m.DeviceAppEUI, m.owner

@@ -517,6 +517,9 @@ func (s *simulator) runStream() int {
 	if o.rate > 0 {
 		rate = fmt.Sprintf("%g messages/s", o.rate)
 	}
+	if s.sink != nil {
+		s.sink.ResetLatencies() // the probe's uplinks waited for app-connect's start
+	}
 	if o.sinkDown && s.sink != nil {
 		s.sink.FailFor(100*365*24*time.Hour, http.StatusServiceUnavailable)
 	}

@@ -174,6 +174,13 @@ func (s *Sink) Latency(q float64) time.Duration {
 	return l[min(int(q*float64(len(l))), len(l)-1)]
 }
 
+// ResetLatencies forgets the latencies measured so far (a run's warm-up).
+func (s *Sink) ResetLatencies() {
+	s.mu.Lock()
+	s.latencies = nil
+	s.mu.Unlock()
+}
+
 // SetDelay delays every answer by d (slow cloud, slow backhaul); each
 // request waits on its own, so concurrent requests overlap.
 func (s *Sink) SetDelay(d time.Duration) {
