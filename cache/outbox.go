@@ -794,6 +794,9 @@ func (o *Outbox) Feed(app string) *Feed {
 // Wake receives a value when rows were pushed to the feed (or it went cold).
 func (f *Feed) Wake() <-chan struct{} { return f.wake }
 
+// Notify wakes the feed's reader (pushes already do).
+func (f *Feed) Notify() { f.signal() }
+
 func (f *Feed) signal() {
 	select {
 	case f.wake <- struct{}{}:

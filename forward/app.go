@@ -11,6 +11,7 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 // Queue is the part of the outbox a delivery loop uses: its application's
@@ -247,6 +248,14 @@ func newMisconfigured(s AppSettings, id Identity, q Queue, poll *PollList, count
 	return a
 }
 
+// Notify wakes the delivery loop to look at its feed again. Every commit of
+// the outbox already does it for the rows it hands over.
+func (a *Application) Notify() {
+	if a.feed != nil {
+		a.feed.Notify()
+	}
+}
+
 // HTTP reports whether the application speaks the HTTP protocol.
 func (a *Application) HTTP() bool { return a.transport == config.TransportHTTP }
 
@@ -316,7 +325,7 @@ func (a *Application) Run(ctx context.Context) {
 func batchable(rows []cache.Row) int {
 	n := 0
 	for _, r := range rows {
-		if r.Kind != "up" || len(r.Body) > maxBatchElement {
+		if rowKind(r) != lnsbridge.KindUp || len(r.Body) > maxBatchElement {
 			break
 		}
 		n++
@@ -329,7 +338,7 @@ func batchable(rows []cache.Row) int {
 
 // body is what is posted for a row: the LNS bytes, or their encodeHex form.
 func (a *Application) body(r cache.Row) []byte {
-	if a.Settings.EncodeHex && r.Kind == "up" {
+	if a.Settings.EncodeHex && rowKind(r) == lnsbridge.KindUp {
 		if b, err := HexUplink(r.Body); err == nil {
 			return b
 		}

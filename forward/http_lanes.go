@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/cache"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 // DefaultHTTPLanes is how many HTTP requests an application may have in
@@ -256,7 +257,7 @@ func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 				a.setState(StateUp, nil)
 			}
 			b.reset()
-			if rows[0].Kind == "up" {
+			if rowKind(rows[0]) == lnsbridge.KindUp {
 				a.handleDownlinks(ctx, reply, "up answer")
 			}
 			continue

@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 
+	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
@@ -23,3 +24,6 @@ type DownlinkSink interface {
 	Publish(ctx context.Context, devEUI string, payload []byte) error
 	Clear(ctx context.Context, devEUI string) error
 }
+
+// rowKind is the event kind of an outbox row (stored as its text).
+func rowKind(r cache.Row) lnsbridge.Kind { return lnsbridge.Kind(r.Kind) }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 // MQTT delivery limits.
@@ -480,14 +481,14 @@ func (t *mqttTransport) publishRow(c paho.Client, r cache.Row) pending {
 		return pending{row: r, dead: err}
 	}
 	appEUI, dev, _ := parseRowTarget(r.Target)
-	if r.Kind != "moved" && t.perDevice() {
+	if rowKind(r) != lnsbridge.KindMoved && t.perDevice() {
 		t.subscribeDevice(dev, t.deviceAppEUI(appEUI), true)
 	}
 	p := pending{row: r}
 	for _, m := range msgs {
 		p.toks = append(p.toks, c.Publish(m.topic, 1, t.retainEvents, m.payload))
 	}
-	if r.Kind == "moved" && t.perDevice() {
+	if rowKind(r) == lnsbridge.KindMoved && t.perDevice() {
 		t.unsubscribeDevice(dev)
 	}
 	return p
@@ -511,16 +512,16 @@ func (t *mqttTransport) rowMessages(r cache.Row) ([]pubMsg, error) {
 	if t.azure {
 		return t.azureMessages(r)
 	}
-	switch r.Kind {
-	case "up":
+	switch rowKind(r) {
+	case lnsbridge.KindUp:
 		body = t.a.body(r)
 		if topic, ok := t.customUplink(body); ok {
 			return []pubMsg{{topic, body}}, nil
 		}
 		tmpls = t.table.up
-	case "joined":
+	case lnsbridge.KindJoined:
 		tmpls = t.table.joined
-	case "moved":
+	case lnsbridge.KindMoved:
 		tmpls = t.table.moved
 	default:
 		return nil, fmt.Errorf("unknown row kind %q", r.Kind)
