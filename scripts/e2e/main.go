@@ -255,12 +255,19 @@ func (e *orchestrator) runSession(ctx context.Context, s session) (sessionResult
 	if err != nil {
 		return res, err
 	}
-	b, err := os.ReadFile(reportFile)
-	if err != nil {
-		return res, fmt.Errorf("report: %w", err)
-	}
-	if err := json.Unmarshal(b, &res.report); err != nil {
-		return res, fmt.Errorf("report %s: %w", reportFile, err)
+	// The file may exist before it is completely written: read until it parses.
+	for attempt := 0; ; attempt++ {
+		b, err := os.ReadFile(reportFile)
+		if err == nil {
+			err = json.Unmarshal(b, &res.report)
+		}
+		if err == nil {
+			break
+		}
+		if attempt == 50 {
+			return res, fmt.Errorf("report %s: %w", reportFile, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	// app-connect first, so its close reaches the sink; then the simulator.
 	if err := ac.stop(10 * time.Second); err != nil {
