@@ -103,7 +103,7 @@ const flushEvery = time.Second
 
 // DefaultWindow is how many committed rows a feed holds in memory before its
 // application reads the database again.
-const DefaultWindow = 2048
+const DefaultWindow = 1024
 
 // ErrClosed is returned by operations on a closed Outbox.
 var ErrClosed = errors.New("cache: outbox closed")

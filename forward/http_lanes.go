@@ -18,7 +18,7 @@ const DefaultHTTPLanes = 16
 // laneQueue bounds the rows waiting on one lane; when a lane whose head
 // keeps failing has this many, the application takes no more rows from its
 // feed until the lane moves (memory stays bounded; the database keeps them).
-const laneQueue = 256
+const laneQueue = 64
 
 // lane delivers the rows of the devices hashed to it, in order: a failed
 // head blocks only the rows behind it on this lane.

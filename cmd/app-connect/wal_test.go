@@ -17,7 +17,7 @@ import (
 // in FCnt order (duplicates of rows delivered just before the kill allowed).
 func TestWriteAheadWindowSurvivesKill(t *testing.T) {
 	const devices, perDevice, lanes = 20, 150, 2
-	if devices*perDevice <= cache.DefaultWindow+lanes*256 {
+	if devices*perDevice <= cache.DefaultWindow+lanes*64 {
 		t.Fatal("the burst fits in memory; the test proves nothing")
 	}
 	bin := buildBinary(t)
