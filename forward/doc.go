@@ -3,8 +3,9 @@
 // The local broker client (lnsbridge.Local) calls Intake.HandleEvent from its
 // delivery callback; the Intake's single committer routes each event to its
 // application (Router, kept by the Manager), groups everything that arrived
-// meanwhile into one outbox transaction (a small group may wait up to 3 ms
-// for company, never when the broker's in-flight window is full) and
+// meanwhile into one outbox transaction (while messages arrive less than 3 ms
+// apart a small group may wait that long for company, never when the broker's
+// in-flight window is full) and
 // acknowledges the local messages only after that commit.
 //
 // The outbox (cache.Outbox) is the write-ahead log: the rows a commit stored

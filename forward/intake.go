@@ -61,6 +61,10 @@ type Intake struct {
 	wake     chan struct{}
 	stopped  bool
 	maxQueue int // Handle blocks beyond this (back-pressure into the broker's window)
+	// lastArrival and gap (between the last two messages) tell the committer
+	// whether more messages are likely to arrive within lingerMax.
+	lastArrival time.Time
+	gap         time.Duration
 
 	seen      map[string]deviceSeen // owned by Run's goroutine
 	unrouteLo map[string]bool       // devices already logged as unrouted
@@ -117,6 +121,8 @@ func (in *Intake) queue(m Message, block bool) {
 	}
 	in.pending = append(in.pending, m)
 	n := len(in.pending)
+	now := time.Now()
+	in.gap, in.lastArrival = now.Sub(in.lastArrival), now
 	in.mu.Unlock()
 	if n == 1 || n == brokerWindow {
 		select {
@@ -188,12 +194,14 @@ const brokerWindow = 20
 const lingerMax = 3 * time.Millisecond
 
 // fill lets a small batch wait up to lingerMax for company; never when the
-// broker's window is full or nothing waits.
+// broker's window is full, nothing waits, or the last two messages came
+// further apart than lingerMax (at a low steady rate waiting shares nothing
+// and only adds latency).
 func (in *Intake) fill(ctx context.Context, t *time.Timer) {
 	in.mu.Lock()
-	n := len(in.pending)
+	n, gap := len(in.pending), in.gap
 	in.mu.Unlock()
-	if n == 0 || n >= brokerWindow {
+	if n == 0 || n >= brokerWindow || gap > lingerMax {
 		return
 	}
 	t.Reset(lingerMax)
