@@ -7,8 +7,8 @@
 // transaction (statements prepared once) and hands them to their
 // application's Feed in memory; a Feed reads the database only when cold
 // (start-up, Rewind, overflow of its window). Delete and DeadLetter are lazy:
-// forgotten rows are removed in bulk with the next transaction or within a
-// second, never with an fsync of their own.
+// forgotten rows are removed in bulk with the next transaction, or by one of
+// their own when no append came for a second.
 //
 // It holds no business rules: callers decide what goes where and when a row is
 // delivered; cache only stores it durably and hands it back in order.

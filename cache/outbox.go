@@ -48,8 +48,8 @@ type AppStats struct {
 //     cold: at start-up, after Rewind, and when its window overflowed.
 //   - Delete and DeadLetter need no durability of their own (a lost deletion
 //     only resends: at-least-once): delivered rows collect in memory and are
-//     removed in bulk, ranges of consecutive IDs, with the next commit or
-//     within a second (flushEvery), never with an fsync of their own.
+//     removed in bulk, ranges of consecutive IDs, with the next commit, or
+//     by a commit of their own when no append came for a second (flushEvery).
 //
 // Statements are prepared once for the life of the Outbox.
 type Outbox struct {
@@ -69,8 +69,11 @@ type Outbox struct {
 	pend    pendingWrites     // applied with the next transaction
 	pendApp map[string]*delta // per application: rows/bytes of pend.deletes (not yet committed)
 	floor   map[string]int64  // per application: highest ID dropped by the caps or DropApplication
-	stop    chan struct{}     // ends the flusher
-	flushed chan struct{}     // closed when the flusher ended
+	// lastCommit is when the last transaction committed; the flusher leaves
+	// deletions to the appends while they come at least once per flushEvery.
+	lastCommit time.Time
+	stop       chan struct{} // ends the flusher
+	flushed    chan struct{} // closed when the flusher ended
 
 	byApp map[string][]Row // Append's hand-off, reused; o.wmu guards it
 }
@@ -406,7 +409,8 @@ func (o *Outbox) Close() {
 	o.closeStmts()
 }
 
-// flusher commits lazy deletions no later than flushEvery after they were made.
+// flusher commits lazy deletions when no transaction carried them for
+// flushEvery: at a steady rate they all ride on the appends' commits.
 func (o *Outbox) flusher() {
 	defer close(o.flushed)
 	t := time.NewTicker(flushEvery)
@@ -419,8 +423,9 @@ func (o *Outbox) flusher() {
 		}
 		o.mu.Lock()
 		idle := len(o.pend.deletes) == 0 && len(o.pend.failures) == 0
+		recent := time.Since(o.lastCommit) < flushEvery // deletions ride on the appends
 		o.mu.Unlock()
-		if idle {
+		if idle || recent {
 			continue
 		}
 		o.wmu.Lock()
@@ -550,6 +555,7 @@ func (o *Outbox) commit(rows []Row, extra func(*sql.Tx, func(string) *delta) err
 		return nil, err
 	}
 	o.mu.Lock()
+	o.lastCommit = time.Now()
 	for app, x := range deltas {
 		s := o.app(app)
 		s.Rows += x.rows

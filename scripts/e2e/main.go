@@ -439,7 +439,9 @@ func (e *orchestrator) benchRun(ctx context.Context, mosq, dir string, r benchRu
 		if err := os.MkdirAll(remoteDir, 0o755); err != nil {
 			return sessionResult{startErr: true}, err
 		}
-		remote, raddr, err := e.startMosquitto(ctx, mosq, remoteDir, nil)
+		// The remote broker is the cloud, not what is measured: its queue towards
+		// the simulator's subscriber is unlimited so it drops nothing itself.
+		remote, raddr, err := e.startMosquitto(ctx, mosq, remoteDir, []string{"max_queued_messages 0"})
 		if err != nil {
 			return sessionResult{startErr: true}, err
 		}
