@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -64,18 +63,18 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	mp := lnsbridge.NewMPower(cfg.MPower.API, cfg.MPower.Timeout, log)
 	lq := lnsbridge.LoraQuery{Path: cfg.Gateway.LoraQuery}
-	ln := loadLoraNetwork(ctx, mp, db, cfg.MPower.BootWait, log)
-	gwEUIs := gatewayEUIs(ctx, mp, lq, ln, log)
+	ln := forward.LoadLoraNetwork(ctx, mp, db, cfg.MPower.BootWait, log)
+	gwEUIs := forward.GatewayEUIs(ctx, mp, lq, ln, log)
 	var defApp config.DefaultApp
 	if cfg.DefaultAppOverride != nil {
 		defApp = *cfg.DefaultAppOverride // the YAML default_app block replaces mPower's settings
-	} else if defApp, err = loadDefaultApp(ctx, mp, db, cfg.MPower.BootWait, log); err != nil {
+	} else if defApp, err = forward.LoadDefaultApp(ctx, mp, db, cfg.MPower.BootWait, log); err != nil {
 		return nilIfCancelled(ctx, err)
 	}
 	applyMPowerLogLevel(cfg, defApp, log)
 	var appnets []config.Appnet
 	if ln.LNSAvailable() {
-		appnets = loadAppnets(ctx, lq, db, log)
+		appnets = forward.LoadAppnets(ctx, lq, db, log)
 	}
 
 	if cfg.Join.Enabled {
@@ -106,30 +105,26 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Delivery loops run until the shutdown deadline; intake stops first.
 	deliverCtx, stopDelivery := context.WithCancel(context.Background())
 	defer stopDelivery()
-	mgr := forward.NewManager(deliverCtx, outbox, local, log)
 	downlinks, requests, deliveryLatency, joinLatency := newOutcomeCounts(), newOutcomeCounts(), newHistogram(), newHistogram()
-	mgr.Latency, mgr.Downlinks, mgr.AppVersion = deliveryLatency, downlinks, version
-	mgr.Requests = &forward.Requests{Policy: cfg.RemoteRequests, LNS: ln.LNSAvailable(), Lora: lq, API: mp, Log: log,
-		MaxDownlink: cfg.Delivery.MaxDownlinkPayload, Outcomes: requests}
-	mgr.DeviceAppEUI = func(dev string) (string, bool) {
-		qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		app, ok, err := db.DeviceAppEUI(qctx, dev)
-		return app, ok && err == nil
-	}
+	mgr := forward.NewManager(deliverCtx, outbox, local, log, forward.ManagerOptions{
+		Latency: deliveryLatency, Downlinks: downlinks, AppVersion: version,
+		Requests: &forward.Requests{Policy: cfg.RemoteRequests, LNS: ln.LNSAvailable(), Lora: lq, API: mp, Log: log,
+			MaxDownlink: cfg.Delivery.MaxDownlinkPayload, Outcomes: requests},
+		DeviceAppEUI: func(dev string) (string, bool) {
+			qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			app, ok, err := db.DeviceAppEUI(qctx, dev)
+			return app, ok && err == nil
+		},
+	})
 	joins.latency = joinLatency
-	apps := &appConfig{cfg: cfg, log: log, mgr: mgr, def: defApp, appnets: appnets,
-		id: forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, Serial: ident.Serial, GatewayEUIs: gwEUIs}}
-	apps.apply()
-	if ln.LNSAvailable() {
-		loadSessions(ctx, lq, db, mgr, log)
-	}
+	apps := forward.NewApps(forward.AppsOptions{Config: cfg, Manager: mgr, MPower: mp, Lora: lq, Store: db, LNS: ln.LNSAvailable(),
+		Default: defApp, Appnets: appnets, Log: log,
+		Identity:     forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, Serial: ident.Serial, GatewayEUIs: gwEUIs},
+		OnDefaultApp: func(d config.DefaultApp) { applyMPowerLogLevel(cfg, d, log) }})
+	apps.LoadSessions(ctx)
 	router := mgr.Router()
-	var resolver forward.Resolver
-	if ln.LNSAvailable() {
-		resolver = &appnetResolver{lq: lq, apps: apps, db: db, log: log, tried: map[string]time.Time{}}
-	}
-	intake := forward.NewIntake(outbox, db, router, resolver, log)
+	intake := forward.NewIntake(outbox, db, router, apps.Resolver(), log)
 
 	st := &state{started: time.Now(), local: local, intake: intake, outbox: outbox, router: router, joins: joins,
 		downlinks: downlinks, requests: requests, deliveryLatency: deliveryLatency, joinLatency: joinLatency}
@@ -146,7 +141,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	pollDone.Add(1)
 	go func() {
 		defer pollDone.Done()
-		apps.pollConfig(pollCtx, mp, lq, db, ln.LNSAvailable(), outbox)
+		apps.Run(pollCtx, outbox)
 	}()
 
 	intakeCtx, stopIntake := context.WithCancel(ctx)
@@ -184,101 +179,6 @@ func nilIfCancelled(ctx context.Context, err error) error {
 		return nil
 	}
 	return err
-}
-
-// loadLoraNetwork reads mPower's loraNetwork (see loadMPower).
-func loadLoraNetwork(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, bootWait time.Duration, log *slog.Logger) config.LoraNetwork {
-	raw, err := loadMPower(ctx, mp, db, lnsbridge.PathLoraNetwork, "loraNetwork", bootWait, log)
-	if err != nil {
-		return config.LoraNetwork{}
-	}
-	ln, err := config.ParseLoraNetwork(raw)
-	if err != nil {
-		log.Error("mPower loraNetwork unreadable", "err", err)
-	}
-	return ln
-}
-
-// gatewayEUIs are the EUIs sent in init: lora-query's gateway list, else
-// loraNetwork's lora.eui_1; without the LNS, the LoRa accessory cards.
-func gatewayEUIs(ctx context.Context, mp *lnsbridge.MPower, lq lnsbridge.LoraQuery, ln config.LoraNetwork, log *slog.Logger) []string {
-	if !ln.LNSAvailable() {
-		// Packet-forwarder or basic-station mode: the LoRa cards' EUIs identify the gateway.
-		return accessoryCardEUIs(ctx, mp, log)
-	}
-	if euis, err := lq.GatewayEUIs(ctx); err == nil && len(euis) > 0 {
-		return euis
-	} else if err != nil {
-		log.Warn("gateway list unavailable; using loraNetwork lora.eui_1", "err", err)
-	}
-	if eui, err := config.NormalizeEUI(ln.Lora.EUI1); err == nil {
-		return []string{eui}
-	}
-	return []string{}
-}
-
-func accessoryCardEUIs(ctx context.Context, mp *lnsbridge.MPower, log *slog.Logger) []string {
-	raw, err := mp.Get(ctx, lnsbridge.PathAccessoryCards)
-	if err != nil {
-		log.Warn("mPower accessory cards unreadable", "err", err)
-		return []string{}
-	}
-	var cards []struct {
-		EUI string `json:"eui"`
-	}
-	if err := json.Unmarshal(raw, &cards); err != nil {
-		log.Warn("mPower accessory cards unreadable", "err", err)
-		return []string{}
-	}
-	out := []string{}
-	for _, c := range cards {
-		if eui, err := config.NormalizeEUI(c.EUI); err == nil {
-			out = append(out, eui)
-		}
-	}
-	return out
-}
-
-// loadMPower reads an mPower document, waiting for the API at boot. When a
-// copy is cached from an earlier run (under key), it is used if mPower has not
-// answered within bootWait, so a rebooted gateway without a working mPower
-// forwards anyway. A fresh answer replaces the cached copy.
-func loadMPower(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, path, key string, bootWait time.Duration, log *slog.Logger) (json.RawMessage, error) {
-	cached, haveCached, err := db.GetApplication(ctx, key)
-	if err != nil {
-		log.Warn("cached mPower document unreadable", "key", key, "err", err)
-	}
-	wctx := ctx
-	if haveCached {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, bootWait)
-		defer cancel()
-	}
-	raw, err := mp.GetRetry(wctx, path)
-	if err != nil {
-		if ctx.Err() != nil || !haveCached {
-			return nil, err
-		}
-		log.Warn("mPower API not answering; using the cached copy", "path", path, "updated", cached.UpdatedAt)
-		return cached.Info, nil
-	}
-	if err := db.PutApplication(ctx, cache.Application{EUI: key, Source: "mpower", Info: raw}); err != nil {
-		log.Warn("caching an mPower document failed", "key", key, "err", err)
-	}
-	return raw, nil
-}
-
-// loadDefaultApp reads mPower's defaultApp (see loadMPower).
-func loadDefaultApp(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, bootWait time.Duration, log *slog.Logger) (config.DefaultApp, error) {
-	raw, err := loadMPower(ctx, mp, db, lnsbridge.PathDefaultApp, "default", bootWait, log)
-	if err != nil {
-		return config.DefaultApp{}, err
-	}
-	d, err := config.ParseDefaultApp(raw)
-	if err != nil {
-		return d, fmt.Errorf("mPower defaultApp: %w", err)
-	}
-	return d, nil
 }
 
 // applyMPowerLogLevel applies defaultApp.log.level live when app-connect.yml
