@@ -60,15 +60,12 @@ type AppSettings struct {
 
 // Counters of one application.
 type Counters struct {
-	Queued            atomic.Uint64 // rows written to the outbox
-	Forwarded         atomic.Uint64 // rows the remote side acknowledged
-	DeadLettered      atomic.Uint64 // rows refused permanently
-	Failures          atomic.Uint64 // failed delivery attempts
-	Batches           atomic.Uint64 // batch requests acknowledged
-	DownlinksSent     atomic.Uint64 // downlinks published to the local network server
-	DownlinksRefused  atomic.Uint64 // downlinks refused by validation or the local broker
-	Polls             atomic.Uint64 // downlink polls answered
-	DeliveryLatencyNs atomic.Uint64 // summed enqueue → acknowledgement latency
+	Queued           atomic.Uint64 // rows written to the outbox
+	Forwarded        atomic.Uint64 // rows the remote side acknowledged
+	Failures         atomic.Uint64 // failed delivery attempts
+	DownlinksRefused atomic.Uint64 // downlinks refused by validation or the local broker
+	// Rows refused for good are counted by the outbox (cache.AppStats.DeadLettered),
+	// delivery latencies by the Observer, downlink outcomes by the OutcomeCounter.
 }
 
 // PollList is the set of devices whose downlinks an HTTP application polls for.
@@ -405,7 +402,6 @@ func (a *Application) pollLoop(ctx context.Context) {
 			}
 			continue
 		}
-		a.Counters.Polls.Add(1)
 		a.handleDownlinks(ctx, reply, "poll")
 	}
 }
@@ -435,9 +431,7 @@ func (a *Application) handleDownlinks(ctx context.Context, reply []byte, from st
 
 // countDownlink counts a downlink outcome: sent, refused (validation) or failed (local broker).
 func (a *Application) countDownlink(outcome string) {
-	if outcome == "sent" {
-		a.Counters.DownlinksSent.Add(1)
-	} else {
+	if outcome != "sent" {
 		a.Counters.DownlinksRefused.Add(1)
 	}
 	if a.downlinks != nil {

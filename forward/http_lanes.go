@@ -249,7 +249,7 @@ func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 		if err == nil {
 			a.queue.Delete(rows[:n])
 			settle(rows[:n])
-			a.delivered(rows[:n], n >= 2)
+			a.delivered(rows[:n])
 			singles = max(singles-n, 0)
 			if failing {
 				a.log.Info("delivery resumed", "path", rows[0].Target)
@@ -269,7 +269,6 @@ func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 		if IsPermanent(err) {
 			a.queue.DeadLetter(rows[:1])
 			settle(rows[:1])
-			a.Counters.DeadLettered.Add(1)
 			singles = max(singles-1, 0)
 			a.log.Error("remote refused a message for good; dead-lettered", "kind", head.Kind, "path", head.Target, "err", err)
 			continue
@@ -291,17 +290,13 @@ func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 }
 
 // delivered counts rows the remote side acknowledged.
-func (a *Application) delivered(rows []cache.Row, batch bool) {
+func (a *Application) delivered(rows []cache.Row) {
 	a.Counters.Forwarded.Add(uint64(len(rows)))
-	if batch {
-		a.Counters.Batches.Add(1)
+	if a.latency == nil {
+		return
 	}
 	now := time.Now()
 	for _, r := range rows {
-		lat := max(now.Sub(r.EnqueuedAt), 0)
-		a.Counters.DeliveryLatencyNs.Add(uint64(lat))
-		if a.latency != nil {
-			a.latency.Observe(lat)
-		}
+		a.latency.Observe(max(now.Sub(r.EnqueuedAt), 0))
 	}
 }

@@ -455,10 +455,8 @@ func (t *mqttTransport) settle(ps []pending) {
 			continue
 		}
 		ok = append(ok, p.row)
-		lat := max(time.Since(p.row.EnqueuedAt), 0)
-		a.Counters.DeliveryLatencyNs.Add(uint64(lat))
 		if a.latency != nil {
-			a.latency.Observe(lat)
+			a.latency.Observe(max(time.Since(p.row.EnqueuedAt), 0))
 		}
 	}
 	if len(ok) > 0 {
@@ -467,7 +465,6 @@ func (t *mqttTransport) settle(ps []pending) {
 	}
 	if len(dead) > 0 {
 		a.queue.DeadLetter(dead)
-		a.Counters.DeadLettered.Add(uint64(len(dead)))
 	}
 	if len(ps) > 0 {
 		t.cursor = ps[len(ps)-1].row.ID
