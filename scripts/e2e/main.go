@@ -17,7 +17,8 @@
 //     added to every answer: the drain rate (first to last delivery after the outage).
 //
 // It asserts nothing about speed: exit status 1 only when something failed to start. -only runs a
-// subset (steady, burst, drain; comma-separated).
+// subset (steady, burst, drain; comma-separated); "arm" runs the steady part at 20/s with the ARMv5 binary
+// (-arm, make build-arm) under qemu-arm-static, the stand-in for the gateways' ARM926.
 //
 // Every program is started with an argument vector, never through a shell.
 package main
@@ -51,6 +52,8 @@ type options struct {
 	duration   time.Duration
 	gomaxprocs int
 	only       string
+	arm        string // ARMv5 app-connect binary for the "arm" part
+	qemu       string
 }
 
 func usage(w io.Writer) {
@@ -83,7 +86,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&o.rate, "rate", defRate, "uplinks per second in total (0: as fast as possible)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long the demo publishes")
 	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 1, "GOMAXPROCS of app-connect (bench; 0: Go's default)")
-	fs.StringVar(&o.only, "only", "steady,burst,drain", "bench parts to run")
+	fs.StringVar(&o.only, "only", "steady,burst,drain", "bench parts to run (steady, burst, drain, arm)")
+	fs.StringVar(&o.arm, "arm", "build/app-connect-armv5", "ARMv5 app-connect binary for the arm part (make build-arm)")
+	fs.StringVar(&o.qemu, "qemu", "qemu-arm-static", "user-mode emulator of the arm part")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -153,6 +158,8 @@ type session struct {
 	echo     string // prefix for the simulator's stdout lines shown
 	deadline time.Duration
 	env      []string // app-connect's extra environment
+	emulator string   // run app-connect under this user-mode emulator (the ARM binary)
+	binary   string   // app-connect binary; empty: -app-connect
 	yamlMore string   // appended to the app-connect configuration the simulator writes
 }
 
@@ -207,7 +214,14 @@ func (e *orchestrator) runSession(ctx context.Context, s session) (sessionResult
 			return res, fmt.Errorf("app-connect configuration: %w", err)
 		}
 	}
-	ac, err := startProc("app-connect", e.o.appConnect, []string{"run", "--config", cfg}, filepath.Join(s.dir, "app-connect.log"), false, s.env...)
+	acPath, acArgs := e.o.appConnect, []string{"run", "--config", cfg}
+	if s.binary != "" {
+		acPath = s.binary
+	}
+	if s.emulator != "" {
+		acPath, acArgs = s.emulator, append([]string{acPath}, acArgs...)
+	}
+	ac, err := startProc("app-connect", acPath, acArgs, filepath.Join(s.dir, "app-connect.log"), false, s.env...)
 	if err != nil {
 		res.startErr = true
 		return res, err
@@ -330,6 +344,7 @@ type benchRun struct {
 	uplinks    int
 	rate       float64
 	drain      bool
+	arm        bool // the ARMv5 binary under the emulator
 }
 
 func (e *orchestrator) bench(ctx context.Context, dir string) int {
@@ -352,6 +367,11 @@ func (e *orchestrator) bench(ctx context.Context, dir string) int {
 					runs = append(runs, benchRun{part: "burst", name: fmt.Sprintf("burst of %d from %d devices, %s, %s", e.o.devices*e.o.uplinks, e.o.devices, transportName(mq), br.name),
 						broker: br, mqtt: mq, devices: e.o.devices, uplinks: e.o.uplinks, rate: e.o.rate})
 				}
+			}
+		case "arm":
+			for _, mq := range []bool{false, true} {
+				runs = append(runs, benchRun{part: "arm", name: "ARMv5 binary under " + e.o.qemu + ", 20 uplinks/s for 60 s, " + transportName(mq),
+					broker: defaultQueues, mqtt: mq, devices: 20, uplinks: 60, rate: 20, arm: true})
 			}
 		case "drain":
 			runs = append(runs, benchRun{part: "drain", name: fmt.Sprintf("drain: %d queued while the remote was down, then 100 ms per answer, HTTP", e.o.devices*e.o.uplinks),
@@ -454,6 +474,15 @@ func (e *orchestrator) benchRun(ctx context.Context, mosq, dir string, r benchRu
 		yamlMore = "delivery:\n  retry_max: 1s\n" // the drain measures the lanes, not the outage's last backoff
 	}
 	var env []string
+	var emulator, binary string
+	if r.arm {
+		if emulator, err = exec.LookPath(e.o.qemu); err != nil {
+			return sessionResult{startErr: true}, err
+		}
+		if binary, err = filepath.Abs(e.o.arm); err != nil {
+			return sessionResult{startErr: true}, err
+		}
+	}
 	if e.o.gomaxprocs > 0 {
 		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", e.o.gomaxprocs))
 	}
@@ -466,6 +495,8 @@ func (e *orchestrator) benchRun(ctx context.Context, mosq, dir string, r benchRu
 		deadline: 45 * time.Minute,
 		env:      env,
 		yamlMore: yamlMore,
+		emulator: emulator,
+		binary:   binary,
 	})
 }
 
