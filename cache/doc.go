@@ -3,6 +3,20 @@
 // application and device tables, the join attempts of the join proxy (never
 // keys), and recovery from a corrupt file.
 //
+// The outbox is a write-ahead log: Append commits a group of rows in one
+// transaction (statements prepared once) and hands them to their
+// application's Feed in memory; a Feed reads the database only when cold
+// (start-up, Rewind, overflow of its window). Delete and DeadLetter are lazy:
+// forgotten rows are removed in bulk with the next transaction, or by one of
+// their own when no append came for a second.
+//
+// The database's file system is watched (space.go): a bounded WAL, a space
+// reserve released when a write fails for want of space, outbox caps that
+// follow the file system's size, appends refused with ErrStorageFull while it
+// is full (the deletions still commit), Storage() for /status, and a database
+// file deleted, replaced or damaged under the running program moved to a
+// fresh file with the loss counted.
+//
 // It holds no business rules: callers decide what goes where and when a row is
 // delivered; cache only stores it durably and hands it back in order.
 package cache

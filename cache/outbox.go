@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -38,32 +39,71 @@ type AppStats struct {
 }
 
 // Outbox is the durable FIFO between the local broker and the remote
-// applications. All writes go through one writer goroutine that groups every
-// request waiting while the previous transaction ran into the next one, so
-// synchronous=FULL costs one fsync per group, not per message.
+// applications, used as a write-ahead log:
+//
+//   - Append commits rows in one transaction in the caller's goroutine (the
+//     intake groups messages, so one commit carries everything that arrived
+//     meanwhile) and hands them to their application's Feed in memory at
+//     commit time. An application reads the database only when its feed is
+//     cold: at start-up, after Rewind, and when its window overflowed.
+//   - Delete and DeadLetter need no durability of their own (a lost deletion
+//     only resends: at-least-once): delivered rows collect in memory and are
+//     removed in bulk, ranges of consecutive IDs, with the next commit, or
+//     by a commit of their own when no append came for a second (flushEvery).
+//   - Every commit goes through write (space.go): the byte cap follows the
+//     file system, a full file system refuses the appended rows with
+//     ErrStorageFull but still commits the deletions, and a database file
+//     deleted, replaced or damaged under the program is noticed and replaced.
+//
+// Statements are prepared once for the life of the Outbox (on the *sql.DB,
+// which prepares them on each connection it hands out, so they follow the
+// connections to a replacement file).
 type Outbox struct {
 	db     *DB
 	limits Limits
 	now    func() time.Time
+	window int // rows a feed holds in memory
 
-	reqs   chan *writeReq
-	done   chan struct{}
-	cmu    sync.RWMutex // guards closed against sends on the closed reqs channel
+	st stmts
+
+	wmu    sync.Mutex // one transaction at a time; guards closed and deletesWaiting
 	closed bool
+	// deletesWaiting: pending deletions could not commit for want of space
+	// (logged once until they do, space.go).
+	deletesWaiting bool
 
-	mu    sync.Mutex
-	stats map[string]*AppStats
+	mu      sync.Mutex // guards everything below
+	stats   map[string]*AppStats
+	feeds   map[string]*Feed
+	pend    pendingWrites     // applied with the next transaction
+	pendApp map[string]*delta // per application: rows/bytes of pend.deletes (not yet committed)
+	floor   map[string]int64  // per application: highest ID dropped by the caps or DropApplication
+	lastID  int64             // the highest row ID ever assigned; a replacement file continues above it (space.go)
+	// lastCommit is when the last transaction committed; the flusher leaves
+	// deletions to the appends while they come at least once per flushEvery.
+	lastCommit time.Time
+	stop       chan struct{} // ends the flusher
+	flushed    chan struct{} // closed when the flusher ended
+
+	byApp map[string][]Row // Append's hand-off, reused; o.wmu guards it
 }
 
-type writeReq struct {
-	appends     []Row
-	deletes     []Row
-	deadLetters []Row
-	failures    []failure
-	dropApps    []string
-	droppedN    int
-	errc        chan error // nil: fire and forget
-	dropped     map[string]int
+// stmts are the outbox's statements, prepared once.
+type stmts struct {
+	insert, delRange, fail, peek, counter, countApp, dropApp, capScan, capDrop *sql.Stmt
+}
+
+// pendingWrites are deletions, dead letters and failure records waiting for
+// the next transaction.
+type pendingWrites struct {
+	deletes  map[int64]pendingDelete
+	failures []failure
+}
+
+type pendingDelete struct {
+	app   string
+	bytes int64
+	dead  bool
 }
 
 type failure struct {
@@ -71,26 +111,82 @@ type failure struct {
 	next time.Time
 }
 
+// flushEvery bounds how long a deletion waits for a transaction to ride on.
+const flushEvery = time.Second
+
+// DefaultWindow is how many committed rows a feed holds in memory before its
+// application reads the database again.
+const DefaultWindow = 1024
+
 // ErrClosed is returned by operations on a closed Outbox.
 var ErrClosed = errors.New("cache: outbox closed")
 
-// NewOutbox loads the per-application counters and starts the writer. Close
-// stops it after the requests already queued.
+// NewOutbox prepares the statements, loads the per-application counters and
+// starts the flusher of lazy deletions. Close flushes and stops it.
 func (db *DB) NewOutbox(ctx context.Context, limits Limits) (*Outbox, error) {
 	if limits.MaxRows <= 0 || limits.MaxBytes <= 0 {
 		return nil, fmt.Errorf("cache: outbox limits must be positive, got %d rows, %d bytes", limits.MaxRows, limits.MaxBytes)
 	}
 	o := &Outbox{
-		db:     db,
-		limits: limits,
-		now:    time.Now,
-		reqs:   make(chan *writeReq, 256),
-		done:   make(chan struct{}),
-		stats:  map[string]*AppStats{},
+		db: db, limits: limits, now: time.Now, window: DefaultWindow,
+		stats: map[string]*AppStats{}, feeds: map[string]*Feed{}, pendApp: map[string]*delta{}, floor: map[string]int64{},
+		pend: pendingWrites{deletes: map[int64]pendingDelete{}},
+		stop: make(chan struct{}), flushed: make(chan struct{}), byApp: map[string][]Row{},
 	}
-	rows, err := db.sql.QueryContext(ctx, `SELECT application, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox GROUP BY application`)
+	if err := o.prepare(ctx); err != nil {
+		o.closeStmts()
+		return nil, err
+	}
+	if err := o.load(ctx); err != nil {
+		o.closeStmts()
+		return nil, err
+	}
+	go o.flusher()
+	return o, nil
+}
+
+func (o *Outbox) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		dst *(*sql.Stmt)
+		q   string
+	}{
+		{&o.st.insert, `INSERT INTO outbox (application, kind, target, body, enqueued_at) VALUES (?, ?, ?, ?, ?)`},
+		{&o.st.delRange, `DELETE FROM outbox WHERE id BETWEEN ? AND ? AND application = ?`},
+		{&o.st.fail, `UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?`},
+		{&o.st.peek, `SELECT id, kind, target, body, enqueued_at, attempts, next_attempt_at FROM outbox
+			WHERE application = ? AND id > ? ORDER BY id LIMIT ?`},
+		{&o.st.counter, `INSERT INTO counters (application, name, value) VALUES (?, ?, ?)
+			ON CONFLICT (application, name) DO UPDATE SET value = value + excluded.value`},
+		{&o.st.countApp, `SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0), COALESCE(MAX(id), 0) FROM outbox WHERE application = ?`},
+		{&o.st.dropApp, `DELETE FROM outbox WHERE application = ? AND id <= ?`},
+		{&o.st.capScan, `SELECT id, LENGTH(body) FROM outbox WHERE application = ? ORDER BY id`},
+		{&o.st.capDrop, `DELETE FROM outbox WHERE application = ? AND id <= ?`},
+	} {
+		s, err := o.db.sql.PrepareContext(ctx, p.q)
+		if err != nil {
+			return fmt.Errorf("cache: outbox: preparing %q: %w", p.q, err)
+		}
+		*p.dst = s
+	}
+	return nil
+}
+
+func (o *Outbox) closeStmts() {
+	for _, s := range []*sql.Stmt{o.st.insert, o.st.delRange, o.st.fail, o.st.peek, o.st.counter, o.st.countApp, o.st.dropApp, o.st.capScan, o.st.capDrop} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+// load reads the queue sizes, the persistent counters and the last row ID.
+func (o *Outbox) load(ctx context.Context) error {
+	if err := o.db.sql.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'outbox'`).Scan(&o.lastID); err != nil {
+		return fmt.Errorf("cache: outbox last id: %w", err)
+	}
+	rows, err := o.db.sql.QueryContext(ctx, `SELECT application, COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox GROUP BY application`)
 	if err != nil {
-		return nil, fmt.Errorf("cache: outbox counts: %w", err)
+		return fmt.Errorf("cache: outbox counts: %w", err)
 	}
 	for rows.Next() {
 		var app string
@@ -98,21 +194,21 @@ func (db *DB) NewOutbox(ctx context.Context, limits Limits) (*Outbox, error) {
 		var b int64
 		if err := rows.Scan(&app, &n, &b); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("cache: outbox counts: %w", err)
+			return fmt.Errorf("cache: outbox counts: %w", err)
 		}
 		o.app(app).Rows, o.app(app).Bytes = n, b
 	}
 	rows.Close()
-	crows, err := db.sql.QueryContext(ctx, `SELECT application, name, value FROM counters`)
+	crows, err := o.db.sql.QueryContext(ctx, `SELECT application, name, value FROM counters`)
 	if err != nil {
-		return nil, fmt.Errorf("cache: outbox counters: %w", err)
+		return fmt.Errorf("cache: outbox counters: %w", err)
 	}
+	defer crows.Close()
 	for crows.Next() {
 		var app, name string
 		var v int64
 		if err := crows.Scan(&app, &name, &v); err != nil {
-			crows.Close()
-			return nil, fmt.Errorf("cache: outbox counters: %w", err)
+			return fmt.Errorf("cache: outbox counters: %w", err)
 		}
 		switch name {
 		case "dropped":
@@ -121,13 +217,10 @@ func (db *DB) NewOutbox(ctx context.Context, limits Limits) (*Outbox, error) {
 			o.app(app).DeadLettered = v
 		}
 	}
-	crows.Close()
-	go o.writer()
-	return o, nil
+	return crows.Err()
 }
 
-// app returns the stats entry of an application; o.mu must be held or the
-// writer not yet started.
+// app returns the stats entry of an application; o.mu must be held.
 func (o *Outbox) app(eui string) *AppStats {
 	s, ok := o.stats[eui]
 	if !ok {
@@ -138,11 +231,17 @@ func (o *Outbox) app(eui string) *AppStats {
 }
 
 // Append stores rows in one transaction and returns once they are durable,
-// with their IDs filled in. Rows dropped to respect the caps are reported per
-// application.
+// with their IDs filled in; they are then handed to their applications'
+// feeds. Rows dropped to respect the caps are reported per application.
+// Deletions waiting for a transaction ride on this one. While the file
+// system is full the rows are refused with ErrStorageFull (the deletions are
+// committed all the same).
 func (o *Outbox) Append(ctx context.Context, rows []Row) (dropped map[string]int, err error) {
 	if len(rows) == 0 {
 		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	now := o.now()
 	for i := range rows {
@@ -150,114 +249,220 @@ func (o *Outbox) Append(ctx context.Context, rows []Row) (dropped map[string]int
 			rows[i].EnqueuedAt = now
 		}
 	}
-	req := &writeReq{appends: rows, errc: make(chan error, 1)}
-	if err := o.submit(ctx, req); err != nil {
+	o.wmu.Lock()
+	defer o.wmu.Unlock()
+	if o.closed {
+		return nil, ErrClosed
+	}
+	droppedBy, err := o.write(rows, nil)
+	if err != nil {
 		return nil, err
 	}
-	select {
-	case err := <-req.errc:
-		return req.dropped, err
-	case <-ctx.Done():
-		// The write may still commit; the caller must treat the rows as not stored
-		// (the local broker redelivers them; at-least-once allows the duplicate).
-		return nil, ctx.Err()
+	for app, n := range droppedBy {
+		if n > 0 {
+			if dropped == nil {
+				dropped = map[string]int{}
+			}
+			dropped[app] = n
+		}
+	}
+	o.handOff(rows)
+	return dropped, nil
+}
+
+// handOff gives committed rows to their applications' feeds; o.wmu is held,
+// so feeds see commits in order.
+func (o *Outbox) handOff(rows []Row) {
+	clear(o.byApp)
+	for _, r := range rows {
+		o.byApp[r.Application] = append(o.byApp[r.Application], r)
+	}
+	o.mu.Lock()
+	type target struct {
+		f    *Feed
+		rows []Row
+	}
+	targets := make([]target, 0, len(o.byApp))
+	for app, rs := range o.byApp {
+		if f := o.feeds[app]; f != nil {
+			targets = append(targets, target{f, rs})
+		}
+	}
+	o.mu.Unlock()
+	for _, t := range targets {
+		t.f.push(t.rows)
+	}
+	for app := range o.byApp {
+		o.byApp[app] = o.byApp[app][:0]
 	}
 }
 
-// Delete removes delivered rows. It does not wait for the commit: a crash
-// before it resends those rows, which at-least-once delivery allows.
-func (o *Outbox) Delete(rows []Row) {
-	if len(rows) > 0 {
-		o.submitAsync(&writeReq{deletes: rows})
+// Delete forgets delivered rows. It does not wait: the rows are removed with
+// the next transaction (at most flushEvery later); a crash before resends
+// them, which at-least-once delivery allows. Stats count them gone at once.
+func (o *Outbox) Delete(rows []Row) { o.forget(rows, false) }
+
+// DeadLetter forgets rows the remote side refused permanently and counts them.
+func (o *Outbox) DeadLetter(rows []Row) { o.forget(rows, true) }
+
+func (o *Outbox) forget(rows []Row, dead bool) {
+	if len(rows) == 0 {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, r := range rows {
+		if r.ID <= o.floor[r.Application] {
+			continue // already dropped by the caps
+		}
+		d := o.pendApp[r.Application]
+		if d == nil {
+			d = &delta{}
+			o.pendApp[r.Application] = d
+		}
+		if p, ok := o.pend.deletes[r.ID]; ok {
+			if dead && !p.dead {
+				p.dead = true
+				o.pend.deletes[r.ID] = p
+				d.deadLettered++
+			}
+			continue
+		}
+		o.pend.deletes[r.ID] = pendingDelete{app: r.Application, bytes: int64(len(r.Body)), dead: dead}
+		d.rows++
+		d.bytes += int64(len(r.Body))
+		if dead {
+			d.deadLettered++
+		}
 	}
 }
 
-// DeadLetter removes rows the remote side refused permanently and counts them.
-func (o *Outbox) DeadLetter(rows []Row) {
-	if len(rows) > 0 {
-		o.submitAsync(&writeReq{deadLetters: rows})
+// unpend takes a forgotten row off the per-application pending counts; o.mu is held.
+func (o *Outbox) unpend(p pendingDelete) {
+	pa := o.pendApp[p.app]
+	if pa == nil {
+		return
+	}
+	pa.rows--
+	pa.bytes -= p.bytes
+	if p.dead {
+		pa.deadLettered--
+	}
+	if pa.rows <= 0 {
+		delete(o.pendApp, p.app)
 	}
 }
 
 // RecordFailure counts a failed delivery attempt of a row and stores when it
-// is next due.
+// is next due (with the next transaction).
 func (o *Outbox) RecordFailure(id int64, next time.Time) {
-	o.submitAsync(&writeReq{failures: []failure{{id: id, next: next}}})
+	o.mu.Lock()
+	o.pend.failures = append(o.pend.failures, failure{id: id, next: next})
+	o.mu.Unlock()
 }
 
 // DropApplication deletes every queued row of app, counting them as dropped
 // (an application removed from the configuration, after its grace period).
 func (o *Outbox) DropApplication(ctx context.Context, app string) (int, error) {
-	req := &writeReq{dropApps: []string{app}, errc: make(chan error, 1)}
-	if err := o.submit(ctx, req); err != nil {
+	o.wmu.Lock()
+	defer o.wmu.Unlock()
+	if o.closed {
+		return 0, ErrClosed
+	}
+	var n int
+	_, err := o.write(nil, func(tx *sql.Tx, d func(string) *delta) error {
+		var b, maxID int64
+		if err := tx.Stmt(o.st.countApp).QueryRow(app).Scan(&n, &b, &maxID); err != nil {
+			return fmt.Errorf("cache: outbox drop %s: %w", app, err)
+		}
+		if _, err := tx.Stmt(o.st.dropApp).Exec(app, maxID); err != nil {
+			return fmt.Errorf("cache: outbox drop %s: %w", app, err)
+		}
+		x := d(app)
+		x.rows -= n
+		x.bytes -= b
+		x.dropped += int64(n)
+		x.floor = max(x.floor, maxID)
+		return nil
+	})
+	if err != nil {
 		return 0, err
 	}
-	select {
-	case err := <-req.errc:
-		return req.droppedN, err
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
+	return n, nil
 }
 
-// Sync waits until every request submitted before it is committed.
+// Sync commits every deletion and failure record made before it.
 func (o *Outbox) Sync(ctx context.Context) error {
-	req := &writeReq{errc: make(chan error, 1)}
-	if err := o.submit(ctx, req); err != nil {
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	select {
-	case err := <-req.errc:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (o *Outbox) submit(ctx context.Context, req *writeReq) error {
-	o.cmu.RLock()
-	defer o.cmu.RUnlock()
+	o.wmu.Lock()
+	defer o.wmu.Unlock()
 	if o.closed {
 		return ErrClosed
 	}
-	select {
-	case o.reqs <- req:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	_, err := o.write(nil, nil)
+	return err
 }
 
-func (o *Outbox) submitAsync(req *writeReq) {
-	o.cmu.RLock()
-	defer o.cmu.RUnlock()
-	if !o.closed { // closed: the rows stay queued for the next start
-		o.reqs <- req
-	}
-}
-
-// Close commits what is queued and stops the writer.
+// Close commits the pending deletions and stops the flusher.
 func (o *Outbox) Close() {
-	o.cmu.Lock()
-	if !o.closed {
-		o.closed = true
-		close(o.reqs)
+	o.wmu.Lock()
+	if o.closed {
+		o.wmu.Unlock()
+		return
 	}
-	o.cmu.Unlock()
-	<-o.done
+	close(o.stop)
+	o.wmu.Unlock()
+	<-o.flushed
+	o.wmu.Lock()
+	defer o.wmu.Unlock()
+	if _, err := o.write(nil, nil); err != nil {
+		o.db.log.Error("outbox: deletions not committed at close (the rows are resent at the next start)", "err", err)
+	}
+	o.closed = true
+	o.closeStmts()
 }
 
-// Peek returns up to n rows of an application with ID > afterID, oldest first.
+// flusher commits lazy deletions when no transaction carried them for
+// flushEvery: at a steady rate they all ride on the appends' commits.
+func (o *Outbox) flusher() {
+	defer close(o.flushed)
+	t := time.NewTicker(flushEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-o.stop:
+			return
+		case <-t.C:
+		}
+		o.mu.Lock()
+		idle := len(o.pend.deletes) == 0 && len(o.pend.failures) == 0
+		recent := time.Since(o.lastCommit) < flushEvery // deletions ride on the appends
+		o.mu.Unlock()
+		if idle || recent {
+			continue
+		}
+		o.wmu.Lock()
+		if !o.closed {
+			// write logs a failure (once per episode on a full file system);
+			// the deletions stay pending and the next tick retries them.
+			_, _ = o.write(nil, nil)
+		}
+		o.wmu.Unlock()
+	}
+}
+
+// Peek returns up to n rows of an application with ID > afterID, oldest
+// first, from the database (rows forgotten but not yet removed included).
 func (o *Outbox) Peek(ctx context.Context, app string, afterID int64, n int) ([]Row, error) {
-	rows, err := o.db.sql.QueryContext(ctx,
-		`SELECT id, kind, target, body, enqueued_at, attempts, next_attempt_at FROM outbox
-		 WHERE application = ? AND id > ? ORDER BY id LIMIT ?`, app, afterID, n)
+	rows, err := o.st.peek.QueryContext(ctx, app, afterID, n)
 	if err != nil {
-		o.db.space.sawError(err) // space.go: a corrupt file is replaced at the writer's next check
+		o.db.space.sawError(err) // space.go: a corrupt file is replaced at the next commit's check
 		return nil, fmt.Errorf("cache: peek %s: %w", app, err)
 	}
 	defer rows.Close()
-	var out []Row
+	out := make([]Row, 0, min(n, 64))
 	for rows.Next() {
 		r := Row{Application: app}
 		var enq, next int64
@@ -278,14 +483,22 @@ func (o *Outbox) Peek(ctx context.Context, app string, afterID int64, n int) ([]
 	return out, nil
 }
 
-// Stats returns the queue state of one application.
+// Stats returns the queue state of one application; rows forgotten but not
+// yet removed count as gone (and as dead-lettered when they were).
 func (o *Outbox) Stats(app string) AppStats {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if s, ok := o.stats[app]; ok {
-		return *s
+	s, ok := o.stats[app]
+	if !ok {
+		return AppStats{}
 	}
-	return AppStats{}
+	out := *s
+	if d := o.pendApp[app]; d != nil {
+		out.Rows -= d.rows
+		out.Bytes -= d.bytes
+		out.DeadLettered += d.deadLettered
+	}
+	return out
 }
 
 // Applications lists the applications that have or had rows, sorted.
@@ -300,51 +513,41 @@ func (o *Outbox) Applications() []string {
 	return out
 }
 
-// maxGroup bounds one transaction so a huge backlog of requests cannot hold
-// the write lock for long.
-const maxGroup = 512
-
-func (o *Outbox) writer() {
-	defer close(o.done)
-	for first := range o.reqs {
-		group := []*writeReq{first}
-	drain:
-		for len(group) < maxGroup {
-			select {
-			case r, ok := <-o.reqs:
-				if !ok {
-					break drain
-				}
-				group = append(group, r)
-			default:
-				break drain
-			}
-		}
-		errFor := o.commitGroup(group) // space.go: logs, and keeps deletes going on a full file system
-		for _, r := range group {
-			if r.errc != nil {
-				r.errc <- errFor(r)
-			}
-		}
-	}
-}
-
 type delta struct {
 	rows         int
 	bytes        int64
 	dropped      int64
 	deadLettered int64
+	floor        int64 // highest ID dropped (caps, DropApplication)
 }
 
-func (o *Outbox) commit(group []*writeReq) error {
-	// The writer's context is independent of callers': a commit that started
-	// finishes, so the in-memory counters always match the file.
-	ctx := context.Background()
+// commit runs one transaction: the appended rows, extra (may be nil), the
+// pending deletions and failure records, the caps and the counters. o.wmu is
+// held. The transaction finishes whatever the callers' contexts do, so the
+// in-memory counters always match the file.
+func (o *Outbox) commit(rows []Row, extra func(*sql.Tx, func(string) *delta) error) (map[string]int, error) {
+	// The caps for this commit, before the transaction: the file system's
+	// share lowers the byte cap (space.go; it reads the file sizes).
 	payload, apps := o.payloadBytes()
-	lim := o.db.space.limits(ctx, o.limits, payload, apps) // before the transaction: it reads the file sizes
-	tx, err := o.db.sql.BeginTx(ctx, nil)
+	lim := o.db.space.limits(context.Background(), o.limits, payload, apps)
+	o.mu.Lock()
+	pend := o.pend
+	o.pend = pendingWrites{deletes: map[int64]pendingDelete{}}
+	o.mu.Unlock()
+	restore := func() {
+		o.mu.Lock()
+		for id, p := range pend.deletes {
+			if _, ok := o.pend.deletes[id]; !ok {
+				o.pend.deletes[id] = p
+			}
+		}
+		o.pend.failures = append(pend.failures, o.pend.failures...)
+		o.mu.Unlock()
+	}
+	tx, err := o.db.sql.BeginTx(context.Background(), nil)
 	if err != nil {
-		return fmt.Errorf("cache: outbox begin: %w", err)
+		restore()
+		return nil, fmt.Errorf("cache: outbox begin: %w", err)
 	}
 	deltas := map[string]*delta{}
 	d := func(app string) *delta {
@@ -355,9 +558,99 @@ func (o *Outbox) commit(group []*writeReq) error {
 		}
 		return x
 	}
-	if err := o.apply(ctx, tx, group, d); err != nil {
+	droppedBy, err := o.apply(tx, lim, rows, pend, extra, d)
+	if err == nil {
+		err = o.counters(tx, deltas)
+	}
+	if err == nil {
+		if err = tx.Commit(); err != nil {
+			err = fmt.Errorf("cache: outbox commit: %w", err)
+		}
+	} else {
 		tx.Rollback()
-		return err
+	}
+	if err != nil {
+		for i := range rows {
+			rows[i].ID = 0
+		}
+		restore()
+		return nil, err
+	}
+	o.mu.Lock()
+	o.lastCommit = time.Now()
+	for i := range rows {
+		o.lastID = max(o.lastID, rows[i].ID)
+	}
+	for app, x := range deltas {
+		s := o.app(app)
+		s.Rows += x.rows
+		s.Bytes += x.bytes
+		s.Dropped += x.dropped
+		s.DeadLettered += x.deadLettered
+		if x.floor > o.floor[app] {
+			o.floor[app] = x.floor
+		}
+	}
+	for _, p := range pend.deletes {
+		o.unpend(p)
+	}
+	// Forgotten rows the caps dropped in this transaction are not forgotten again.
+	for id, p := range o.pend.deletes {
+		if id <= o.floor[p.app] {
+			delete(o.pend.deletes, id)
+			o.unpend(p)
+		}
+	}
+	floors := map[*Feed]int64{}
+	for app, x := range deltas {
+		if f := o.feeds[app]; f != nil && x.floor > 0 {
+			floors[f] = x.floor
+		}
+	}
+	o.mu.Unlock()
+	for f, fl := range floors {
+		f.dropThrough(fl)
+	}
+	return droppedBy, nil
+}
+
+// apply writes one transaction's content.
+func (o *Outbox) apply(tx *sql.Tx, lim Limits, rows []Row, pend pendingWrites, extra func(*sql.Tx, func(string) *delta) error, d func(string) *delta) (map[string]int, error) {
+	if len(rows) > 0 {
+		ins := tx.Stmt(o.st.insert)
+		for i := range rows {
+			row := &rows[i]
+			body := row.Body
+			if body == nil {
+				body = []byte{}
+			}
+			res, err := ins.Exec(row.Application, row.Kind, row.Target, body, row.EnqueuedAt.UnixMilli())
+			if err != nil {
+				return nil, fmt.Errorf("cache: outbox insert %s: %w", row.Application, err)
+			}
+			if row.ID, err = res.LastInsertId(); err != nil {
+				return nil, fmt.Errorf("cache: outbox insert id: %w", err)
+			}
+			x := d(row.Application)
+			x.rows++
+			x.bytes += int64(len(row.Body))
+		}
+	}
+	if err := o.applyDeletes(tx, pend.deletes, d); err != nil {
+		return nil, err
+	}
+	if len(pend.failures) > 0 {
+		fail := tx.Stmt(o.st.fail)
+		for _, f := range pend.failures {
+			if _, err := fail.Exec(f.next.UnixMilli(), f.id); err != nil {
+				return nil, fmt.Errorf("cache: outbox failure %d: %w", f.id, err)
+			}
+		}
+	}
+	if extra != nil {
+		if err := extra(tx, d); err != nil {
+			return nil, err
+		}
 	}
 	// Caps: drop the oldest rows of each application over its limit (the byte
 	// cap lowered to what the file system allows, space.go).
@@ -368,147 +661,103 @@ func (o *Outbox) commit(group []*writeReq) error {
 		bytes int64
 	}
 	var overs []over
-	for app, x := range deltas {
+	for app, x := range d2list(rows, d) {
 		s := o.app(app)
-		rows, bytes := s.Rows+x.rows, s.Bytes+x.bytes
-		if rows > lim.MaxRows || bytes > lim.MaxBytes {
-			overs = append(overs, over{app, rows, bytes})
+		rs, bs := s.Rows+x.rows, s.Bytes+x.bytes
+		if rs > lim.MaxRows || bs > lim.MaxBytes {
+			overs = append(overs, over{app, rs, bs})
 		}
 	}
 	o.mu.Unlock()
-	droppedBy := map[string]int{}
+	var droppedBy map[string]int
 	for _, ov := range overs {
-		n, b, err := o.dropOldest(ctx, tx, lim, ov.app, ov.rows, ov.bytes)
+		n, b, last, err := o.dropOldest(tx, lim, ov.app, ov.rows, ov.bytes)
 		if err != nil {
-			tx.Rollback()
-			return err
+			return nil, err
 		}
 		x := d(ov.app)
 		x.rows -= n
 		x.bytes -= b
 		x.dropped += int64(n)
+		x.floor = max(x.floor, last)
+		if droppedBy == nil {
+			droppedBy = map[string]int{}
+		}
 		droppedBy[ov.app] = n
 	}
-	for app, x := range deltas {
-		for name, v := range map[string]int64{"dropped": x.dropped, "dead_lettered": x.deadLettered} {
-			if v == 0 {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO counters (application, name, value) VALUES (?, ?, ?)
-				ON CONFLICT (application, name) DO UPDATE SET value = value + excluded.value`, app, name, v); err != nil {
-				tx.Rollback()
-				return fmt.Errorf("cache: outbox counters: %w", err)
-			}
+	return droppedBy, nil
+}
+
+// d2list returns the deltas of the applications rows were appended to.
+func d2list(rows []Row, d func(string) *delta) map[string]*delta {
+	out := map[string]*delta{}
+	for _, r := range rows {
+		if _, ok := out[r.Application]; !ok {
+			out[r.Application] = d(r.Application)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("cache: outbox commit: %w", err)
+	return out
+}
+
+// applyDeletes removes forgotten rows: runs of consecutive IDs of one
+// application with one statement each.
+func (o *Outbox) applyDeletes(tx *sql.Tx, dels map[int64]pendingDelete, d func(string) *delta) error {
+	if len(dels) == 0 {
+		return nil
 	}
-	o.mu.Lock()
-	for app, x := range deltas {
-		s := o.app(app)
-		s.Rows += x.rows
-		s.Bytes += x.bytes
-		s.Dropped += x.dropped
-		s.DeadLettered += x.deadLettered
+	ids := make([]int64, 0, len(dels))
+	for id := range dels {
+		ids = append(ids, id)
 	}
-	o.mu.Unlock()
-	for _, r := range group {
-		if len(r.appends) > 0 {
-			r.dropped = map[string]int{}
-			for _, row := range r.appends {
-				if n := droppedBy[row.Application]; n > 0 {
-					r.dropped[row.Application] = n
-				}
+	slices.Sort(ids)
+	rng := tx.Stmt(o.st.delRange)
+	for i := 0; i < len(ids); {
+		app := dels[ids[i]].app
+		j := i + 1
+		for j < len(ids) && ids[j] == ids[j-1]+1 && dels[ids[j]].app == app {
+			j++
+		}
+		run := ids[i:j]
+		i = j
+		res, err := rng.Exec(run[0], run[len(run)-1], app)
+		if err != nil {
+			return fmt.Errorf("cache: outbox delete: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("cache: outbox delete: %w", err)
+		}
+		// Rows already gone (forgotten twice, or never stored) are not counted:
+		// n rows of the run went now.
+		x := d(app)
+		for _, id := range run[:min(int(n), len(run))] {
+			p := dels[id]
+			x.rows--
+			x.bytes -= p.bytes
+			if p.dead {
+				x.deadLettered++
 			}
 		}
 	}
 	return nil
 }
 
-func (o *Outbox) apply(ctx context.Context, tx *sql.Tx, group []*writeReq, d func(string) *delta) error {
-	var ins, del, fail *sql.Stmt
-	var err error
-	defer func() {
-		for _, s := range []*sql.Stmt{ins, del, fail} {
-			if s != nil {
-				s.Close()
+// counters adds the transaction's dropped and dead-lettered counts.
+func (o *Outbox) counters(tx *sql.Tx, deltas map[string]*delta) error {
+	var st *sql.Stmt
+	for app, x := range deltas {
+		for _, c := range [...]struct {
+			name string
+			v    int64
+		}{{"dropped", x.dropped}, {"dead_lettered", x.deadLettered}} {
+			if c.v == 0 {
+				continue
 			}
-		}
-	}()
-	for _, r := range group {
-		for i := range r.appends {
-			row := &r.appends[i]
-			if ins == nil {
-				if ins, err = tx.PrepareContext(ctx, `INSERT INTO outbox (application, kind, target, body, enqueued_at) VALUES (?, ?, ?, ?, ?)`); err != nil {
-					return fmt.Errorf("cache: outbox insert: %w", err)
-				}
+			if st == nil {
+				st = tx.Stmt(o.st.counter)
 			}
-			body := row.Body
-			if body == nil {
-				body = []byte{}
-			}
-			res, err := ins.ExecContext(ctx, row.Application, row.Kind, row.Target, body, row.EnqueuedAt.UnixMilli())
-			if err != nil {
-				return fmt.Errorf("cache: outbox insert %s: %w", row.Application, err)
-			}
-			if row.ID, err = res.LastInsertId(); err != nil {
-				return fmt.Errorf("cache: outbox insert id: %w", err)
-			}
-			x := d(row.Application)
-			x.rows++
-			x.bytes += int64(len(row.Body))
-		}
-		for _, set := range []struct {
-			rows []Row
-			dead bool
-		}{{r.deletes, false}, {r.deadLetters, true}} {
-			for _, row := range set.rows {
-				if del == nil {
-					if del, err = tx.PrepareContext(ctx, `DELETE FROM outbox WHERE id = ? RETURNING application, LENGTH(body)`); err != nil {
-						return fmt.Errorf("cache: outbox delete: %w", err)
-					}
-				}
-				var app string
-				var n int64
-				err := del.QueryRowContext(ctx, row.ID).Scan(&app, &n)
-				if errors.Is(err, sql.ErrNoRows) {
-					continue // already dropped by the caps
-				}
-				if err != nil {
-					return fmt.Errorf("cache: outbox delete %d: %w", row.ID, err)
-				}
-				x := d(app)
-				x.rows--
-				x.bytes -= n
-				if set.dead {
-					x.deadLettered++
-				}
-			}
-		}
-		for _, app := range r.dropApps {
-			var n int
-			var b int64
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox WHERE application = ?`, app).Scan(&n, &b); err != nil {
-				return fmt.Errorf("cache: outbox drop %s: %w", app, err)
-			}
-			if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE application = ?`, app); err != nil {
-				return fmt.Errorf("cache: outbox drop %s: %w", app, err)
-			}
-			x := d(app)
-			x.rows -= n
-			x.bytes -= b
-			x.dropped += int64(n)
-			r.droppedN += n
-		}
-		for _, f := range r.failures {
-			if fail == nil {
-				if fail, err = tx.PrepareContext(ctx, `UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?`); err != nil {
-					return fmt.Errorf("cache: outbox failure: %w", err)
-				}
-			}
-			if _, err := fail.ExecContext(ctx, f.next.UnixMilli(), f.id); err != nil {
-				return fmt.Errorf("cache: outbox failure %d: %w", f.id, err)
+			if _, err := st.Exec(app, c.name, c.v); err != nil {
+				return fmt.Errorf("cache: outbox counters: %w", err)
 			}
 		}
 	}
@@ -516,29 +765,164 @@ func (o *Outbox) apply(ctx context.Context, tx *sql.Tx, group []*writeReq, d fun
 }
 
 // dropOldest deletes the oldest rows of app until it is within the caps and
-// returns how many rows and bytes went.
-func (o *Outbox) dropOldest(ctx context.Context, tx *sql.Tx, lim Limits, app string, rows int, bytes int64) (int, int64, error) {
-	q, err := tx.QueryContext(ctx, `SELECT id, LENGTH(body) FROM outbox WHERE application = ? ORDER BY id`, app)
+// returns how many rows and bytes went and the last ID dropped.
+func (o *Outbox) dropOldest(tx *sql.Tx, lim Limits, app string, rows int, bytes int64) (int, int64, int64, error) {
+	q, err := tx.Stmt(o.st.capScan).Query(app)
 	if err != nil {
-		return 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
+		return 0, 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
 	}
-	var ids []int64
-	var freed int64
-	for q.Next() && (rows-len(ids) > lim.MaxRows || bytes-freed > lim.MaxBytes) {
-		var id, n int64
-		if err := q.Scan(&id, &n); err != nil {
+	var n int
+	var last, freed int64
+	for (rows-n > lim.MaxRows || bytes-freed > lim.MaxBytes) && q.Next() {
+		var id, sz int64
+		if err := q.Scan(&id, &sz); err != nil {
 			q.Close()
-			return 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
+			return 0, 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
 		}
-		ids = append(ids, id)
-		freed += n
+		n++
+		last = id
+		freed += sz
 	}
 	q.Close()
-	if len(ids) == 0 {
-		return 0, 0, nil
+	if n == 0 {
+		return 0, 0, 0, nil
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE application = ? AND id <= ?`, app, ids[len(ids)-1]); err != nil {
-		return 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
+	if _, err := tx.Stmt(o.st.capDrop).Exec(app, last); err != nil {
+		return 0, 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
 	}
-	return len(ids), freed, nil
+	return n, freed, last, nil
+}
+
+// Feed hands one application its rows in order. Rows committed by Append
+// are pushed to it in memory at commit time; it reads the database only
+// while cold: when created (start-up), after Rewind, and after its window of
+// DefaultWindow rows overflowed (the database stays the queue of record, so
+// memory stays bounded). A feed outlives rebuilds of its application.
+type Feed struct {
+	o      *Outbox
+	app    string
+	window int
+	wake   chan struct{}
+
+	mu    sync.Mutex
+	mem   []Row // committed, not yet taken, oldest first
+	cold  bool  // rows after taken may exist only in the database
+	taken int64 // the last row handed out
+	hi    int64 // the highest ID the feed knows (taken or in mem)
+}
+
+// Feed returns the feed of an application (created cold on first use).
+func (o *Outbox) Feed(app string) *Feed {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	f := o.feeds[app]
+	if f == nil {
+		f = &Feed{o: o, app: app, window: o.window, wake: make(chan struct{}, 1), cold: true}
+		o.feeds[app] = f
+	}
+	return f
+}
+
+// Wake receives a value when rows were pushed to the feed (or it went cold).
+func (f *Feed) Wake() <-chan struct{} { return f.wake }
+
+// Notify wakes the feed's reader (pushes already do).
+func (f *Feed) Notify() { f.signal() }
+
+func (f *Feed) signal() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Take returns up to n rows after the last one taken, oldest first; none
+// when nothing is queued.
+func (f *Feed) Take(ctx context.Context, n int) ([]Row, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.cold {
+		k := min(n, len(f.mem))
+		if k == 0 {
+			return nil, nil
+		}
+		out := make([]Row, k)
+		copy(out, f.mem[:k])
+		rest := copy(f.mem, f.mem[k:])
+		clear(f.mem[rest:])
+		f.mem = f.mem[:rest]
+		f.taken = out[k-1].ID
+		return out, nil
+	}
+	// Cold: read the database under f.mu, so a commit's push waits and then
+	// skips what this read already saw.
+	rows, err := f.o.Peek(ctx, f.app, f.taken, n)
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) > 0 {
+		f.taken = rows[len(rows)-1].ID
+	}
+	f.hi = max(f.hi, f.taken)
+	if len(rows) < n {
+		f.cold = false // the database is read to its end: pushes carry on
+	}
+	return rows, nil
+}
+
+// Rewind makes the next Take resume after afterID, from the database: rows
+// taken but not settled (a lost connection, a rebuilt application) are
+// handed out again.
+func (f *Feed) Rewind(afterID int64) {
+	f.mu.Lock()
+	f.taken, f.hi = afterID, afterID
+	f.cold = true
+	clear(f.mem)
+	f.mem = f.mem[:0]
+	f.mu.Unlock()
+	f.signal()
+}
+
+// push appends committed rows (called in commit order).
+func (f *Feed) push(rows []Row) {
+	f.mu.Lock()
+	if f.cold {
+		f.mu.Unlock()
+		f.signal()
+		return
+	}
+	for _, r := range rows {
+		if r.ID <= f.hi {
+			continue // already read from the database
+		}
+		if len(f.mem) >= f.window {
+			// Overflow: the database holds the rest; read it from there.
+			f.cold = true
+			clear(f.mem)
+			f.mem = f.mem[:0]
+			break
+		}
+		f.mem = append(f.mem, r)
+		f.hi = r.ID
+	}
+	f.mu.Unlock()
+	f.signal()
+}
+
+// dropThrough forgets rows up to id the caps dropped.
+func (f *Feed) dropThrough(id int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := 0
+	for i < len(f.mem) && f.mem[i].ID <= id {
+		i++
+	}
+	if i > 0 {
+		rest := copy(f.mem, f.mem[i:])
+		clear(f.mem[rest:])
+		f.mem = f.mem[:rest]
+	}
+	if f.cold && f.taken < id {
+		f.taken = id
+	}
 }

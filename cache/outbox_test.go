@@ -408,3 +408,76 @@ func TestOutboxDropApplication(t *testing.T) {
 		t.Fatalf("kept %+v", s)
 	}
 }
+
+// A feed hands over committed rows in memory, goes cold when its window
+// overflows (the rows are then read from the database, none lost, in order)
+// and when rewound.
+func TestFeedWindowOverflowAndRewind(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t, filepath.Join(t.TempDir(), "feed.db"))
+	ob := newOutbox(t, db, Limits{MaxRows: 1000, MaxBytes: 1 << 20})
+	ob.window = 4
+	if _, err := ob.Append(ctx, rowsFor("a", 0, 2)); err != nil { // before the feed exists
+		t.Fatal(err)
+	}
+	f := ob.Feed("a")
+	take := func(n int) []string {
+		t.Helper()
+		rows, err := f.Take(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rows {
+			out = append(out, string(r.Body))
+		}
+		return out
+	}
+	want := func(got []string, from, n int) {
+		t.Helper()
+		if len(got) != n {
+			t.Fatalf("got %v, want %d rows from %d", got, n, from)
+		}
+		for i, b := range got {
+			if b != fmt.Sprintf(`{"n":%d}`, from+i) {
+				t.Fatalf("got %v, want rows from %d", got, from)
+			}
+		}
+	}
+	want(take(10), 0, 2) // cold: from the database, to its end
+	if _, err := ob.Append(ctx, rowsFor("a", 2, 3)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-f.Wake():
+	default:
+		t.Fatal("no wake-up after a commit")
+	}
+	f.mu.Lock()
+	inMemory := len(f.mem)
+	f.mu.Unlock()
+	if inMemory != 3 {
+		t.Fatalf("%d rows in memory after the commit, want 3", inMemory)
+	}
+	want(take(2), 2, 2)
+	for i := 5; i < 12; i++ { // overflows the window of 4
+		if _, err := ob.Append(ctx, rowsFor("a", i, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.mu.Lock()
+	cold := f.cold
+	f.mu.Unlock()
+	if !cold {
+		t.Fatal("the feed did not go cold on overflow")
+	}
+	want(take(3), 4, 3)
+	want(take(100), 7, 5)
+	head, _ := ob.Peek(ctx, "a", 0, 1)
+	f.Rewind(head[0].ID)
+	want(take(100), 1, 11)
+	ob.Delete(head)
+	if s := ob.Stats("a"); s.Rows != 11 {
+		t.Fatalf("stats %+v right after Delete", s)
+	}
+}

@@ -47,7 +47,7 @@ import (
 // with ErrStorageFull, the intake leaves the messages with the local broker,
 // and the state is "full" in Storage(), logged once per episode.
 //
-// The writer also notices a database file deleted, replaced or truncated
+// Each commit also notices a database file deleted, replaced or truncated
 // under the running program (checkFile) and moves to a fresh file at the
 // path, copying what it can still read.
 
@@ -107,7 +107,8 @@ type StorageStatus struct {
 }
 
 // space tracks the file system of one database. Its methods are called by the
-// outbox writer (one goroutine) and by Storage (any goroutine).
+// outbox's commits (one at a time, under the outbox's wmu), by readers
+// (sawError) and by Storage (any goroutine).
 type space struct {
 	db          *DB
 	dir         string
@@ -126,14 +127,11 @@ type space struct {
 	lastFullLog  time.Time
 	fullLogged   bool // this episode's start was logged at error level
 
-	// retry holds fire-and-forget requests (deletes, failures) whose commit
-	// failed on a full file system: they go first into the next group.
-	// Owned by the writer goroutine.
-	retry []*writeReq
-
 	corruptSeen atomic.Bool // a read or write found the file corrupt (sawError)
 	fileID      fileID      // of the file the connections opened
-	fileChecked time.Time   // owned by the writer goroutine (under mu for the race detector)
+	fileChecked time.Time   // checkFile's last run (o.wmu held; under mu for Storage)
+	// recycleUntil: no connection is pooled until then (a new file at the path).
+	recycleUntil time.Time
 }
 
 func newSpace(db *DB, now func() time.Time) *space {
@@ -393,24 +391,21 @@ func (db *DB) Storage() StorageStatus {
 	return db.space.status()
 }
 
-// commitGroup commits a writer group and returns each request's result. When
-// the file system is full, the reserve is released and what frees space
-// (deletes, dead letters, failures, drops) is committed on its own, and the
-// appends are refused with ErrStorageFull: a full file system never blocks
-// the deletes that cure it.
-func (o *Outbox) commitGroup(group []*writeReq) func(*writeReq) error {
+// write is commit (o.wmu held) with the file system in mind. When it is
+// full, the reserve is released and what frees space (the pending deletions,
+// dead letters and failure records, a DropApplication) is committed on its
+// own, with a WAL checkpoint, and the appended rows are refused with
+// ErrStorageFull (the intake leaves the messages with the local broker): a
+// full file system never blocks the deletes that cure it. Deletions that
+// still cannot commit stay pending and go with the next transaction (the
+// flusher retries them every flushEvery).
+func (o *Outbox) write(rows []Row, extra func(*sql.Tx, func(string) *delta) error) (map[string]int, error) {
 	sp := o.db.space
 	ctx := context.Background()
 	o.checkFile(ctx)
-	if len(sp.retry) > 0 {
-		group = append(sp.retry, group...)
-		sp.retry = nil
-	}
 	var appendBytes int64
-	for _, r := range group {
-		for _, row := range r.appends {
-			appendBytes += int64(len(row.Body)) + int64(len(row.Target)+len(row.Application)) + 64
-		}
+	for _, row := range rows {
+		appendBytes += int64(len(row.Body)) + int64(len(row.Target)+len(row.Application)) + 64
 	}
 	payload, _ := o.payloadBytes()
 	ok, why := true, error(nil)
@@ -418,57 +413,79 @@ func (o *Outbox) commitGroup(group []*writeReq) func(*writeReq) error {
 		ok, why = sp.appendsAllowed(ctx, appendBytes, payload)
 	}
 	if ok {
-		err := o.commit(group)
+		dropped, err := o.commit(rows, extra)
 		if err == nil {
+			o.deletesCommitted()
 			if appendBytes > 0 {
 				sp.accepted()
 			}
-			return func(*writeReq) error { return nil }
+			return dropped, nil
 		}
 		if !isFull(err) {
 			sp.sawError(err)
-			o.db.log.Error("outbox write failed", "err", err, "requests", len(group))
-			return func(*writeReq) error { return err }
+			o.db.log.Error("outbox write failed", "err", err, "rows", len(rows))
+			return nil, err
 		}
 		why = err
 		sp.release()
 	}
 	// Full: commit everything but the appends, then refuse the appends.
-	var rest []*writeReq
-	for _, r := range group {
-		if len(r.appends) == 0 {
-			rest = append(rest, r)
-		}
-	}
 	var restErr error
-	if len(rest) > 0 {
-		if restErr = o.commit(rest); restErr != nil {
+	if extra != nil || o.pending() {
+		if _, restErr = o.commit(nil, extra); restErr != nil {
 			// A checkpoint may make WAL room; then once more, else later.
-			o.db.sql.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)")
-			restErr = o.commit(rest)
+			o.checkpoint(ctx)
+			_, restErr = o.commit(nil, extra)
 		}
-		if restErr != nil {
-			o.db.log.Warn("outbox deletes wait for space: the file system is full even for them", "err", restErr, "requests", len(rest))
-			for _, r := range rest {
-				if r.errc == nil && r.dropApps == nil {
-					sp.retry = append(sp.retry, r)
-				}
-			}
+		switch {
+		case restErr == nil:
+			o.deletesCommitted()
+		case isFull(restErr):
+			o.deletesWait(restErr)
+		default:
+			sp.sawError(restErr)
+			o.db.log.Error("outbox write failed", "err", restErr)
 		}
 	}
-	if _, err := o.db.sql.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
-		o.db.log.Debug("checkpoint with the file system full", "err", err)
-	}
-	full := fmt.Errorf("%w: %s", ErrStorageFull, o.db.path)
+	o.checkpoint(ctx)
 	if appendBytes > 0 {
 		sp.refused(why)
 	}
 	sp.refresh(ctx, payload, true)
-	return func(r *writeReq) error {
-		if len(r.appends) > 0 {
-			return full
-		}
-		return restErr
+	if appendBytes > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrStorageFull, o.db.path)
+	}
+	return nil, restErr
+}
+
+// pending reports whether deletions or failure records wait for a transaction.
+func (o *Outbox) pending() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.pend.deletes) > 0 || len(o.pend.failures) > 0
+}
+
+func (o *Outbox) checkpoint(ctx context.Context) {
+	if _, err := o.db.sql.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+		o.db.log.Debug("outbox: WAL checkpoint with the file system full", "err", err)
+	}
+}
+
+// deletesWait logs, once until they commit, that the pending deletions could
+// not be committed even on their own (o.wmu held).
+func (o *Outbox) deletesWait(err error) {
+	if o.deletesWaiting {
+		return
+	}
+	o.deletesWaiting = true
+	o.db.log.Warn("outbox deletes wait for space: the file system is full even for them; retrying", "err", err)
+}
+
+// deletesCommitted ends a deletesWait episode (o.wmu held).
+func (o *Outbox) deletesCommitted() {
+	if o.deletesWaiting {
+		o.deletesWaiting = false
+		o.db.log.Info("outbox deletes committed again")
 	}
 }
 
@@ -543,7 +560,7 @@ func (o *Outbox) damaged(ctx context.Context) bool {
 }
 
 // sawError notes an error of a read or write of the outbox: a corrupt file
-// makes the writer's next check move to a fresh database at once.
+// makes the next commit's check move to a fresh database at once.
 func (s *space) sawError(err error) {
 	if corrupt(err) {
 		s.corruptSeen.Store(true)
@@ -572,13 +589,14 @@ func sqliteHeader(path string) bool {
 	return n == 16 && string(b[:]) == "SQLite format 3\x00"
 }
 
-// checkFile runs in the writer before a group, at most once per
+// checkFile runs at the start of a commit (o.wmu held), at most once per
 // refreshEvery: when the database file was deleted, replaced or truncated
 // under the running program, it copies what the open connections can still
 // read (VACUUM INTO) to a fresh file at the path, moving anything else there
 // aside; when nothing can be read, it starts an empty database. Either way
-// the connections reopen on the new file, the loss (queued rows that could
-// not be copied) is counted in Storage().LostRows and logged once.
+// the connections reopen on the new file and the outbox adopts it (adopt);
+// the loss (queued rows that could not be copied) is counted in
+// Storage().LostRows and logged once.
 func (o *Outbox) checkFile(ctx context.Context) {
 	sp := o.db.space
 	sp.mu.Lock()
@@ -586,9 +604,17 @@ func (o *Outbox) checkFile(ctx context.Context) {
 	if due {
 		sp.fileChecked = sp.now()
 	}
+	endRecycle := due && !sp.recycleUntil.IsZero() && !sp.now().Before(sp.recycleUntil)
+	if endRecycle {
+		sp.recycleUntil = time.Time{}
+	}
 	sp.mu.Unlock()
 	if !due {
 		return
+	}
+	if endRecycle {
+		// Every connection of the old file has been closed: pool them again.
+		o.db.sql.SetMaxIdleConns(2)
 	}
 	what := sp.vanished()
 	if what == "" && (sp.corruptSeen.Swap(false) || o.damaged(ctx)) {
@@ -598,12 +624,7 @@ func (o *Outbox) checkFile(ctx context.Context) {
 		return
 	}
 	path := o.db.path
-	var queued int64
-	o.mu.Lock()
-	for _, s := range o.stats {
-		queued += int64(s.Rows)
-	}
-	o.mu.Unlock()
+	queued := o.queuedRows()
 	stamp := sp.now().UTC().Format("20060102T150405Z")
 	tmp := path + ".salvage"
 	os.Remove(tmp)
@@ -622,23 +643,21 @@ func (o *Outbox) checkFile(ctx context.Context) {
 	} else {
 		os.Remove(tmp)
 	}
-	// New connections open the new file: drop the idle ones, and recycle the
-	// ones readers hold now when they come back (the writer holds none
-	// between groups).
+	// New connections open the new file. The outbox's statements are
+	// prepared on the *sql.DB, which prepares them again on each connection
+	// it hands out, so they follow: drop the idle connections, and pool none
+	// for recycleFor, so the ones readers hold now are closed when they come
+	// back (the writer holds none: o.wmu is held).
 	o.db.sql.SetMaxIdleConns(0)
-	o.db.sql.SetMaxIdleConns(2)
-	o.db.sql.SetConnMaxLifetime(refreshEvery)
+	sp.mu.Lock()
+	sp.recycleUntil = sp.now().Add(recycleFor)
+	sp.mu.Unlock()
 	err := o.db.migrate(ctx)
 	if err == nil {
-		err = o.reloadStats(ctx)
+		err = o.adopt(ctx)
 	}
 	id, _, _ := statID(path)
-	var left int64
-	o.mu.Lock()
-	for _, s := range o.stats {
-		left += int64(s.Rows)
-	}
-	o.mu.Unlock()
+	left := o.queuedRows()
 	lost := max(queued-left, 0)
 	sp.mu.Lock()
 	sp.fileID = id
@@ -653,6 +672,82 @@ func (o *Outbox) checkFile(ctx context.Context) {
 	}
 	o.db.log.Error("database file "+what+" while running and could not be read: started an empty database; queued rows lost",
 		"path", path, "lost_rows", lost, "salvage_err", salvageErr, "err", err)
+}
+
+// recycleFor is how long after a replacement no connection is pooled, so
+// none opened on the old file is used again.
+const recycleFor = 5 * refreshEvery
+
+// queuedRows is the rows queued in all (forgotten ones not counted).
+func (o *Outbox) queuedRows() int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var n int64
+	for app, s := range o.stats {
+		n += int64(s.Rows)
+		if d := o.pendApp[app]; d != nil {
+			n -= int64(d.rows)
+		}
+	}
+	return n
+}
+
+// adopt reconciles the outbox's memory with a new database file (o.wmu
+// held): row IDs continue above the last one handed out (feeds, the caps'
+// floors and the applications' cursors compare IDs), the dropped and
+// dead-lettered counters are written back, the queue sizes are re-read, and
+// the pending deletions and failure records are committed to the new file at
+// once, so Stats count what it holds. Feeds keep the rows they hold in memory
+// (delivered even when the file lost them); a cold feed reads the new file
+// after its last row taken.
+func (o *Outbox) adopt(ctx context.Context) error {
+	o.mu.Lock()
+	last := o.lastID
+	type counter struct {
+		app, name string
+		v         int64
+	}
+	var cs []counter
+	for app, s := range o.stats {
+		if s.Dropped > 0 {
+			cs = append(cs, counter{app, "dropped", s.Dropped})
+		}
+		if s.DeadLettered > 0 {
+			cs = append(cs, counter{app, "dead_lettered", s.DeadLettered})
+		}
+	}
+	o.mu.Unlock()
+	tx, err := o.db.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("cache: outbox adopt: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox' AND seq < ?`, last, last)
+	if err == nil {
+		_, err = tx.ExecContext(ctx, `INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox', ?
+			WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox')`, last)
+	}
+	for _, c := range cs {
+		if err != nil {
+			break
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO counters (application, name, value) VALUES (?, ?, ?)
+			ON CONFLICT (application, name) DO UPDATE SET value = MAX(value, excluded.value)`, c.app, c.name, c.v)
+	}
+	if err == nil {
+		err = tx.Commit()
+	} else {
+		tx.Rollback()
+	}
+	if err != nil {
+		return fmt.Errorf("cache: outbox adopt: %w", err)
+	}
+	if err := o.reloadStats(ctx); err != nil {
+		return err
+	}
+	if _, err := o.commit(nil, nil); err != nil {
+		return err
+	}
+	return nil
 }
 
 func quickCheck(ctx context.Context, path string) error {

@@ -40,8 +40,8 @@ func bigRows(app string, n int) []Row {
 
 // TestFullDatabaseStillDeletes fills the database (PRAGMA max_page_count: the
 // SQLITE_FULL a full file system gives, on any machine) and checks that
-// appends are refused with ErrStorageFull, logged once, that deletes
-// committed in the same writer group as refused appends still commit, and
+// appends are refused with ErrStorageFull, logged once, that deletions
+// riding on the commit of refused appends still commit, and
 // that the freed pages take new rows again. The file-system version runs in
 // faults/ (make faults).
 func TestFullDatabaseStillDeletes(t *testing.T) {
@@ -86,20 +86,22 @@ func TestFullDatabaseStillDeletes(t *testing.T) {
 		t.Fatalf("a full file system logged as a write failure:\n%s", logs.String())
 	}
 
-	// The delivered rows' deletes and new rows in one writer group: the
-	// deletes commit although the rows cannot.
+	// The delivered rows' deletes ride on the next append's commit: they
+	// commit although the appended rows are refused.
 	delivered, err := ob.Peek(ctx, "a", 0, stored)
 	if err != nil || len(delivered) != stored {
 		t.Fatalf("peek: %d rows, %v", len(delivered), err)
 	}
-	del := &writeReq{deletes: delivered}
-	add := &writeReq{appends: bigRows("a", stored+100)} // more than the file can take even empty
-	errFor := ob.commitGroup([]*writeReq{del, add})
-	if err := errFor(del); err != nil {
-		t.Fatalf("deletes beside refused appends: %v", err)
-	}
-	if err := errFor(add); !errors.Is(err, ErrStorageFull) {
+	ob.Delete(delivered)
+	if _, err := ob.Append(ctx, bigRows("a", stored+100)); !errors.Is(err, ErrStorageFull) { // more than the file can take even empty
 		t.Fatalf("appends on a full database: %v, want ErrStorageFull", err)
+	}
+	var inFile int
+	if err := db.sql.QueryRow("SELECT COUNT(*) FROM outbox").Scan(&inFile); err != nil || inFile != 0 {
+		t.Fatalf("%d rows left in the file after deleting every delivered row beside refused appends (%v)", inFile, err)
+	}
+	if ob.pending() {
+		t.Fatal("deletions still pending after the refused append's commit")
 	}
 	if s := ob.Stats("a"); s.Rows != 0 {
 		t.Fatalf("%d rows left after deleting every delivered row", s.Rows)
@@ -217,5 +219,139 @@ func TestDatabaseFileVanishes(t *testing.T) {
 				t.Fatalf("the file at the path holds %d rows (%v), want %d", n, err, want)
 			}
 		})
+	}
+}
+
+// TestReplacedDatabaseKeepsIDsAndCounters: when nothing can be copied from
+// the vanished file (an empty database starts at the path), the outbox's
+// memory is reconciled with it: new rows get IDs above every ID handed out
+// before (the feeds, the caps' floors and the applications' cursors compare
+// IDs), the dropped counter is written back, the pending deletions do not
+// count against the new file, and a feed that was hot goes on with the new
+// rows.
+func TestReplacedDatabaseKeepsIDsAndCounters(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir() + "/r.db"
+	db := openTest(t, path)
+	ob := newOutbox(t, db, Limits{MaxRows: 40, MaxBytes: 1 << 20})
+	if _, err := ob.Append(ctx, rowsFor("a", 0, 50)); err != nil { // 10 dropped by the caps
+		t.Fatal(err)
+	}
+	f := ob.Feed("a")
+	taken, err := f.Take(ctx, 100) // cold: the 40 rows, then hot
+	if err != nil || len(taken) != 40 {
+		t.Fatalf("take: %d rows, %v", len(taken), err)
+	}
+	lastOld := taken[len(taken)-1].ID
+	ob.Delete(taken[:5]) // pending when the file goes
+	for _, sfx := range []string{"", "-wal", "-shm"} {
+		os.Remove(path + sfx)
+	}
+	// Nothing can be salvaged: VACUUM INTO cannot write its copy.
+	if err := os.MkdirAll(path+".salvage/x", 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db.space.mu.Lock()
+	db.space.fileChecked = time.Time{}
+	db.space.mu.Unlock()
+	fresh := rowsFor("a", 50, 5)
+	if _, err := ob.Append(ctx, fresh); err != nil {
+		t.Fatalf("append after the file vanished: %v", err)
+	}
+	if fresh[0].ID <= lastOld {
+		t.Fatalf("new row ID %d, not above the last one handed out (%d)", fresh[0].ID, lastOld)
+	}
+	// The statements prepared before read the new file.
+	if inFile, err := ob.Peek(ctx, "a", 0, 100); err != nil || len(inFile) != 5 || inFile[0].ID != fresh[0].ID {
+		t.Fatalf("peek after the replacement: %d rows, %v; want the 5 new rows", len(inFile), err)
+	}
+	st := db.Storage()
+	if st.Replacements != 1 || st.LostRows != 35 {
+		t.Fatalf("storage %+v, want 1 replacement and the 35 undelivered rows lost", st)
+	}
+	if s := ob.Stats("a"); s.Rows != 5 || s.Dropped != 10 {
+		t.Fatalf("stats %+v, want the 5 new rows and 10 dropped", s)
+	}
+	got, err := f.Take(ctx, 100)
+	if err != nil || len(got) != 5 || got[0].ID != fresh[0].ID {
+		t.Fatalf("the feed after the replacement: %+v, %v; want the 5 new rows", got, err)
+	}
+	ob.Delete(got)
+	if err := ob.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := ob.Stats("a"); s.Rows != 0 {
+		t.Fatalf("stats %+v after delivering the new rows", s)
+	}
+	ob.Close()
+	db.Close()
+	db2 := openTest(t, path)
+	ob2 := newOutbox(t, db2, Limits{MaxRows: 40, MaxBytes: 1 << 20})
+	if s := ob2.Stats("a"); s.Rows != 0 || s.Dropped != 10 {
+		t.Fatalf("after reopening the new file: %+v, want 0 rows and 10 dropped", s)
+	}
+}
+
+// TestDeletesWaitForSpace: deletions that cannot commit even on their own
+// (here each needs a page the database may not take: a trigger writes one)
+// stay pending, are logged once, and commit once there is room.
+func TestDeletesWaitForSpace(t *testing.T) {
+	ctx := context.Background()
+	logs := &lockedBuffer{}
+	db, err := Open(ctx, t.TempDir()+"/wait.db", Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.sql.SetMaxOpenConns(1) // the page limit and the temporary trigger are per connection
+	ob := newOutbox(t, db, Limits{MaxRows: 1000, MaxBytes: 1 << 20})
+	rows := rowsFor("a", 0, 10)
+	if _, err := ob.Append(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	var pages int
+	for _, q := range []string{"CREATE TABLE filler (b BLOB)", "PRAGMA wal_checkpoint(TRUNCATE)"} {
+		if _, err := db.sql.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.sql.QueryRow("PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		fmt.Sprintf("PRAGMA max_page_count = %d", pages),
+		"CREATE TEMP TRIGGER needs_space AFTER DELETE ON outbox BEGIN INSERT INTO filler VALUES (randomblob(65536)); END",
+	} {
+		if _, err := db.sql.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ob.Delete(rows[:5])
+	for range 3 {
+		if err := ob.Sync(ctx); !isFull(err) {
+			t.Fatalf("sync with no room for the deletes: %v, want a full error", err)
+		}
+	}
+	if !ob.pending() {
+		t.Fatal("deletions that could not commit were not kept pending")
+	}
+	if s := ob.Stats("a"); s.Rows != 5 {
+		t.Fatalf("stats %+v, want the 5 rows not deleted", s)
+	}
+	if n := strings.Count(logs.String(), "outbox deletes wait for space"); n != 1 {
+		t.Fatalf("%d wait log lines, want 1:\n%s", n, logs.String())
+	}
+	if _, err := db.sql.Exec("DROP TRIGGER needs_space"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Sync(ctx); err != nil {
+		t.Fatalf("sync once there is room: %v", err)
+	}
+	var inFile int
+	if err := db.sql.QueryRow("SELECT COUNT(*) FROM outbox").Scan(&inFile); err != nil || inFile != 5 {
+		t.Fatalf("%d rows in the file (%v), want 5", inFile, err)
+	}
+	if ob.pending() || !strings.Contains(logs.String(), "outbox deletes committed again") {
+		t.Fatalf("deletions still pending or their commit not logged:\n%s", logs.String())
 	}
 }

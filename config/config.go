@@ -90,6 +90,12 @@ type Delivery struct {
 	// MQTTRetainEvents retains MQTT up/joined/moved publishes like the
 	// original (off: new subscribers do not get stale uplinks).
 	MQTTRetainEvents bool `yaml:"mqtt_retain_events"`
+	// HTTPLanes is how many HTTP requests one application may have in flight,
+	// on lanes chosen by DevEUI (each device's order kept); 0: 16.
+	HTTPLanes int `yaml:"http_lanes"`
+	// MQTTInflight is how many MQTT publishes one application may have
+	// awaiting their PUBACK; 0: 20.
+	MQTTInflight int `yaml:"mqtt_inflight"`
 }
 
 // Admin is the loopback-only HTTP endpoint for health, status and metrics,

@@ -3,7 +3,6 @@ package forward
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -12,10 +11,14 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
-// Queue is the part of the outbox a delivery loop uses.
+// Queue is the part of the outbox a delivery loop uses: its application's
+// Feed hands it the rows committed by the intake (in memory, reading the
+// database only when cold); Delete and DeadLetter settle them.
 type Queue interface {
+	Feed(app string) *cache.Feed
 	Peek(ctx context.Context, app string, afterID int64, n int) ([]cache.Row, error)
 	Delete(rows []cache.Row)
 	DeadLetter(rows []cache.Row)
@@ -57,15 +60,12 @@ type AppSettings struct {
 
 // Counters of one application.
 type Counters struct {
-	Queued            atomic.Uint64 // rows written to the outbox
-	Forwarded         atomic.Uint64 // rows the remote side acknowledged
-	DeadLettered      atomic.Uint64 // rows refused permanently
-	Failures          atomic.Uint64 // failed delivery attempts
-	Batches           atomic.Uint64 // batch requests acknowledged
-	DownlinksSent     atomic.Uint64 // downlinks published to the local network server
-	DownlinksRefused  atomic.Uint64 // downlinks refused by validation or the local broker
-	Polls             atomic.Uint64 // downlink polls answered
-	DeliveryLatencyNs atomic.Uint64 // summed enqueue → acknowledgement latency
+	Queued           atomic.Uint64 // rows written to the outbox
+	Forwarded        atomic.Uint64 // rows the remote side acknowledged
+	Failures         atomic.Uint64 // failed delivery attempts
+	DownlinksRefused atomic.Uint64 // downlinks refused by validation or the local broker
+	// Rows refused for good are counted by the outbox (cache.AppStats.DeadLettered),
+	// delivery latencies by the Observer, downlink outcomes by the OutcomeCounter.
 }
 
 // PollList is the set of devices whose downlinks an HTTP application polls for.
@@ -117,12 +117,12 @@ type Application struct {
 
 	log       *slog.Logger
 	queue     Queue
+	feed      *cache.Feed
 	http      *HTTPTransport // HTTP(S) applications
 	mqtt      *mqttTransport // MQTT(S)/WSS applications (forward/mqtt*.go)
 	transport string
 	paths     httpPaths
 	gateways  []string
-	wake      chan struct{}
 	sink      DownlinkSink
 	poll      *PollList
 
@@ -153,6 +153,10 @@ const (
 	StateRetrying    = "retrying"
 	StateStopped     = "stopped"
 	StateUnsupported = "unsupported"
+	// StateMisconfigured is an enabled application whose settings are invalid
+	// (URL, scheme, certificate, ...): its events are routed and queued, and
+	// delivered once the setting is fixed; the last error says why.
+	StateMisconfigured = "misconfigured"
 )
 
 // Limits of the original's batching (conduit.md §6).
@@ -182,11 +186,11 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 		s.Delivery.MaxDownlinkPayload = MaxDownlinkPayload
 	}
 	a := &Application{
-		Settings:     s,
-		Counters:     counters,
-		log:          log.With("app", s.EUI),
-		queue:        q,
-		wake:         make(chan struct{}, 1),
+		Settings: s,
+		Counters: counters,
+		log:      log.With("app", s.EUI),
+		queue:    q,
+
 		gateways:     id.GatewayEUIs,
 		state:        StateStarting,
 		sink:         sink,
@@ -196,6 +200,9 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 		transport:    ep.Transport,
 	}
 	a.batching.Store(true)
+	if q != nil {
+		a.feed = q.Feed(s.EUI)
+	}
 	for _, w := range ep.Warnings {
 		a.log.Warn("application url: "+w, "url_host", ep.Host)
 	}
@@ -210,6 +217,9 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 		if err != nil {
 			return nil, err
 		}
+		if s.Delivery.HTTPLanes > 0 {
+			a.http.keepAlive(s.Delivery.HTTPLanes)
+		}
 	case config.TransportMQTT:
 		a.mqtt, err = newMQTTTransport(a, ep, id)
 		if err != nil {
@@ -219,19 +229,40 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 	return a, nil
 }
 
+// newMisconfigured builds the stand-in of an application whose settings are
+// invalid: it takes its events (the outbox keeps them, within its caps) and
+// delivers nothing until a corrected configuration rebuilds it.
+func newMisconfigured(s AppSettings, id Identity, q Queue, poll *PollList, counters *Counters, reason error, log *slog.Logger) *Application {
+	if log == nil {
+		log = slog.Default()
+	}
+	if poll == nil {
+		poll = NewPollList()
+	}
+	if counters == nil {
+		counters = &Counters{}
+	}
+	a := &Application{Settings: s, Counters: counters, log: log.With("app", s.EUI), queue: q, gateways: id.GatewayEUIs,
+		poll: poll, batchMax: maxBatch, state: StateMisconfigured, lastError: reason.Error()}
+	if q != nil {
+		a.feed = q.Feed(s.EUI)
+	}
+	return a
+}
+
+// Notify wakes the delivery loop to look at its feed again. Every commit of
+// the outbox already does it for the rows it hands over.
+func (a *Application) Notify() {
+	if a.feed != nil {
+		a.feed.Notify()
+	}
+}
+
 // HTTP reports whether the application speaks the HTTP protocol.
 func (a *Application) HTTP() bool { return a.transport == config.TransportHTTP }
 
 // Poll is the application's downlink poll list.
 func (a *Application) Poll() *PollList { return a.poll }
-
-// Notify wakes the delivery loop after new rows were committed.
-func (a *Application) Notify() {
-	select {
-	case a.wake <- struct{}{}:
-	default:
-	}
-}
 
 func (a *Application) setState(state string, err error) {
 	a.mu.Lock()
@@ -257,7 +288,7 @@ func (a *Application) Run(ctx context.Context) {
 		return
 	}
 	if a.http == nil {
-		<-ctx.Done()
+		<-ctx.Done() // misconfigured, or a transport this build lacks: rows stay queued
 		return
 	}
 	defer a.setState(StateStopped, nil)
@@ -287,116 +318,8 @@ func (a *Application) Run(ctx context.Context) {
 	if ready {
 		go a.pollLoop(ctx)
 	}
-	b.reset()
 	a.setState(StateUp, nil)
-	var cursor int64
-	failing := false
-	singles := 0 // rows to send one by one after a refused batch
-	post := ctx
-	if a.flight != nil {
-		post = a.flight
-	}
-	for {
-		if ctx.Err() != nil {
-			return
-		}
-		rows, err := a.queue.Peek(ctx, a.Settings.EUI, cursor, a.batchMax)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			a.log.Error("reading the outbox failed", "err", err)
-			if !sleep(ctx, b.next()) {
-				return
-			}
-			continue
-		}
-		if len(rows) == 0 {
-			select {
-			case <-a.wake:
-				continue
-			case <-ctx.Done():
-				return
-			}
-		}
-		n := 1
-		if singles == 0 && a.batching.Load() {
-			n = batchable(rows)
-		}
-		var reply []byte
-		if n >= 2 {
-			reply, err = a.http.Post(post, batchPath(a.Settings.EUI), a.batchBody(rows[:n]), 0)
-			var se *StatusError
-			if errors.As(err, &se) && se.Status == 404 {
-				a.batching.Store(false)
-				a.log.Warn("the remote API has no batch route (404): sending uplinks one by one", "path", batchPath(a.Settings.EUI))
-				continue
-			}
-			if IsPermanent(err) {
-				// Find the refused row by sending the batch's rows singly.
-				singles = n
-				continue
-			}
-		} else {
-			n = 1
-			reply, err = a.http.Post(post, rows[0].Target, a.body(rows[0]), 0)
-		}
-		if err == nil {
-			a.queue.Delete(rows[:n])
-			cursor = rows[n-1].ID
-			a.Counters.Forwarded.Add(uint64(n))
-			if n >= 2 {
-				a.Counters.Batches.Add(1)
-			}
-			for _, r := range rows[:n] {
-				lat := max(time.Since(r.EnqueuedAt), 0)
-				a.Counters.DeliveryLatencyNs.Add(uint64(lat))
-				if a.latency != nil {
-					a.latency.Observe(lat)
-				}
-			}
-			if singles > 0 {
-				singles -= n
-			}
-			if failing {
-				a.log.Info("delivery resumed", "path", rows[0].Target)
-				failing = false
-				a.setState(StateUp, nil)
-			}
-			b.reset()
-			if rows[0].Kind == "up" {
-				a.handleDownlinks(post, reply, "up answer") // the answer of a request that finished while stopping too
-			}
-			continue
-		}
-		if ctx.Err() != nil {
-			return // stopping: the row stays queued for the next start
-		}
-		head := rows[0]
-		if IsPermanent(err) {
-			a.queue.DeadLetter([]cache.Row{head})
-			cursor = head.ID
-			a.Counters.DeadLettered.Add(1)
-			if singles > 0 {
-				singles--
-			}
-			a.log.Error("remote refused a message for good; dead-lettered", "kind", head.Kind, "path", head.Target, "err", err)
-			continue
-		}
-		a.Counters.Failures.Add(1)
-		d := b.next()
-		a.queue.RecordFailure(head.ID, time.Now().Add(d))
-		if !failing {
-			a.log.Warn("delivery failed, retrying with backoff", "path", head.Target, "err", err, "retry_in", d.Round(time.Millisecond))
-			failing = true
-		} else {
-			a.log.Debug("delivery failed again", "path", head.Target, "err", err, "retry_in", d.Round(time.Millisecond))
-		}
-		a.setState(StateRetrying, err)
-		if !sleep(ctx, d) {
-			return
-		}
-	}
+	a.deliverHTTP(ctx)
 }
 
 // batchable counts the uplinks at the head that may go in one batch: only
@@ -404,7 +327,7 @@ func (a *Application) Run(ctx context.Context) {
 func batchable(rows []cache.Row) int {
 	n := 0
 	for _, r := range rows {
-		if r.Kind != "up" || len(r.Body) > maxBatchElement {
+		if rowKind(r) != lnsbridge.KindUp || len(r.Body) > maxBatchElement {
 			break
 		}
 		n++
@@ -417,7 +340,7 @@ func batchable(rows []cache.Row) int {
 
 // body is what is posted for a row: the LNS bytes, or their encodeHex form.
 func (a *Application) body(r cache.Row) []byte {
-	if a.Settings.EncodeHex && r.Kind == "up" {
+	if a.Settings.EncodeHex && rowKind(r) == lnsbridge.KindUp {
 		if b, err := HexUplink(r.Body); err == nil {
 			return b
 		}
@@ -484,7 +407,6 @@ func (a *Application) pollLoop(ctx context.Context) {
 			}
 			continue
 		}
-		a.Counters.Polls.Add(1)
 		a.handleDownlinks(ctx, reply, "poll")
 	}
 }
@@ -514,9 +436,7 @@ func (a *Application) handleDownlinks(ctx context.Context, reply []byte, from st
 
 // countDownlink counts a downlink outcome: sent, refused (validation) or failed (local broker).
 func (a *Application) countDownlink(outcome string) {
-	if outcome == "sent" {
-		a.Counters.DownlinksSent.Add(1)
-	} else {
+	if outcome != "sent" {
 		a.Counters.DownlinksRefused.Add(1)
 	}
 	if a.downlinks != nil {

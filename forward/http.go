@@ -49,8 +49,8 @@ type HTTPTransport struct {
 // NewHTTPTransport builds the transport for an http:// or https:// endpoint.
 func NewHTTPTransport(ep config.Endpoint, opts config.AppOptions, timeout time.Duration) (*HTTPTransport, error) {
 	tr := &http.Transport{
-		Proxy:               nil, // a gateway talks to its cloud directly
-		MaxIdleConnsPerHost: 1,   // one keep-alive connection per application
+		Proxy:               nil,              // a gateway talks to its cloud directly
+		MaxIdleConnsPerHost: DefaultHTTPLanes, // a keep-alive connection per lane
 		IdleConnTimeout:     90 * time.Second,
 		TLSHandshakeTimeout: 15 * time.Second,
 		ForceAttemptHTTP2:   false,
@@ -63,6 +63,13 @@ func NewHTTPTransport(ep config.Endpoint, opts config.AppOptions, timeout time.D
 		tr.TLSClientConfig = tc
 	}
 	return &HTTPTransport{base: ep.BaseURL(), client: &http.Client{Transport: tr}, timeout: timeout}, nil
+}
+
+// keepAlive sets how many idle connections are kept (one per lane).
+func (h *HTTPTransport) keepAlive(n int) {
+	if tr, ok := h.client.Transport.(*http.Transport); ok {
+		tr.MaxIdleConnsPerHost = n
+	}
 }
 
 // Post sends body to path; a non-2xx status is a *StatusError. The reply body

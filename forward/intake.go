@@ -3,10 +3,12 @@ package forward
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/cache"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 // Appender is the outbox's write side as the intake uses it.
@@ -34,10 +36,12 @@ type Resolver interface {
 	Resolve(ctx context.Context, appEUI string) *Application
 }
 
-// Intake turns local messages into outbox rows with group commit: every
-// message that arrived while the previous commit ran goes into the next one,
-// and a commit starts as soon as no message is waiting. A message is
-// acknowledged only after its commit.
+// Intake turns local messages into outbox rows with group commit. Handle
+// takes each message straight from the local broker's callback; Run is the
+// single committer: every message that arrived while the previous commit ran
+// goes into the next one, and a commit starts as soon as no message is
+// waiting. A message is acknowledged only after its commit. Routing happens
+// in the committer, so the broker's callback never waits on lora-query.
 type Intake struct {
 	out      Appender
 	devices  DeviceStore
@@ -49,6 +53,18 @@ type Intake struct {
 	MaxBatch int
 
 	received, stored, unrouted, ignored, commits atomic.Uint64
+
+	mu       sync.Mutex
+	cond     sync.Cond // signalled when pending shrinks or the committer stops
+	pending  []Message // handed over by Handle, not yet taken by the committer
+	spare    []Message // the committer's previous batch, reused
+	wake     chan struct{}
+	stopped  bool
+	maxQueue int // Handle blocks beyond this (back-pressure into the broker's window)
+	// lastArrival and gap (between the last two messages) tell the committer
+	// whether more messages are likely to arrive within lingerMax.
+	lastArrival time.Time
+	gap         time.Duration
 
 	seen         map[string]deviceSeen // owned by Run's goroutine
 	failing      int                   // failed commit attempts in a row; owned by Run's goroutine
@@ -69,10 +85,13 @@ func NewIntake(out Appender, devices DeviceStore, router *Router, resolver Resol
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Intake{
+	in := &Intake{
 		out: out, devices: devices, router: router, resolver: resolver, log: log, now: time.Now,
 		MaxBatch: 1000, seen: map[string]deviceSeen{}, unrouteLo: map[string]bool{},
+		wake: make(chan struct{}, 1), maxQueue: 4096,
 	}
+	in.cond.L = &in.mu
+	return in
 }
 
 // Stats returns the counters.
@@ -83,37 +102,151 @@ func (in *Intake) Stats() IntakeStats {
 	}
 }
 
-// Run consumes messages until ctx ends or msgs is closed. Messages not yet
-// committed when it returns are not acknowledged: the broker keeps them.
-func (in *Intake) Run(ctx context.Context, msgs <-chan Message) {
-	batch := make([]Message, 0, in.MaxBatch)
-	for {
-		batch = batch[:0]
+// Handle queues one message for the next commit. It is meant to be called
+// from the local broker's delivery callback: it blocks only while 4,096
+// messages already wait (the broker's in-flight window then holds the rest)
+// and returns at once, without acknowledging, once the committer stopped.
+func (in *Intake) Handle(m Message) { in.queue(m, true) }
+
+// HandleEvent is Handle for an event of the local broker client: it is the
+// lnsbridge.Handler the client calls.
+func (in *Intake) HandleEvent(e lnsbridge.Incoming) {
+	ev := e.Event
+	in.queue(Message{Kind: ev.Kind, DevEUI: ev.DevEUI, AppEUI: ev.AppEUI, JoinEUI: ev.JoinEUI, FCnt: ev.FCnt, Body: ev.Body, Ack: e.Ack}, true)
+}
+
+func (in *Intake) queue(m Message, block bool) {
+	in.mu.Lock()
+	for block && len(in.pending) >= in.maxQueue && !in.stopped {
+		in.cond.Wait()
+	}
+	if in.stopped {
+		in.mu.Unlock()
+		return // not acknowledged: the broker keeps it for the next start
+	}
+	in.pending = append(in.pending, m)
+	n := len(in.pending)
+	now := time.Now()
+	in.gap, in.lastArrival = now.Sub(in.lastArrival), now
+	in.mu.Unlock()
+	if n == 1 || n == brokerWindow {
 		select {
-		case <-ctx.Done():
-			return
-		case m, ok := <-msgs:
-			if !ok {
+		case in.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Run is the committer: it commits what Handle queued, and what msgs carries
+// (nil when everything comes through Handle), until ctx ends or msgs is
+// closed. Messages not yet committed when it returns are not acknowledged:
+// the broker keeps them.
+func (in *Intake) Run(ctx context.Context, msgs <-chan Message) {
+	defer func() {
+		in.mu.Lock()
+		in.stopped = true
+		in.pending = nil
+		in.cond.Broadcast()
+		in.mu.Unlock()
+	}()
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	closed := false // msgs was closed: return once what it carried is committed
+	for {
+		in.fill(ctx, linger)
+		batch := in.take()
+		if len(batch) == 0 {
+			if closed {
 				return
 			}
-			batch = append(batch, m)
-		}
-	drain:
-		for len(batch) < in.MaxBatch {
 			select {
+			case <-ctx.Done():
+				return
+			case <-in.wake:
+				continue
 			case m, ok := <-msgs:
 				if !ok {
-					break drain
+					return
 				}
-				batch = append(batch, m)
-			default:
-				break drain
+				in.queue(m, false)
+			drain:
+				for {
+					select {
+					case m, ok := <-msgs:
+						if !ok {
+							msgs, closed = nil, true
+							break drain
+						}
+						in.queue(m, false)
+					default:
+						break drain
+					}
+				}
+				continue
 			}
 		}
 		if !in.commit(ctx, batch) {
 			return
 		}
 	}
+}
+
+// brokerWindow is the local broker's in-flight window (Mosquitto's
+// max_inflight_messages, 20 by default): with that many messages waiting no
+// more arrive until some are acknowledged, so the commit starts at once.
+const brokerWindow = 20
+
+// lingerMax is how long a commit may wait for more messages to share its
+// fsync while fewer than brokerWindow wait. LoRaWAN airtime is 50 ms–1.5 s
+// per uplink: a few milliseconds are invisible, the flash's write cycles
+// and the CPU saved are not.
+const lingerMax = 3 * time.Millisecond
+
+// fill lets a small batch wait up to lingerMax for company; never when the
+// broker's window is full, nothing waits, or the last two messages came
+// further apart than lingerMax (at a low steady rate waiting shares nothing
+// and only adds latency).
+func (in *Intake) fill(ctx context.Context, t *time.Timer) {
+	in.mu.Lock()
+	n, gap := len(in.pending), in.gap
+	in.mu.Unlock()
+	if n == 0 || n >= brokerWindow || gap > lingerMax {
+		return
+	}
+	t.Reset(lingerMax)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-in.wake:
+		}
+		in.mu.Lock()
+		n = len(in.pending)
+		in.mu.Unlock()
+		if n >= brokerWindow {
+			return
+		}
+	}
+}
+
+// take moves up to MaxBatch waiting messages into the committer's batch.
+func (in *Intake) take() []Message {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if len(in.pending) == 0 {
+		return nil
+	}
+	n := min(len(in.pending), max(in.MaxBatch, 1))
+	batch := append(in.spare[:0], in.pending[:n]...)
+	rest := copy(in.pending, in.pending[n:])
+	clear(in.pending[rest:])
+	in.pending = in.pending[:rest]
+	in.spare = batch
+	in.cond.Broadcast()
+	return batch
 }
 
 // commit stores one batch, retrying until it is durable or ctx ends.
@@ -126,7 +259,7 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 	router := in.router
 	for _, m := range batch {
 		app := router.Route(m)
-		if app == nil && in.resolver != nil && m.Kind != "moved" {
+		if app == nil && in.resolver != nil && m.Kind != lnsbridge.KindMoved {
 			app = in.resolver.Resolve(ctx, m.AppEUI)
 		}
 		if app == nil {
@@ -141,7 +274,7 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 			in.seen[m.DevEUI] = deviceSeen{app: m.AppEUI, lastSave: now}
 			devs = append(devs, cache.Device{DevEUI: m.DevEUI, AppEUI: m.AppEUI, JoinEUI: m.JoinEUI, LastSeen: now})
 		}
-		if m.Kind == "moved" {
+		if m.Kind == lnsbridge.KindMoved {
 			app.Poll().Remove(m.DevEUI) // back with its next joined or up
 		} else {
 			app.Poll().Add(m.DevEUI)
@@ -151,7 +284,7 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 			in.ignored.Add(1)
 			continue
 		}
-		rows = append(rows, cache.Row{Application: app.Settings.EUI, Kind: m.Kind, Target: target, Body: m.Body, EnqueuedAt: now})
+		rows = append(rows, cache.Row{Application: app.Settings.EUI, Kind: string(m.Kind), Target: target, Body: m.Body, EnqueuedAt: now})
 		woken[app]++
 	}
 	b := newBackoff(100*time.Millisecond, 5*time.Second)
@@ -188,8 +321,7 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 		}
 	}
 	for app, n := range woken {
-		app.Counters.Queued.Add(n)
-		app.Notify()
+		app.Counters.Queued.Add(n) // the outbox handed the rows to the application's feed at commit
 	}
 	if len(devs) > 0 && in.devices != nil {
 		if err := in.devices.PutDevices(ctx, devs); err != nil && ctx.Err() == nil {
@@ -226,11 +358,11 @@ func (in *Intake) logDropped(dropped map[string]int) {
 // the application's protocol does not forward (HTTP sends nothing for moved).
 func rowFor(app *Application, m Message) (target string, ok bool) {
 	switch m.Kind {
-	case "up":
+	case lnsbridge.KindUp:
 		return uplinkPath(m.AppEUI, m.DevEUI), true
-	case "joined":
+	case lnsbridge.KindJoined:
 		return joinedPath(m.AppEUI, m.DevEUI), true
-	case "moved":
+	case lnsbridge.KindMoved:
 		// Kept for transports of later builds (MQTT publishes moved).
 		return movedPath(m.AppEUI, m.DevEUI), !app.HTTP()
 	}

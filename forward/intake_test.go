@@ -11,18 +11,8 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
-
-// idleQueue is an outbox with nothing to deliver: the intake test needs the
-// applications only for routing.
-type idleQueue struct{}
-
-func (idleQueue) Peek(context.Context, string, int64, int) ([]cache.Row, error) { return nil, nil }
-func (idleQueue) Delete([]cache.Row)                                            {}
-func (idleQueue) DeadLetter([]cache.Row)                                        {}
-func (idleQueue) RecordFailure(int64, time.Time)                                {}
-func (idleQueue) Stats(string) cache.AppStats                                   { return cache.AppStats{} }
-func (idleQueue) Sync(context.Context) error                                    { return nil }
 
 // scriptedAppender is an outbox write side whose first commit blocks until
 // released and then fails, whose second commit fails at once, and whose later
@@ -114,7 +104,7 @@ func TestIntakeAcknowledgesOnlyAfterCommit(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				log := slog.New(slog.DiscardHandler)
-				m := NewManager(ctx, idleQueue{}, nil, log)
+				m := NewManager(ctx, newOutbox(t), nil, log) // a real, empty outbox: the rows go to the scripted appender
 				m.Apply(Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
 					URL: urls[scheme], Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
 				if len(m.Router().Applications()) != 1 {
@@ -131,9 +121,9 @@ func TestIntakeAcknowledgesOnlyAfterCommit(t *testing.T) {
 				msgs := make(chan Message, n)
 				var bodies []string
 				for i := range n {
-					kind := "up"
+					kind := lnsbridge.KindUp
 					if i%3 == 1 {
-						kind = "joined"
+						kind = lnsbridge.KindJoined
 					}
 					body := fmt.Sprintf(`{"i":%d,"kind":%q}`, i, kind)
 					bodies = append(bodies, body)
@@ -190,7 +180,7 @@ func TestIntakeStoppedDuringFailingCommitAcknowledgesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
-	m := NewManager(ctx, idleQueue{}, nil, log)
+	m := NewManager(ctx, newOutbox(t), nil, log) // a real, empty outbox: the rows go to the scripted appender
 	m.Apply(Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
 		URL: "http://127.0.0.1:1/app", Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
 	defer m.Stop(context.Background())

@@ -1,11 +1,16 @@
 package forward
 
-import "context"
+import (
+	"context"
+
+	"github.com/lorawan-gateway/app-connect/cache"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
+)
 
 // Message is one LNS event handed to the intake. Ack is called once the rows
 // it produced are committed (or it was refused for good).
 type Message struct {
-	Kind    string // "up", "joined", "moved"
+	Kind    lnsbridge.Kind
 	DevEUI  string
 	AppEUI  string
 	JoinEUI string
@@ -19,3 +24,6 @@ type DownlinkSink interface {
 	Publish(ctx context.Context, devEUI string, payload []byte) error
 	Clear(ctx context.Context, devEUI string) error
 }
+
+// rowKind is the event kind of an outbox row (stored as its text).
+func rowKind(r cache.Row) lnsbridge.Kind { return lnsbridge.Kind(r.Kind) }

@@ -15,11 +15,12 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 // MQTT delivery limits.
 const (
-	mqttWindow         = 20               // rows in flight (published, PUBACK pending)
+	mqttWindow         = 20               // rows in flight (published, PUBACK pending) unless delivery.mqtt_inflight says otherwise
 	mqttKeepAlive      = 60 * time.Second // conduit.md §7.1
 	mqttConnectTimeout = 30 * time.Second
 	mqttAckTimeout     = 90 * time.Second // a PUBACK later than this: the connection is dead
@@ -90,6 +91,9 @@ func newMQTTTransport(a *Application, ep config.Endpoint, id Identity) (*mqttTra
 		subs: map[string]*subEntry{}, devSubs: map[string][]string{}, devApp: map[string]string{}, cleared: map[string]time.Time{},
 	}
 	t.retainEvents, t.backhaul = s.RetainEvents, s.Backhaul
+	if s.Delivery.MQTTInflight > 0 {
+		t.window = s.Delivery.MQTTInflight
+	}
 	t.serial = id.Serial
 	gw := id.UUID
 	if t.table.rawUUID {
@@ -382,10 +386,10 @@ type pending struct {
 func (t *mqttTransport) deliver(ctx context.Context, conn *mqttConn) error {
 	a := t.a
 	var q []pending
-	next := t.cursor
+	a.feed.Rewind(t.cursor) // resend from the first row not acknowledged
 	for {
 		if len(q) < t.window {
-			rows, err := a.queue.Peek(ctx, a.Settings.EUI, next, t.window-len(q))
+			rows, err := a.feed.Take(ctx, t.window-len(q))
 			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -398,13 +402,12 @@ func (t *mqttTransport) deliver(ctx context.Context, conn *mqttConn) error {
 			}
 			for _, r := range rows {
 				q = append(q, t.publishRow(conn.client, r))
-				next = r.ID
+				t.seen = r.ID
 			}
-			t.seen = next
 		}
 		if len(q) == 0 {
 			select {
-			case <-a.wake:
+			case <-a.feed.Wake():
 				continue
 			case <-conn.lost:
 				return conn.lostErr()
@@ -452,10 +455,8 @@ func (t *mqttTransport) settle(ps []pending) {
 			continue
 		}
 		ok = append(ok, p.row)
-		lat := max(time.Since(p.row.EnqueuedAt), 0)
-		a.Counters.DeliveryLatencyNs.Add(uint64(lat))
 		if a.latency != nil {
-			a.latency.Observe(lat)
+			a.latency.Observe(max(time.Since(p.row.EnqueuedAt), 0))
 		}
 	}
 	if len(ok) > 0 {
@@ -464,7 +465,6 @@ func (t *mqttTransport) settle(ps []pending) {
 	}
 	if len(dead) > 0 {
 		a.queue.DeadLetter(dead)
-		a.Counters.DeadLettered.Add(uint64(len(dead)))
 	}
 	if len(ps) > 0 {
 		t.cursor = ps[len(ps)-1].row.ID
@@ -478,14 +478,14 @@ func (t *mqttTransport) publishRow(c paho.Client, r cache.Row) pending {
 		return pending{row: r, dead: err}
 	}
 	appEUI, dev, _ := parseRowTarget(r.Target)
-	if r.Kind != "moved" && t.perDevice() {
+	if rowKind(r) != lnsbridge.KindMoved && t.perDevice() {
 		t.subscribeDevice(dev, t.deviceAppEUI(appEUI), true)
 	}
 	p := pending{row: r}
 	for _, m := range msgs {
 		p.toks = append(p.toks, c.Publish(m.topic, 1, t.retainEvents, m.payload))
 	}
-	if r.Kind == "moved" && t.perDevice() {
+	if rowKind(r) == lnsbridge.KindMoved && t.perDevice() {
 		t.unsubscribeDevice(dev)
 	}
 	return p
@@ -509,16 +509,16 @@ func (t *mqttTransport) rowMessages(r cache.Row) ([]pubMsg, error) {
 	if t.azure {
 		return t.azureMessages(r)
 	}
-	switch r.Kind {
-	case "up":
+	switch rowKind(r) {
+	case lnsbridge.KindUp:
 		body = t.a.body(r)
 		if topic, ok := t.customUplink(body); ok {
 			return []pubMsg{{topic, body}}, nil
 		}
 		tmpls = t.table.up
-	case "joined":
+	case lnsbridge.KindJoined:
 		tmpls = t.table.joined
-	case "moved":
+	case lnsbridge.KindMoved:
 		tmpls = t.table.moved
 	default:
 		return nil, fmt.Errorf("unknown row kind %q", r.Kind)

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/lorawan-gateway/app-connect/cache"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 // Azure IoT Hub defaults (conduit.md §7.6).
@@ -53,7 +54,7 @@ func (t *mqttTransport) setupAzure() error {
 // azureMessages maps a row in IoT Hub mode: uplinks to the events topic;
 // joined and moved are not published (IoT Hub would drop the client).
 func (t *mqttTransport) azureMessages(r cache.Row) ([]pubMsg, error) {
-	if r.Kind != "up" {
+	if rowKind(r) != lnsbridge.KindUp {
 		return nil, nil
 	}
 	body := t.a.body(r)

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 // backhaulScanBatch is how many rows one outbox read of the outage scan takes.
@@ -30,7 +32,7 @@ func (t *mqttTransport) outageWait(ctx context.Context, d time.Duration) bool {
 			return true
 		case <-ctx.Done():
 			return false
-		case <-t.a.wake: // new rows: the delivery loop reads the outbox again anyway after reconnecting
+		case <-t.a.feed.Wake(): // new rows: the delivery loop reads the outbox again anyway after reconnecting
 		}
 	}
 }
@@ -66,7 +68,7 @@ func (t *mqttTransport) backhaulScan(ctx context.Context) {
 		}
 		for _, r := range rows {
 			t.backhaulCursor = r.ID
-			if r.Kind != "up" {
+			if rowKind(r) != lnsbridge.KindUp {
 				continue
 			}
 			_, dev, ok := parseRowTarget(r.Target)

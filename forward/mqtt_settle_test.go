@@ -60,35 +60,25 @@ func (c *scriptedClient) Publish(_ string, _ byte, _ bool, payload any) paho.Tok
 	return newDoneToken(nil)
 }
 
-// rowsQueue is an in-memory outbox of one application that tells when a
-// given row is deleted and when it is empty.
+// rowsQueue is a real outbox of one application that also tells when a
+// given row is deleted and when none is left.
 type rowsQueue struct {
+	*cache.Outbox
 	mu      sync.Mutex
-	rows    []cache.Row
+	rows    []int64 // IDs not deleted, oldest first
 	deleted []int64
 	watch   int64         // row whose deletion is signalled on watchCh
 	watchCh chan struct{} // closed when watch is deleted
 	emptyCh chan struct{} // closed when no row is left
 }
 
-func (q *rowsQueue) Peek(_ context.Context, _ string, after int64, n int) ([]cache.Row, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var out []cache.Row
-	for _, r := range q.rows {
-		if r.ID > after && len(out) < n {
-			out = append(out, r)
-		}
-	}
-	return out, nil
-}
-
 func (q *rowsQueue) Delete(rows []cache.Row) {
+	q.Outbox.Delete(rows)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, r := range rows {
 		q.deleted = append(q.deleted, r.ID)
-		q.rows = slices.DeleteFunc(q.rows, func(x cache.Row) bool { return x.ID == r.ID })
+		q.rows = slices.DeleteFunc(q.rows, func(id int64) bool { return id == r.ID })
 		if r.ID == q.watch && q.watchCh != nil {
 			close(q.watchCh)
 			q.watchCh = nil
@@ -101,19 +91,12 @@ func (q *rowsQueue) Delete(rows []cache.Row) {
 }
 
 func (q *rowsQueue) DeadLetter(rows []cache.Row)           { q.Delete(rows) }
-func (q *rowsQueue) RecordFailure(int64, time.Time)        {}
-func (q *rowsQueue) Stats(string) cache.AppStats           { return cache.AppStats{} }
-func (q *rowsQueue) Sync(context.Context) error            { return nil }
 func (q *rowsQueue) remaining() (ids []int64, del []int64) { return q.ids(), q.del() }
 
 func (q *rowsQueue) ids() []int64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	var out []int64
-	for _, r := range q.rows {
-		out = append(out, r.ID)
-	}
-	return out
+	return slices.Clone(q.rows)
 }
 
 func (q *rowsQueue) del() []int64 {
@@ -141,12 +124,17 @@ func TestMQTTSettlingKeepsFailedPublishQueued(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			failDeleted, empty := make(chan struct{}), make(chan struct{})
-			q := &rowsQueue{watch: tc.failID, watchCh: failDeleted, emptyCh: empty}
+			q := &rowsQueue{Outbox: newOutbox(t), watch: tc.failID, watchCh: failDeleted, emptyCh: empty}
+			var rows []cache.Row
 			for i, k := range kinds {
-				id := int64(i + 1)
-				q.rows = append(q.rows, cache.Row{ID: id, Application: appEUI, Kind: k,
+				id := int64(i + 1) // a fresh outbox numbers its rows from 1
+				rows = append(rows, cache.Row{Application: appEUI, Kind: k,
 					Target: fmt.Sprintf("/api/v1/lorawan/%s/00-00-00-00-00-00-00-%02x/%s", appEUI, id, k),
 					Body:   fmt.Appendf(nil, `{"row":%d}`, id), EnqueuedAt: time.Now()})
+				q.rows = append(q.rows, id)
+			}
+			if _, err := q.Append(context.Background(), rows); err != nil {
+				t.Fatal(err)
 			}
 			body := func(id int64) string { return fmt.Sprintf(`{"row":%d}`, id) }
 			a, err := NewApplication(AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,

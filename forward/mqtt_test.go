@@ -244,7 +244,6 @@ func (r *runningApp) add(t *testing.T, kind, appEUI, dev, body string) {
 	if _, err := r.ob.Append(context.Background(), []cache.Row{row}); err != nil {
 		t.Fatal(err)
 	}
-	r.app.Notify()
 }
 
 func jsonEqual(a, b string) bool {

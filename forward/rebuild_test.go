@@ -19,8 +19,7 @@ import (
 func TestManagerRebuildsOnlyTheChangedApplication(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	m := NewManager(ctx, idleQueue{}, nil, testLogger(t, nil))
-	m.AppVersion = "9.9.9-test"
+	m := NewManager(ctx, newOutbox(t), nil, testLogger(t, nil), ManagerOptions{AppVersion: "9.9.9-test"})
 	defer m.Stop(context.Background())
 	const euiA, euiB, euiD = "00-00-00-00-00-00-00-0a", "00-00-00-00-00-00-00-0b", "00-00-00-00-00-00-00-0d"
 	slow := config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}

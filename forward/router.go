@@ -94,15 +94,13 @@ func BuildDesired(d config.DefaultApp, override *config.DefaultApp, whenDisabled
 		})
 	}
 	if d.Enabled || whenDisabled || override != nil {
-		if d.URL == "" {
-			log.Warn("default app has no url: not set up")
-		} else {
-			out.Default = &AppSettings{
-				EUI: d.EUI, Name: "default", Source: "default", APIVersion: d.APIVersion, URL: d.URL,
-				Options: d.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
-				Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents, DefaultOptions: d.Options,
-				RequestOptions: d.RequestOptions,
-			}
+		// An enabled default app without a usable url is still the default
+		// app: misconfigured, its events queued until the url is set.
+		out.Default = &AppSettings{
+			EUI: d.EUI, Name: "default", Source: "default", APIVersion: d.APIVersion, URL: d.URL,
+			Options: d.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
+			Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents, DefaultOptions: d.Options,
+			RequestOptions: d.RequestOptions,
 		}
 	}
 	return out
@@ -130,19 +128,7 @@ type Manager struct {
 	ctx   context.Context // delivery context: cancelled at shutdown
 
 	router Router
-
-	// Latency and Downlinks, when set before the first Apply, observe every
-	// application's delivery latencies and downlink outcomes.
-	Latency   Observer
-	Downlinks OutcomeCounter
-	// AppVersion is the program version every application reports (MQTT init).
-	AppVersion string
-	// Requests serves remote requests on the default application's connection.
-	Requests *Requests
-	// DeviceAppEUI gives a known device's AppEUI (from the device table), so
-	// the catch-all can subscribe per device at start-up and a downlink for a
-	// device of another application is refused. May be nil.
-	DeviceAppEUI func(devEUI string) (string, bool)
+	opts   ManagerOptions
 
 	mu       sync.Mutex
 	apps     map[string]*running
@@ -151,13 +137,33 @@ type Manager struct {
 	removed  map[string]time.Time // EUI → when it left the configuration
 }
 
-// NewManager builds a manager whose delivery loops run until ctx ends.
-func NewManager(ctx context.Context, q Queue, sink DownlinkSink, log *slog.Logger) *Manager {
+// ManagerOptions complete a Manager; every field may be left zero.
+type ManagerOptions struct {
+	// Latency and Downlinks observe every application's delivery latencies
+	// and downlink outcomes.
+	Latency   Observer
+	Downlinks OutcomeCounter
+	// AppVersion is the program version every application reports (MQTT init).
+	AppVersion string
+	// Requests serves remote requests on the default application's connection.
+	Requests *Requests
+	// DeviceAppEUI gives a known device's AppEUI (from the device table), so
+	// the catch-all can subscribe per device at start-up and a downlink for a
+	// device of another application is refused.
+	DeviceAppEUI func(devEUI string) (string, bool)
+}
+
+// NewManager builds a manager whose delivery loops run until ctx ends,
+// complete with its options (at most one ManagerOptions).
+func NewManager(ctx context.Context, q Queue, sink DownlinkSink, log *slog.Logger, opts ...ManagerOptions) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
 	m := &Manager{queue: q, sink: sink, log: log, ctx: ctx,
 		apps: map[string]*running{}, counters: map[string]*Counters{}, polls: map[string]*PollList{}, removed: map[string]time.Time{}}
+	if len(opts) > 0 {
+		m.opts = opts[0]
+	}
 	m.router.table.Store(&routeTable{byEUI: map[string]*Application{}})
 	return m
 }
@@ -196,12 +202,12 @@ func fingerprint(s AppSettings, id Identity) string {
 func (m *Manager) Apply(d Desired) {
 	want := map[string]AppSettings{}
 	for _, a := range d.Appnets {
-		a.AppVersion = m.AppVersion // part of the fingerprint: set before comparing
+		a.AppVersion = m.opts.AppVersion // part of the fingerprint: set before comparing
 		want[a.EUI] = a
 	}
 	if d.Default != nil {
 		def := *d.Default
-		def.AppVersion = m.AppVersion
+		def.AppVersion = m.opts.AppVersion
 		want[d.Default.EUI] = def // the default app takes over an appnet with its EUI
 	}
 	m.mu.Lock()
@@ -230,13 +236,13 @@ func (m *Manager) Apply(d Desired) {
 		}
 		app, err := NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log)
 		if err != nil {
-			m.log.Error("application cannot be set up; its events are not forwarded", "app", eui, "name", s.Name, "err", err)
-			continue
+			m.log.Error("application misconfigured: its events are queued until the setting is fixed", "app", eui, "name", s.Name, "err", err)
+			app = newMisconfigured(s, d.Identity, m.queue, m.pollLocked(eui), m.counters[eui], err, m.log)
 		}
-		app.latency, app.downlinks = m.Latency, m.Downlinks
-		app.deviceAppEUI, app.owner = m.DeviceAppEUI, m.owner
-		if s.Source == "default" && m.Requests != nil {
-			r := m.Requests
+		app.latency, app.downlinks = m.opts.Latency, m.opts.Downlinks
+		app.deviceAppEUI, app.owner = m.opts.DeviceAppEUI, m.owner
+		if s.Source == "default" && m.opts.Requests != nil {
+			r := m.opts.Requests
 			app.requests = &Requests{Policy: r.Policy, Enabled: s.RequestOptions, LNS: r.LNS, Lora: r.Lora, API: r.API, Log: r.Log, MaxDownlink: r.MaxDownlink, Outcomes: r.Outcomes}
 		}
 		// Deletions of the previous instance must be committed before the new
@@ -285,10 +291,10 @@ func (m *Manager) stopLocked(r *running) {
 
 // owner is the EUI of the application a device routes to, "" when unknown.
 func (m *Manager) owner(devEUI string) string {
-	if m.DeviceAppEUI == nil {
+	if m.opts.DeviceAppEUI == nil {
 		return ""
 	}
-	appEUI, ok := m.DeviceAppEUI(devEUI)
+	appEUI, ok := m.opts.DeviceAppEUI(devEUI)
 	if !ok {
 		return ""
 	}

@@ -5,8 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/lorawan-gateway/app-connect/config"
 )
@@ -118,31 +120,6 @@ func str(topic string, m map[string]json.RawMessage, key string, required bool) 
 	return s, true, nil
 }
 
-// integer reads an optional integer field in [lo, hi].
-func integer(topic string, m map[string]json.RawMessage, key string, required bool, lo, hi int64) (int64, bool, error) {
-	v, ok := m[key]
-	if !ok {
-		if required {
-			return 0, false, perr(topic, "field %q missing", key)
-		}
-		return 0, false, nil
-	}
-	var n json.Number
-	dec := json.NewDecoder(bytes.NewReader(v))
-	dec.UseNumber()
-	if isNull(v) || dec.Decode(&n) != nil {
-		return 0, false, perr(topic, "field %q is not a number", key)
-	}
-	i, err := n.Int64()
-	if err != nil {
-		return 0, false, perr(topic, "field %q is not an integer", key)
-	}
-	if i < lo || i > hi {
-		return 0, false, perr(topic, "field %q = %d out of range %d..%d", key, i, lo, hi)
-	}
-	return i, true, nil
-}
-
 func euiField(topic string, m map[string]json.RawMessage, key string, required bool) (string, error) {
 	s, ok, err := str(topic, m, key, required)
 	if err != nil || !ok {
@@ -155,6 +132,18 @@ func euiField(topic string, m map[string]json.RawMessage, key string, required b
 	return eui, nil
 }
 
+// uplinkFields are the members of an uplink that validation and routing
+// read; every other member is only checked to be valid JSON and forwarded
+// as it came.
+type uplinkFields struct {
+	deveui, appeui, joineui, gweui, fcnt, port, size, data []byte // raw JSON values; nil when absent
+}
+
+// parseUplink validates an uplink in one pass over its bytes: the JSON is
+// checked once (json.Valid), the top-level members are split without
+// decoding, and only the fields above are decoded. It accepts and refuses
+// exactly what decoding the object into a map did (the last of duplicate
+// keys counts; FuzzUplinkParsers compares both).
 func parseUplink(topic, appPart, devPart string, payload []byte) (Event, error) {
 	ev := Event{Kind: KindUp, Topic: topic, Raw: payload, Body: payload, Port: -1}
 	var err error
@@ -164,42 +153,75 @@ func parseUplink(topic, appPart, devPart string, payload []byte) (Event, error) 
 	if ev.DevEUI, err = topicEUI(topic, "DevEUI", devPart); err != nil {
 		return ev, err
 	}
-	m, err := object(topic, payload)
-	if err != nil {
-		return ev, err
+	p := bytes.TrimSpace(payload)
+	if len(p) == 0 || p[0] != '{' {
+		return ev, perr(topic, "payload is not a JSON object")
 	}
-	dev, err := euiField(topic, m, "deveui", true)
+	if !json.Valid(p) {
+		var m map[string]json.RawMessage // only for json's own description of the fault
+		err := json.Unmarshal(p, &m)
+		return ev, perr(topic, "payload is not valid JSON: %v", err)
+	}
+	var f uplinkFields
+	members(p, func(key, val []byte) {
+		if bytes.IndexByte(key, '\\') >= 0 {
+			var k string
+			if json.Unmarshal(append(append([]byte{'"'}, key...), '"'), &k) != nil {
+				return
+			}
+			key = []byte(k)
+		}
+		switch string(key) {
+		case "deveui":
+			f.deveui = val
+		case "appeui":
+			f.appeui = val
+		case "joineui":
+			f.joineui = val
+		case "gweui":
+			f.gweui = val
+		case "fcnt":
+			f.fcnt = val
+		case "port":
+			f.port = val
+		case "size":
+			f.size = val
+		case "data":
+			f.data = val
+		}
+	})
+	dev, err := rawEUI(topic, "deveui", f.deveui, true)
 	if err != nil {
 		return ev, err
 	}
 	if dev != ev.DevEUI {
 		return ev, perr(topic, "field \"deveui\" %s differs from the topic's %s", dev, ev.DevEUI)
 	}
-	if app, err := euiField(topic, m, "appeui", false); err != nil {
+	if app, err := rawEUI(topic, "appeui", f.appeui, false); err != nil {
 		return ev, err
 	} else if app != "" && app != ev.AppEUI {
 		return ev, perr(topic, "field \"appeui\" %s differs from the topic's %s", app, ev.AppEUI)
 	}
-	if ev.JoinEUI, err = euiField(topic, m, "joineui", false); err != nil {
+	if ev.JoinEUI, err = rawEUI(topic, "joineui", f.joineui, false); err != nil {
 		return ev, err
 	}
-	if ev.GWEUI, err = euiField(topic, m, "gweui", false); err != nil {
+	if ev.GWEUI, err = rawEUI(topic, "gweui", f.gweui, false); err != nil {
 		return ev, err
 	}
-	fcnt, _, err := integer(topic, m, "fcnt", true, 0, 1<<32-1)
+	fcnt, _, err := rawInteger(topic, "fcnt", f.fcnt, true, 0, 1<<32-1)
 	if err != nil {
 		return ev, err
 	}
 	ev.FCnt = uint32(fcnt)
-	if port, ok, err := integer(topic, m, "port", false, 0, 255); err != nil {
+	if port, ok, err := rawInteger(topic, "port", f.port, false, 0, 255); err != nil {
 		return ev, err
 	} else if ok {
 		ev.Port = int(port)
 	}
-	if _, _, err := integer(topic, m, "size", false, 0, 255); err != nil {
+	if _, _, err := rawInteger(topic, "size", f.size, false, 0, 255); err != nil {
 		return ev, err
 	}
-	if data, ok, err := str(topic, m, "data", false); err != nil {
+	if data, ok, err := rawString(topic, "data", f.data, false); err != nil {
 		return ev, err
 	} else if ok {
 		if _, err := base64.StdEncoding.DecodeString(data); err != nil {
@@ -207,6 +229,142 @@ func parseUplink(topic, appPart, devPart string, payload []byte) (Event, error) 
 		}
 	}
 	return ev, nil
+}
+
+// members calls f with the key (raw, between the quotes) and the value
+// bytes of each top-level member of p, a valid JSON object.
+func members(p []byte, f func(key, val []byte)) {
+	i := skipSpace(p, 1)
+	if p[i] == '}' {
+		return
+	}
+	for {
+		kEnd := skipString(p, i)
+		key := p[i+1 : kEnd-1]
+		i = skipSpace(p, skipSpace(p, kEnd)+1) // past ':'
+		vEnd := skipValue(p, i)
+		f(key, p[i:vEnd])
+		i = skipSpace(p, vEnd)
+		if p[i] != ',' {
+			return // '}'
+		}
+		i = skipSpace(p, i+1)
+	}
+}
+
+func skipSpace(p []byte, i int) int {
+	for i < len(p) && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at p[i] ('"').
+func skipString(p []byte, i int) int {
+	for j := i + 1; j < len(p); j++ {
+		switch p[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(p)
+}
+
+// skipValue returns the index after the valid JSON value starting at p[i].
+func skipValue(p []byte, i int) int {
+	switch p[i] {
+	case '"':
+		return skipString(p, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(p); j++ {
+			switch p[j] {
+			case '"':
+				j = skipString(p, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(p)
+	}
+	j := i
+	for j < len(p) && !bytes.ContainsRune([]byte(",}] \t\r\n"), rune(p[j])) {
+		j++
+	}
+	return j
+}
+
+// rawString reads an optional string member from its raw value; present but
+// not a string (null included) is an error.
+func rawString(topic, key string, v []byte, required bool) (string, bool, error) {
+	if v == nil {
+		if required {
+			return "", false, perr(topic, "field %q missing", key)
+		}
+		return "", false, nil
+	}
+	if v[0] != '"' {
+		return "", false, perr(topic, "field %q is not a string", key)
+	}
+	if bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v) {
+		return string(v[1 : len(v)-1]), true, nil
+	}
+	var s string
+	if json.Unmarshal(v, &s) != nil {
+		return "", false, perr(topic, "field %q is not a string", key)
+	}
+	return s, true, nil
+}
+
+func rawEUI(topic, key string, v []byte, required bool) (string, error) {
+	s, ok, err := rawString(topic, key, v, required)
+	if err != nil || !ok {
+		return "", err
+	}
+	eui, err := config.NormalizeEUI(s)
+	if err != nil {
+		return "", perr(topic, "field %q: %v", key, err)
+	}
+	return eui, nil
+}
+
+// rawInteger reads an optional integer member in [lo, hi] from its raw value.
+func rawInteger(topic, key string, v []byte, required bool, lo, hi int64) (int64, bool, error) {
+	if v == nil {
+		if required {
+			return 0, false, perr(topic, "field %q missing", key)
+		}
+		return 0, false, nil
+	}
+	var i int64
+	var err error
+	switch {
+	case v[0] == '"':
+		// A string holding a valid number decodes into a json.Number too.
+		var n json.Number
+		if json.Unmarshal(v, &n) != nil {
+			return 0, false, perr(topic, "field %q is not a number", key)
+		}
+		i, err = n.Int64()
+	case v[0] == '-' || (v[0] >= '0' && v[0] <= '9'):
+		i, err = strconv.ParseInt(string(v), 10, 64)
+	default:
+		return 0, false, perr(topic, "field %q is not a number", key)
+	}
+	if err != nil {
+		return 0, false, perr(topic, "field %q is not an integer", key)
+	}
+	if i < lo || i > hi {
+		return 0, false, perr(topic, "field %q = %d out of range %d..%d", key, i, lo, hi)
+	}
+	return i, true, nil
 }
 
 func parseJoined(topic, devPart string, payload []byte, now time.Time) (Event, error) {

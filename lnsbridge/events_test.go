@@ -2,6 +2,8 @@ package lnsbridge
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"os"
@@ -174,6 +176,114 @@ func FuzzParseEvent(f *testing.F) {
 		}
 		if ev.Kind == KindJoined && !json.Valid(ev.Body) {
 			t.Fatalf("joined body is not JSON: %s", ev.Body)
+		}
+	})
+}
+
+// parseUplinkReference is the uplink parser before the one-pass one: the
+// object decoded into a map, each field decoded from it. FuzzUplinkParsers
+// holds the two to the same verdicts.
+func parseUplinkReference(topic, appPart, devPart string, payload []byte) (Event, error) {
+	ev := Event{Kind: KindUp, Topic: topic, Raw: payload, Body: payload, Port: -1}
+	var err error
+	if ev.AppEUI, err = topicEUI(topic, "AppEUI", appPart); err != nil {
+		return ev, err
+	}
+	if ev.DevEUI, err = topicEUI(topic, "DevEUI", devPart); err != nil {
+		return ev, err
+	}
+	m, err := object(topic, payload)
+	if err != nil {
+		return ev, err
+	}
+	dev, err := euiField(topic, m, "deveui", true)
+	if err != nil {
+		return ev, err
+	}
+	if dev != ev.DevEUI {
+		return ev, perr(topic, "field \"deveui\" %s differs from the topic's %s", dev, ev.DevEUI)
+	}
+	if app, err := euiField(topic, m, "appeui", false); err != nil {
+		return ev, err
+	} else if app != "" && app != ev.AppEUI {
+		return ev, perr(topic, "field \"appeui\" %s differs from the topic's %s", app, ev.AppEUI)
+	}
+	if ev.JoinEUI, err = euiField(topic, m, "joineui", false); err != nil {
+		return ev, err
+	}
+	if ev.GWEUI, err = euiField(topic, m, "gweui", false); err != nil {
+		return ev, err
+	}
+	fcnt, _, err := integer(topic, m, "fcnt", true, 0, 1<<32-1)
+	if err != nil {
+		return ev, err
+	}
+	ev.FCnt = uint32(fcnt)
+	if port, ok, err := integer(topic, m, "port", false, 0, 255); err != nil {
+		return ev, err
+	} else if ok {
+		ev.Port = int(port)
+	}
+	if _, _, err := integer(topic, m, "size", false, 0, 255); err != nil {
+		return ev, err
+	}
+	if data, ok, err := str(topic, m, "data", false); err != nil {
+		return ev, err
+	} else if ok {
+		if _, err := base64.StdEncoding.DecodeString(data); err != nil {
+			return ev, perr(topic, "field \"data\" is not base64: %v", err)
+		}
+	}
+	return ev, nil
+}
+
+// integer reads an optional integer field in [lo, hi].
+func integer(topic string, m map[string]json.RawMessage, key string, required bool, lo, hi int64) (int64, bool, error) {
+	v, ok := m[key]
+	if !ok {
+		if required {
+			return 0, false, perr(topic, "field %q missing", key)
+		}
+		return 0, false, nil
+	}
+	var n json.Number
+	dec := json.NewDecoder(bytes.NewReader(v))
+	dec.UseNumber()
+	if isNull(v) || dec.Decode(&n) != nil {
+		return 0, false, perr(topic, "field %q is not a number", key)
+	}
+	i, err := n.Int64()
+	if err != nil {
+		return 0, false, perr(topic, "field %q is not an integer", key)
+	}
+	if i < lo || i > hi {
+		return 0, false, perr(topic, "field %q = %d out of range %d..%d", key, i, lo, hi)
+	}
+	return i, true, nil
+}
+
+func FuzzUplinkParsers(f *testing.F) {
+	up := fixture(f, "uplink-as923.json")
+	f.Add(up)
+	for _, s := range []string{
+		`{"deveui":"00-11-00-11-00-11-00-11","fcnt":"5"}`, `{"deveui":"00-11-00-11-00-11-00-11","fcnt":1.0}`,
+		`{"deveui":"00-11-00-11-00-11-00-11","fcnt":"x","fcnt":2}`, `{"dev\u0065ui":"00-11-00-11-00-11-00-11","fcnt":1}`,
+		`{"deveui":null,"fcnt":1}`, `{"deveui":"00-11-00-11-00-11-00-11","fcnt":1,"data":"QQ=="} x`,
+		`{"deveui":"00-11-00-11-00-11-00-11","fcnt":1,"port":256}`, `{"deveui":"00-11-00-11-00-11-00-11","fcnt":-1}`,
+		`{"deveui":"00-11-00-11-00-11-00-11","fcnt":4294967295,"size":"7","data":"\u0051Q=="}`, ` {"a":[{"b":"}"}],"deveui":"0011001100110011","fcnt":0}`,
+	} {
+		f.Add([]byte(s))
+	}
+	const topic, app, dev = "lora/00-11-00-11-00-11-00-11/00-11-00-11-00-11-00-11/up", "00-11-00-11-00-11-00-11", "00-11-00-11-00-11-00-11"
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		got, gerr := parseUplink(topic, app, dev, payload)
+		want, werr := parseUplinkReference(topic, app, dev, payload)
+		if (gerr == nil) != (werr == nil) {
+			t.Fatalf("%q: one-pass %v, reference %v", payload, gerr, werr)
+		}
+		if gerr == nil && (got.DevEUI != want.DevEUI || got.AppEUI != want.AppEUI || got.JoinEUI != want.JoinEUI ||
+			got.GWEUI != want.GWEUI || got.FCnt != want.FCnt || got.Port != want.Port || !bytes.Equal(got.Body, want.Body)) {
+			t.Fatalf("%q: one-pass %+v, reference %+v", payload, got, want)
 		}
 	})
 }

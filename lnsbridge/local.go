@@ -20,18 +20,20 @@ type Incoming struct {
 	Ack   func()
 }
 
+// Handler takes each valid event, in arrival order, on the MQTT client's
+// delivery goroutine (the way ChirpStack Gateway Bridge's backends call their
+// SetUplinkFrameFunc). It must return quickly: it hands the event on (blocking
+// only to apply back-pressure) and acknowledges it later, after the commit.
+type Handler func(Incoming)
+
 // LocalOptions configure the local broker client.
 type LocalOptions struct {
 	Broker   string // tcp://127.0.0.1:1883
 	ClientID string // fixed, derived from the gateway UUID (see ClientIDFor)
 	Username string
 	Password string
-	// Buffer is how many received-but-unacknowledged events may wait for the
-	// consumer; beyond that the client stops reading (the broker's in-flight
-	// window then holds the rest).
-	Buffer int
-	Logger *slog.Logger
-	Now    func() time.Time
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // ClientIDFor is the local client id of a gateway: fixed, so the broker keeps
@@ -43,7 +45,7 @@ type Local struct {
 	opts      LocalOptions
 	log       *slog.Logger
 	client    mqtt.Client
-	events    chan Incoming
+	handler   Handler
 	received  atomic.Uint64
 	malformed atomic.Uint64
 	connected atomic.Bool
@@ -57,18 +59,15 @@ type LocalStats struct {
 	Connected bool
 }
 
-// NewLocal builds the client; Start connects it.
+// NewLocal builds the client; SetHandler then Start connect it.
 func NewLocal(opts LocalOptions) *Local {
-	if opts.Buffer <= 0 {
-		opts.Buffer = 1024
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	l := &Local{opts: opts, log: opts.Logger, events: make(chan Incoming, opts.Buffer)}
+	l := &Local{opts: opts, log: opts.Logger}
 	co := mqtt.NewClientOptions().
 		AddBroker(opts.Broker).
 		SetClientID(opts.ClientID).
@@ -98,8 +97,12 @@ func NewLocal(opts LocalOptions) *Local {
 	return l
 }
 
-// Events delivers parsed events in arrival order.
-func (l *Local) Events() <-chan Incoming { return l.events }
+// SetHandler sets the function every valid event goes to, directly from the
+// client's callback: no channel, no goroutine in between. Call it before
+// Start; without one, nothing is acknowledged and the broker keeps everything.
+// While the handler blocks the client reads nothing more; the broker's
+// in-flight window holds the rest.
+func (l *Local) SetHandler(h Handler) { l.handler = h }
 
 // Start connects (retrying forever in the background until ctx ends) and
 // subscribes on every connection.
@@ -164,7 +167,9 @@ func (l *Local) handle(_ mqtt.Client, m mqtt.Message) {
 		return
 	}
 	l.received.Add(1)
-	l.events <- Incoming{Event: ev, Ack: m.Ack}
+	if l.handler != nil {
+		l.handler(Incoming{Event: ev, Ack: m.Ack})
+	}
 }
 
 // Stats returns the counters.

@@ -28,22 +28,30 @@ func pub(t *testing.T, c mqtt.Client, topic string, payload []byte) {
 	}
 }
 
-func startLocal(t *testing.T, broker string) *Local {
+// testLocal is a Local whose handler queues events for the test.
+type testLocal struct {
+	*Local
+	events chan Incoming
+}
+
+func startLocal(t *testing.T, broker string) testLocal {
 	t.Helper()
+	events := make(chan Incoming, 16)
 	l := NewLocal(LocalOptions{Broker: broker, ClientID: "app-connect-TEST", Logger: slog.New(slog.DiscardHandler)})
+	l.SetHandler(func(in Incoming) { events <- in })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	l.Start(ctx)
 	if err := l.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return l
+	return testLocal{l, events}
 }
 
-func next(t *testing.T, l *Local) Incoming {
+func next(t *testing.T, l testLocal) Incoming {
 	t.Helper()
 	select {
-	case in := <-l.Events():
+	case in := <-l.events:
 		return in
 	case <-time.After(10 * time.Second):
 		t.Fatal("no event within 10s")
@@ -83,7 +91,7 @@ func TestLocalManualAckRedelivers(t *testing.T) {
 	}
 	again.Ack()
 	select {
-	case in := <-l2.Events():
+	case in := <-l2.events:
 		t.Fatalf("unexpected redelivery of %s %s", in.Event.Kind, in.Event.Topic)
 	case <-time.After(500 * time.Millisecond):
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -141,21 +140,21 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	mp := lnsbridge.NewMPower(cfg.MPower.API, cfg.MPower.Timeout, slog.New(admin.StartupErrors(log.Handler(), d.state.Startup)))
 	lq := lnsbridge.LoraQuery{Path: cfg.Gateway.LoraQuery}
 	d.step("reading mPower's LoRa network settings")
-	ln := loadLoraNetwork(ctx, mp, db, cfg.MPower.BootWait, log)
-	gwEUIs := gatewayEUIs(ctx, mp, lq, ln, log)
+	ln := forward.LoadLoraNetwork(ctx, mp, db, cfg.MPower.BootWait, log)
+	gwEUIs := forward.GatewayEUIs(ctx, mp, lq, ln, log)
 	var defApp config.DefaultApp
 	if cfg.DefaultAppOverride != nil {
 		defApp = *cfg.DefaultAppOverride // the YAML default_app block replaces mPower's settings
 	} else {
 		d.step("reading mPower's Default App settings")
-		if defApp, err = loadDefaultApp(ctx, mp, db, cfg.MPower.BootWait, log); err != nil {
+		if defApp, err = forward.LoadDefaultApp(ctx, mp, db, cfg.MPower.BootWait, log); err != nil {
 			return nilIfCancelled(ctx, err)
 		}
 	}
 	d.applyMPowerLogLevel(cfg, defApp)
 	var appnets []config.Appnet
 	if ln.LNSAvailable() {
-		appnets = loadAppnets(ctx, lq, db, log)
+		appnets = forward.LoadAppnets(ctx, lq, db, log)
 	}
 
 	d.step("starting join forwarding")
@@ -187,33 +186,29 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	// Delivery loops run until the shutdown deadline; intake stops first.
 	deliverCtx, stopDelivery := context.WithCancel(stopping)
 	defer stopDelivery()
-	mgr := forward.NewManager(deliverCtx, outbox, local, log)
 	downlinks, requests, deliveryLatency, joinLatency := d.state.Downlinks, d.state.Requests, d.state.DeliveryLatency, d.state.JoinLatency
-	mgr.Latency, mgr.Downlinks, mgr.AppVersion = deliveryLatency, downlinks, version
-	mgr.Requests = &forward.Requests{Policy: cfg.RemoteRequests, LNS: ln.LNSAvailable(), Lora: lq, API: mp, Log: log,
-		MaxDownlink: cfg.Delivery.MaxDownlinkPayload, Outcomes: requests}
-	mgr.DeviceAppEUI = func(dev string) (string, bool) {
-		qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		app, ok, err := db.DeviceAppEUI(qctx, dev)
-		return app, ok && err == nil
-	}
+	mgr := forward.NewManager(deliverCtx, outbox, local, log, forward.ManagerOptions{
+		Latency: deliveryLatency, Downlinks: downlinks, AppVersion: version,
+		Requests: &forward.Requests{Policy: cfg.RemoteRequests, LNS: ln.LNSAvailable(), Lora: lq, API: mp, Log: log,
+			MaxDownlink: cfg.Delivery.MaxDownlinkPayload, Outcomes: requests},
+		DeviceAppEUI: func(dev string) (string, bool) {
+			qctx, cancel := context.WithTimeout(stopping, 2*time.Second)
+			defer cancel()
+			app, ok, err := db.DeviceAppEUI(qctx, dev)
+			return app, ok && err == nil
+		},
+	})
 	joins.latency = joinLatency
-	apps := &appConfig{cfg: cfg, log: log, mgr: mgr, def: defApp, appnets: appnets,
-		id: forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, Serial: ident.Serial, GatewayEUIs: gwEUIs}}
-	apps.apply()
-	if ln.LNSAvailable() {
-		loadSessions(ctx, lq, db, mgr, log)
-	}
+	id := forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, Serial: ident.Serial, GatewayEUIs: gwEUIs}
+	apps := forward.NewApps(forward.AppsOptions{Config: cfg, Manager: mgr, MPower: mp, Lora: lq, Store: db, LNS: ln.LNSAvailable(),
+		Default: defApp, Appnets: appnets, Log: log, Identity: id,
+		OnDefaultApp: func(def config.DefaultApp) { d.applyMPowerLogLevel(cfg, def) }})
+	apps.LoadSessions(ctx)
 	router := mgr.Router()
-	var resolver forward.Resolver
-	if ln.LNSAvailable() {
-		resolver = &appnetResolver{lq: lq, apps: apps, db: db, log: log, tried: map[string]time.Time{}}
-	}
-	intake := forward.NewIntake(outbox, db, router, resolver, log)
+	intake := forward.NewIntake(outbox, db, router, apps.Resolver(), log)
 
 	d.state.Attach(statusSources(local, intake, db, outbox, router, joins))
-	startStatusReports(ctx, cfg, d.state, router, outbox, apps.id, ln.LNSAvailable(), log)
+	startStatusReports(ctx, cfg, d.state, router, outbox, id, ln.LNSAvailable(), log)
 
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	defer stopPolling()
@@ -221,31 +216,15 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	pollDone.Add(1)
 	go func() {
 		defer pollDone.Done()
-		apps.pollConfig(pollCtx, mp, lq, db, ln.LNSAvailable(), outbox)
+		apps.Run(pollCtx, outbox)
 	}()
 
 	intakeCtx, stopIntake := context.WithCancel(ctx)
 	defer stopIntake()
-	msgs := make(chan forward.Message, 1024)
 	var intakeDone sync.WaitGroup
-	intakeDone.Add(2)
-	go func() { defer intakeDone.Done(); intake.Run(intakeCtx, msgs) }()
-	go func() {
-		defer intakeDone.Done()
-		for {
-			select {
-			case <-intakeCtx.Done():
-				return
-			case in := <-local.Events():
-				ev := in.Event
-				select {
-				case msgs <- forward.Message{Kind: string(ev.Kind), DevEUI: ev.DevEUI, AppEUI: ev.AppEUI, JoinEUI: ev.JoinEUI, FCnt: ev.FCnt, Body: ev.Body, Ack: in.Ack}:
-				case <-intakeCtx.Done():
-					return
-				}
-			}
-		}
-	}()
+	intakeDone.Add(1)
+	go func() { defer intakeDone.Done(); intake.Run(intakeCtx, nil) }()
+	local.SetHandler(intake.HandleEvent) // the broker's callback hands each event straight to the committer
 	d.step("connecting to the local broker")
 	if err := local.Start(ctx); err != nil {
 		return err
@@ -284,101 +263,6 @@ func nilIfCancelled(ctx context.Context, err error) error {
 	return err
 }
 
-// loadLoraNetwork reads mPower's loraNetwork (see loadMPower).
-func loadLoraNetwork(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, bootWait time.Duration, log *slog.Logger) config.LoraNetwork {
-	raw, err := loadMPower(ctx, mp, db, lnsbridge.PathLoraNetwork, "loraNetwork", bootWait, log)
-	if err != nil {
-		return config.LoraNetwork{}
-	}
-	ln, err := config.ParseLoraNetwork(raw)
-	if err != nil {
-		log.Error("mPower loraNetwork unreadable", "err", err)
-	}
-	return ln
-}
-
-// gatewayEUIs are the EUIs sent in init: lora-query's gateway list, else
-// loraNetwork's lora.eui_1; without the LNS, the LoRa accessory cards.
-func gatewayEUIs(ctx context.Context, mp *lnsbridge.MPower, lq lnsbridge.LoraQuery, ln config.LoraNetwork, log *slog.Logger) []string {
-	if !ln.LNSAvailable() {
-		// Packet-forwarder or basic-station mode: the LoRa cards' EUIs identify the gateway.
-		return accessoryCardEUIs(ctx, mp, log)
-	}
-	if euis, err := lq.GatewayEUIs(ctx); err == nil && len(euis) > 0 {
-		return euis
-	} else if err != nil {
-		log.Warn("gateway list unavailable; using loraNetwork lora.eui_1", "err", err)
-	}
-	if eui, err := config.NormalizeEUI(ln.Lora.EUI1); err == nil {
-		return []string{eui}
-	}
-	return []string{}
-}
-
-func accessoryCardEUIs(ctx context.Context, mp *lnsbridge.MPower, log *slog.Logger) []string {
-	raw, err := mp.Get(ctx, lnsbridge.PathAccessoryCards)
-	if err != nil {
-		log.Warn("mPower accessory cards unreadable", "err", err)
-		return []string{}
-	}
-	var cards []struct {
-		EUI string `json:"eui"`
-	}
-	if err := json.Unmarshal(raw, &cards); err != nil {
-		log.Warn("mPower accessory cards unreadable", "err", err)
-		return []string{}
-	}
-	out := []string{}
-	for _, c := range cards {
-		if eui, err := config.NormalizeEUI(c.EUI); err == nil {
-			out = append(out, eui)
-		}
-	}
-	return out
-}
-
-// loadMPower reads an mPower document, waiting for the API at boot. When a
-// copy is cached from an earlier run (under key), it is used if mPower has not
-// answered within bootWait, so a rebooted gateway without a working mPower
-// forwards anyway. A fresh answer replaces the cached copy.
-func loadMPower(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, path, key string, bootWait time.Duration, log *slog.Logger) (json.RawMessage, error) {
-	cached, haveCached, err := db.GetApplication(ctx, key)
-	if err != nil {
-		log.Warn("cached mPower document unreadable", "key", key, "err", err)
-	}
-	wctx := ctx
-	if haveCached {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, bootWait)
-		defer cancel()
-	}
-	raw, err := mp.GetRetry(wctx, path)
-	if err != nil {
-		if ctx.Err() != nil || !haveCached {
-			return nil, err
-		}
-		log.Warn("mPower API not answering; using the cached copy", "path", path, "updated", cached.UpdatedAt)
-		return cached.Info, nil
-	}
-	if err := db.PutApplication(ctx, cache.Application{EUI: key, Source: "mpower", Info: raw}); err != nil {
-		log.Warn("caching an mPower document failed", "key", key, "err", err)
-	}
-	return raw, nil
-}
-
-// loadDefaultApp reads mPower's defaultApp (see loadMPower).
-func loadDefaultApp(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, bootWait time.Duration, log *slog.Logger) (config.DefaultApp, error) {
-	raw, err := loadMPower(ctx, mp, db, lnsbridge.PathDefaultApp, "default", bootWait, log)
-	if err != nil {
-		return config.DefaultApp{}, err
-	}
-	d, err := config.ParseDefaultApp(raw)
-	if err != nil {
-		return d, fmt.Errorf("mPower defaultApp: %w", err)
-	}
-	return d, nil
-}
-
 // applyMPowerLogLevel applies defaultApp.log.level live when app-connect.yml
 // leaves log.level unset.
 func (d *daemon) applyMPowerLogLevel(cfg config.Config, def config.DefaultApp) {
@@ -386,12 +270,4 @@ func (d *daemon) applyMPowerLogLevel(cfg config.Config, def config.DefaultApp) {
 		return
 	}
 	d.level.Set(logging.MPowerLevel(def.Log.Level))
-}
-
-// applyMPowerLogLevel is apps.go's call when mPower's defaultApp changes.
-// Transitional: it goes with apps.go when application polling moves into
-// forward (issue 11), which then reports changes through a callback wired to
-// daemon.applyMPowerLogLevel.
-func applyMPowerLogLevel(cfg config.Config, def config.DefaultApp, log *slog.Logger) {
-	(&daemon{log: log, level: logging.LevelOf(log)}).applyMPowerLogLevel(cfg, def)
 }

@@ -56,6 +56,8 @@ type options struct {
 	sinkClientCA string // PEM CA: the sink requires a client certificate it signed
 	remoteMQTT   string // the cloud side over MQTT: this broker's messages are counted
 	sinkPrefix   string
+	sinkLatency  time.Duration
+	sinkDown     bool
 	sysfs        string
 	uuid         string
 	deviceID     string
@@ -97,6 +99,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.sinkKey, "sink-tls-key", "", "PEM private key of -sink-tls-cert")
 	fs.StringVar(&o.remoteMQTT, "remote-mqtt", "", "remote MQTT broker (tcp://host:port) whose messages from app-connect are counted instead of the HTTP sink's; default app URL mqtt://… unless -app-url")
 	fs.StringVar(&o.sinkClientCA, "sink-client-ca", "", "PEM CA: the HTTPS sink requires a client certificate signed by it")
+	fs.DurationVar(&o.sinkLatency, "sink-latency", 0, "the sink answers every request this much later (a slow backhaul)")
+	fs.BoolVar(&o.sinkDown, "sink-down-while-publishing", false, "the sink answers 503 from the first publish until publishing ended (a backlog builds up)")
 	fs.StringVar(&o.sinkPrefix, "sink-prefix", "", "path prefix of the sink's API (e.g. /tenant-a)")
 	fs.StringVar(&o.sysfs, "sysfs", "", "directory for the mts-io files uuid and device-id (default: a temporary directory)")
 	fs.StringVar(&o.uuid, "uuid", "029998E06156CDD44523264B523115C1", "gateway UUID written to <sysfs>/uuid")
@@ -232,6 +236,7 @@ func (s *simulator) start() error {
 		if o.uplinks == 0 {
 			s.sink.SetRecordLimit(1000) // a run without end must not grow without end
 		}
+		s.sink.SetDelay(o.sinkLatency)
 		tc, err := sinkTLS(o)
 		if err != nil {
 			return err
@@ -455,6 +460,9 @@ type report struct {
 	SinkRequests    int       `json:"sink_requests"`
 	BatchRequests   int       `json:"batch_requests"`
 	FirstPublish    time.Time `json:"first_publish"`
+	LatencyP50Ms    float64   `json:"latency_p50_ms"` // LNS time in the uplink → arrival at the sink
+	LatencyP99Ms    float64   `json:"latency_p99_ms"`
+	FirstDelivery   time.Time `json:"first_delivery"`
 	LastDelivery    time.Time `json:"last_delivery"`
 	Seconds         float64   `json:"seconds"`            // first publish → last delivery
 	UplinksPerSec   float64   `json:"uplinks_per_second"` // delivered / Seconds
@@ -480,7 +488,9 @@ func (s *simulator) snapshot(firstPublish time.Time) report {
 	st := s.sink.Stats()
 	r.Duplicates, r.OutOfOrder = st.Duplicates, st.OutOfOrder
 	r.SinkRequests, r.BatchRequests = st.Requests, st.BatchRequests
-	r.LastDelivery = st.LastUplink
+	r.FirstDelivery, r.LastDelivery = st.FirstUplink, st.LastUplink
+	r.LatencyP50Ms = float64(s.sink.Latency(0.50).Microseconds()) / 1000
+	r.LatencyP99Ms = float64(s.sink.Latency(0.99).Microseconds()) / 1000
 	if !firstPublish.IsZero() && r.LastDelivery.After(firstPublish) {
 		r.Seconds = r.LastDelivery.Sub(firstPublish).Seconds()
 		r.UplinksPerSec = float64(r.Delivered) / r.Seconds
@@ -518,6 +528,12 @@ func (s *simulator) runStream() int {
 	}
 	if o.rate > 0 {
 		rate = fmt.Sprintf("%g messages/s", o.rate)
+	}
+	if s.sink != nil {
+		s.sink.ResetLatencies() // the probe's uplinks waited for app-connect's start
+	}
+	if o.sinkDown && s.sink != nil {
+		s.sink.FailFor(100*365*24*time.Hour, http.StatusServiceUnavailable)
 	}
 	fmt.Fprintf(s.out, "publishing: %d devices, %s, %s, broker %s\n", o.devices, each, rate, s.brokerURL)
 
@@ -557,6 +573,10 @@ func (s *simulator) runStream() int {
 	}
 	cancelFlush()
 	stop() // a first signal ends publishing; a second one ends the wait
+	if o.sinkDown && s.sink != nil {
+		s.sink.FailFor(0, http.StatusServiceUnavailable) // the remote is back
+		fmt.Fprintln(s.out, "sink: answering again")
+	}
 
 	status := exitOK
 	if o.wait > 0 && s.sink != nil {

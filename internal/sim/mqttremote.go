@@ -45,8 +45,8 @@ func (s *Sink) RecordMQTT(topic string, payload []byte, retained bool) {
 		s.countStatus(payload)
 		return
 	}
-	if ups, err := parseUplinks(payload, false); err == nil {
-		s.countUplinks(ups, payload, rec.Time)
+	if ups, sent, err := parseUplinks(payload, false); err == nil {
+		s.countUplinks(ups, sent, payload, rec.Time)
 	}
 }
 

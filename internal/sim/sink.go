@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +35,7 @@ type Sink struct {
 	initReply   []byte
 	batchRoute  bool
 	delay       time.Duration
+	latencies   []time.Duration // arrival − LNS time of each uplink answered 2xx
 	failNext    int
 	failNextSt  int
 	failUntil   time.Time
@@ -169,7 +171,31 @@ func trimTail[T any](v []T, n int) []T {
 	}
 }
 
-// SetDelay delays every answer by d (slow cloud).
+// maxLatencies bounds the latencies kept for Latency.
+const maxLatencies = 1 << 20
+
+// Latency returns the q-quantile (0..1) of the uplinks' latencies, from
+// the LNS time in the uplink to its arrival here; 0 when none was measured.
+func (s *Sink) Latency(q float64) time.Duration {
+	s.mu.Lock()
+	l := slices.Clone(s.latencies)
+	s.mu.Unlock()
+	if len(l) == 0 {
+		return 0
+	}
+	slices.Sort(l)
+	return l[min(int(q*float64(len(l))), len(l)-1)]
+}
+
+// ResetLatencies forgets the latencies measured so far (a run's warm-up).
+func (s *Sink) ResetLatencies() {
+	s.mu.Lock()
+	s.latencies = nil
+	s.mu.Unlock()
+}
+
+// SetDelay delays every answer by d (slow cloud, slow backhaul); each
+// request waits on its own, so concurrent requests overlap.
 func (s *Sink) SetDelay(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -333,29 +359,35 @@ func (s *Sink) route(method, path string) (sinkRoute, int) {
 type uplinkRef struct {
 	DevEUI *string `json:"deveui"`
 	FCnt   *uint32 `json:"fcnt"`
+	Time   string  `json:"time"` // the LNS time; the latency runs from it
 }
 
-func parseUplinks(body []byte, batch bool) ([]uplinkKey, error) {
+// parseUplinks reads the uplinks of a post and when each was sent (the
+// LNS time field; zero when absent or unreadable).
+func parseUplinks(body []byte, batch bool) ([]uplinkKey, []time.Time, error) {
 	var refs []uplinkRef
 	if batch {
 		if err := json.Unmarshal(body, &refs); err != nil {
-			return nil, fmt.Errorf("batch is not a JSON array of uplinks: %w", err)
+			return nil, nil, fmt.Errorf("batch is not a JSON array of uplinks: %w", err)
 		}
 	} else {
 		var one uplinkRef
 		if err := json.Unmarshal(body, &one); err != nil {
-			return nil, fmt.Errorf("uplink is not a JSON object: %w", err)
+			return nil, nil, fmt.Errorf("uplink is not a JSON object: %w", err)
 		}
 		refs = []uplinkRef{one}
 	}
 	keys := make([]uplinkKey, 0, len(refs))
+	sent := make([]time.Time, 0, len(refs))
 	for i, r := range refs {
 		if r.DevEUI == nil || r.FCnt == nil {
-			return nil, fmt.Errorf("uplink %d lacks deveui or fcnt", i)
+			return nil, nil, fmt.Errorf("uplink %d lacks deveui or fcnt", i)
 		}
 		keys = append(keys, uplinkKey{NormalizeEUI(*r.DevEUI), *r.FCnt})
+		t, _ := time.Parse(time.RFC3339Nano, r.Time)
+		sent = append(sent, t)
 	}
-	return keys, nil
+	return keys, sent, nil
 }
 
 // ServeHTTP implements http.Handler.
@@ -367,9 +399,10 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rt, status := s.route(r.Method, r.URL.Path)
 	var ups []uplinkKey
+	var sent []time.Time
 	var parseErr error
 	if status == http.StatusOK && (rt == routeUp || rt == routeBatch) {
-		ups, parseErr = parseUplinks(body, rt == routeBatch)
+		ups, sent, parseErr = parseUplinks(body, rt == routeBatch)
 		if parseErr != nil {
 			status = http.StatusBadRequest
 		}
@@ -447,10 +480,10 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reply = takeDownlinks(&s.pollDownlinks)
 		case routeBatch:
 			s.stats.BatchRequests++
-			s.countUplinks(ups, nil, rec.Time)
+			s.countUplinks(ups, sent, nil, rec.Time)
 			reply = takeDownlinks(&s.upDownlinks)
 		case routeUp:
-			s.countUplinks(ups, body, rec.Time)
+			s.countUplinks(ups, sent, body, rec.Time)
 			reply = takeDownlinks(&s.upDownlinks)
 		}
 	}
@@ -490,12 +523,15 @@ func (s *Sink) recordBatch(rt sinkRoute, rec Request, parseErr error) {
 
 // countUplinks accounts uplinks answered 2xx; body is the single uplink's body (nil for a batch).
 // Called with s.mu held.
-func (s *Sink) countUplinks(ups []uplinkKey, body []byte, at time.Time) {
+func (s *Sink) countUplinks(ups []uplinkKey, sent []time.Time, body []byte, at time.Time) {
 	if s.stats.FirstUplink.IsZero() {
 		s.stats.FirstUplink = at
 	}
 	s.stats.LastUplink = at
-	for _, k := range ups {
+	for i, k := range ups {
+		if i < len(sent) && !sent[i].IsZero() && len(s.latencies) < maxLatencies {
+			s.latencies = append(s.latencies, at.Sub(sent[i]))
+		}
 		d := s.devices[k.devEUI]
 		if d == nil {
 			d = &sinkDevice{seen: map[uint32]struct{}{}}

@@ -7,11 +7,18 @@
 // app-connect pointed at it for about 20 s with a summary line every 3 s, then totals. Exit status
 // 1 when something failed to start or uplinks were lost.
 //
-// bench: twice (Mosquitto with its default queue limits, then unlimited queues), 20,000 uplinks from
-// 200 devices published as fast as possible into a real Mosquitto, forwarded by app-connect to the
-// simulator's sink; prints delivered uplinks/s, lost, duplicates, app-connect's CPU seconds per
-// 1,000 uplinks and peak RSS. It asserts nothing about speed: exit status 1 only when something
-// failed to start.
+// bench: app-connect runs with GOMAXPROCS=1 (the gateways have one core; -gomaxprocs changes it)
+// against real Mosquitto brokers (the local one, and a second one as the remote MQTT cloud):
+//   - steady: 50 uplinks/s for 60 s over HTTP and over MQTT (Mosquitto defaults): app-connect's CPU
+//     seconds per 1,000 uplinks and the latency p50/p99 (LNS time in the uplink → arrival at the cloud);
+//   - burst: 20,000 uplinks from 200 devices as fast as possible, over HTTP and MQTT, with Mosquitto's
+//     default queue limits and with unlimited queues: delivered/s, lost, duplicates, CPU s/1,000, peak RSS;
+//   - drain: 20,000 uplinks queued while the HTTP remote answers 503, then the remote back with 100 ms
+//     added to every answer: the drain rate (first to last delivery after the outage).
+//
+// It asserts nothing about speed: exit status 1 only when something failed to start. -only runs a
+// subset (steady, burst, drain; comma-separated); "arm" runs the steady part at 20/s with the ARMv5 binary
+// (-arm, make build-arm) under qemu-arm-static, the stand-in for the gateways' ARM926.
 //
 // Every program is started with an argument vector, never through a shell.
 package main
@@ -43,6 +50,10 @@ type options struct {
 	uplinks    int
 	rate       float64
 	duration   time.Duration
+	gomaxprocs int
+	only       string
+	arm        string // ARMv5 app-connect binary for the "arm" part
+	qemu       string
 }
 
 func usage(w io.Writer) {
@@ -74,6 +85,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.uplinks, "uplinks", defUplinks, "uplinks per device (bench)")
 	fs.Float64Var(&o.rate, "rate", defRate, "uplinks per second in total (0: as fast as possible)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long the demo publishes")
+	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 1, "GOMAXPROCS of app-connect (bench; 0: Go's default)")
+	fs.StringVar(&o.only, "only", "steady,burst,drain", "bench parts to run (steady, burst, drain, arm)")
+	fs.StringVar(&o.arm, "arm", "build/app-connect-armv5", "ARMv5 app-connect binary for the arm part (make build-arm)")
+	fs.StringVar(&o.qemu, "qemu", "qemu-arm-static", "user-mode emulator of the arm part")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -119,6 +134,9 @@ type orchestrator struct {
 
 // simReport is conduit-sim's -json report.
 type simReport struct {
+	LatencyP50Ms  float64   `json:"latency_p50_ms"`
+	LatencyP99Ms  float64   `json:"latency_p99_ms"`
+	FirstDelivery time.Time `json:"first_delivery"`
 	Sent          int64     `json:"sent"`
 	Delivered     int64     `json:"delivered_unique"`
 	Duplicates    int       `json:"duplicates"`
@@ -139,6 +157,10 @@ type session struct {
 	simArgs  []string
 	echo     string // prefix for the simulator's stdout lines shown
 	deadline time.Duration
+	env      []string // app-connect's extra environment
+	emulator string   // run app-connect under this user-mode emulator (the ARM binary)
+	binary   string   // app-connect binary; empty: -app-connect
+	yamlMore string   // appended to the app-connect configuration the simulator writes
 }
 
 type sessionResult struct {
@@ -181,7 +203,25 @@ func (e *orchestrator) runSession(ctx context.Context, s session) (sessionResult
 		return res, fmt.Errorf("%w\n%s", err, simProc.logTail(20))
 	}
 
-	ac, err := startProc("app-connect", e.o.appConnect, []string{"run", "--config", cfg}, filepath.Join(s.dir, "app-connect.log"), false)
+	if s.yamlMore != "" {
+		f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.WriteString("\n" + s.yamlMore)
+			f.Close()
+		}
+		if err != nil {
+			res.startErr = true
+			return res, fmt.Errorf("app-connect configuration: %w", err)
+		}
+	}
+	acPath, acArgs := e.o.appConnect, []string{"run", "--config", cfg}
+	if s.binary != "" {
+		acPath = s.binary
+	}
+	if s.emulator != "" {
+		acPath, acArgs = s.emulator, append([]string{acPath}, acArgs...)
+	}
+	ac, err := startProc("app-connect", acPath, acArgs, filepath.Join(s.dir, "app-connect.log"), false, s.env...)
 	if err != nil {
 		res.startErr = true
 		return res, err
@@ -229,12 +269,19 @@ func (e *orchestrator) runSession(ctx context.Context, s session) (sessionResult
 	if err != nil {
 		return res, err
 	}
-	b, err := os.ReadFile(reportFile)
-	if err != nil {
-		return res, fmt.Errorf("report: %w", err)
-	}
-	if err := json.Unmarshal(b, &res.report); err != nil {
-		return res, fmt.Errorf("report %s: %w", reportFile, err)
+	// The file may exist before it is completely written: read until it parses.
+	for attempt := 0; ; attempt++ {
+		b, err := os.ReadFile(reportFile)
+		if err == nil {
+			err = json.Unmarshal(b, &res.report)
+		}
+		if err == nil {
+			break
+		}
+		if attempt == 50 {
+			return res, fmt.Errorf("report %s: %w", reportFile, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	// app-connect first, so its close reaches the sink; then the simulator.
 	if err := ac.stop(10 * time.Second); err != nil {
@@ -284,79 +331,173 @@ type brokerRun struct {
 	extra []string // mosquitto.conf lines
 }
 
+var (
+	defaultQueues   = brokerRun{name: "Mosquitto defaults (max_inflight_messages 20, max_queued_messages 1000)"}
+	unlimitedQueues = brokerRun{name: "Mosquitto unlimited queue (max_queued_messages 0)", extra: []string{"max_queued_messages 0"}}
+)
+
+// benchRun is one run of the benchmark.
+type benchRun struct {
+	part, name string
+	broker     brokerRun
+	mqtt       bool // the cloud is a remote MQTT broker, not the HTTP sink
+	devices    int
+	uplinks    int
+	rate       float64
+	drain      bool
+	arm        bool // the ARMv5 binary under the emulator
+}
+
 func (e *orchestrator) bench(ctx context.Context, dir string) int {
 	mosq, err := lookMosquitto(e.o.mosquitto)
 	if err != nil {
 		e.log.Error("mosquitto not found (scripts/install-test-deps.sh installs it)", "err", err)
 		return 1
 	}
-	runs := []brokerRun{
-		{name: "mosquitto defaults (max_inflight_messages 20, max_queued_messages 1000)"},
-		{name: "mosquitto unlimited queue (max_queued_messages 0)", extra: []string{"max_queued_messages 0"}},
+	var runs []benchRun
+	for _, part := range strings.Split(e.o.only, ",") {
+		switch strings.TrimSpace(part) {
+		case "steady":
+			for _, mq := range []bool{false, true} {
+				runs = append(runs, benchRun{part: "steady", name: "50 uplinks/s for 60 s, " + transportName(mq), broker: defaultQueues,
+					mqtt: mq, devices: 50, uplinks: 60, rate: 50})
+			}
+		case "burst":
+			for _, mq := range []bool{false, true} {
+				for _, br := range []brokerRun{defaultQueues, unlimitedQueues} {
+					runs = append(runs, benchRun{part: "burst", name: fmt.Sprintf("burst of %d from %d devices, %s, %s", e.o.devices*e.o.uplinks, e.o.devices, transportName(mq), br.name),
+						broker: br, mqtt: mq, devices: e.o.devices, uplinks: e.o.uplinks, rate: e.o.rate})
+				}
+			}
+		case "arm":
+			for _, mq := range []bool{false, true} {
+				runs = append(runs, benchRun{part: "arm", name: "ARMv5 binary under " + e.o.qemu + ", 20 uplinks/s for 60 s, " + transportName(mq),
+					broker: defaultQueues, mqtt: mq, devices: 20, uplinks: 60, rate: 20, arm: true})
+			}
+		case "drain":
+			runs = append(runs, benchRun{part: "drain", name: fmt.Sprintf("drain: %d queued while the remote was down, then 100 ms per answer, HTTP", e.o.devices*e.o.uplinks),
+				broker: unlimitedQueues, devices: e.o.devices, uplinks: e.o.uplinks, drain: true})
+		}
 	}
-	total := e.o.devices * e.o.uplinks
-	fmt.Fprintf(e.out, "bench: %d uplinks from %d devices, published as fast as possible into Mosquitto, forwarded by app-connect\n", total, e.o.devices)
+	fmt.Fprintf(e.out, "bench: app-connect with GOMAXPROCS=%d, Mosquitto as the local broker (and as the remote for MQTT)\n", e.o.gomaxprocs)
 	type line struct {
-		name string
-		res  sessionResult
-		err  error
+		run benchRun
+		res sessionResult
+		err error
 	}
 	var results []line
-	for i, br := range runs {
+	for i, r := range runs {
 		runDir := filepath.Join(dir, fmt.Sprintf("run%d", i+1))
-		fmt.Fprintf(e.out, "== run %d: %s\n", i+1, br.name)
-		res, err := e.benchRun(ctx, mosq, runDir, br)
+		fmt.Fprintf(e.out, "== run %d: %s\n", i+1, r.name)
+		res, err := e.benchRun(ctx, mosq, runDir, r)
 		if err != nil && (res.startErr || ctx.Err() != nil) {
 			e.log.Error("bench run failed to start", "run", i+1, "err", err)
 			return 1
 		}
-		results = append(results, line{br.name, res, err})
+		results = append(results, line{r, res, err})
 		if err != nil {
 			fmt.Fprintf(e.out, "  run failed: %v\n", err)
 			continue
 		}
-		printBench(e.out, "  ", res)
+		printBench(e.out, "  ", r, res)
 	}
 	fmt.Fprintln(e.out, "== summary")
 	for i, l := range results {
 		if l.err != nil {
-			fmt.Fprintf(e.out, "run %d (%s): failed: %v\n", i+1, l.name, l.err)
+			fmt.Fprintf(e.out, "run %d (%s): failed: %v\n", i+1, l.run.name, l.err)
 			continue
 		}
-		printBench(e.out, fmt.Sprintf("run %d (%s): ", i+1, l.name), l.res)
+		printBench(e.out, fmt.Sprintf("run %d (%s): ", i+1, l.run.name), l.run, l.res)
 	}
 	return 0
 }
 
-func printBench(w io.Writer, prefix string, res sessionResult) {
+func transportName(mqtt bool) string {
+	if mqtt {
+		return "MQTT"
+	}
+	return "HTTP"
+}
+
+func printBench(w io.Writer, prefix string, run benchRun, res sessionResult) {
 	r := res.report
 	perK := 0.0
 	if r.Delivered > 0 {
 		perK = res.cpu / float64(r.Delivered) * 1000
 	}
-	fmt.Fprintf(w, "%sdelivered %d of %d: %.0f uplinks/s (%.2f s first publish → last delivery); lost %d, duplicates %d, out of order %d; app-connect %.3f CPU s per 1,000 uplinks, peak RSS %.1f MiB\n",
-		prefix, r.Delivered, r.Sent, r.UplinksPerSec, r.Seconds, r.Missing, r.Duplicates, r.OutOfOrder, perK, float64(res.rss)/(1<<20))
+	switch {
+	case run.drain:
+		rate := 0.0
+		if d := r.LastDelivery.Sub(r.FirstDelivery).Seconds(); d > 0 {
+			rate = float64(r.Delivered) / d
+		}
+		fmt.Fprintf(w, "%sdelivered %d of %d; drain %.0f uplinks/s (first → last delivery after the outage, %.2f s); lost %d, duplicates %d, out of order %d; app-connect %.3f CPU s per 1,000 uplinks, peak RSS %.1f MiB\n",
+			prefix, r.Delivered, r.Sent, rate, r.LastDelivery.Sub(r.FirstDelivery).Seconds(), r.Missing, r.Duplicates, r.OutOfOrder, perK, float64(res.rss)/(1<<20))
+	case run.rate > 0:
+		fmt.Fprintf(w, "%sdelivered %d of %d; lost %d, duplicates %d, out of order %d; app-connect %.3f CPU s per 1,000 uplinks; latency p50 %.1f ms, p99 %.1f ms; peak RSS %.1f MiB\n",
+			prefix, r.Delivered, r.Sent, r.Missing, r.Duplicates, r.OutOfOrder, perK, r.LatencyP50Ms, r.LatencyP99Ms, float64(res.rss)/(1<<20))
+	default:
+		fmt.Fprintf(w, "%sdelivered %d of %d: %.0f uplinks/s (%.2f s first publish → last delivery); lost %d, duplicates %d, out of order %d; app-connect %.3f CPU s per 1,000 uplinks, peak RSS %.1f MiB\n",
+			prefix, r.Delivered, r.Sent, r.UplinksPerSec, r.Seconds, r.Missing, r.Duplicates, r.OutOfOrder, perK, float64(res.rss)/(1<<20))
+	}
 }
 
-func (e *orchestrator) benchRun(ctx context.Context, mosq, dir string, br brokerRun) (sessionResult, error) {
+func (e *orchestrator) benchRun(ctx context.Context, mosq, dir string, r benchRun) (sessionResult, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return sessionResult{startErr: true}, err
 	}
-	broker, addr, err := e.startMosquitto(ctx, mosq, dir, br.extra)
+	broker, addr, err := e.startMosquitto(ctx, mosq, dir, r.broker.extra)
 	if err != nil {
 		return sessionResult{startErr: true}, err
 	}
 	defer func() { _ = broker.stop(5 * time.Second) }()
+	simArgs := []string{
+		"-devices", strconv.Itoa(r.devices), "-uplinks", strconv.Itoa(r.uplinks), "-rate", fmt.Sprint(r.rate),
+		"-probe", "30s", "-wait", "30m", "-stall", "20s", "-report-every", "5s",
+	}
+	if r.mqtt {
+		remoteDir := filepath.Join(dir, "remote")
+		if err := os.MkdirAll(remoteDir, 0o755); err != nil {
+			return sessionResult{startErr: true}, err
+		}
+		// The remote broker is the cloud, not what is measured: its queue towards
+		// the simulator's subscriber is unlimited so it drops nothing itself.
+		remote, raddr, err := e.startMosquitto(ctx, mosq, remoteDir, []string{"max_queued_messages 0"})
+		if err != nil {
+			return sessionResult{startErr: true}, err
+		}
+		defer func() { _ = remote.stop(5 * time.Second) }()
+		simArgs = append(simArgs, "-remote-mqtt", "tcp://"+raddr)
+	}
+	var yamlMore string
+	if r.drain {
+		simArgs = append(simArgs, "-sink-down-while-publishing", "-sink-latency", "100ms")
+		yamlMore = "delivery:\n  retry_max: 1s\n" // the drain measures the lanes, not the outage's last backoff
+	}
+	var env []string
+	var emulator, binary string
+	if r.arm {
+		if emulator, err = exec.LookPath(e.o.qemu); err != nil {
+			return sessionResult{startErr: true}, err
+		}
+		if binary, err = filepath.Abs(e.o.arm); err != nil {
+			return sessionResult{startErr: true}, err
+		}
+	}
+	if e.o.gomaxprocs > 0 {
+		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", e.o.gomaxprocs))
+	}
 	return e.runSession(ctx, session{
-		name:   br.name,
-		dir:    dir,
-		broker: "tcp://" + addr,
-		echo:   "  | ",
-		simArgs: []string{
-			"-devices", strconv.Itoa(e.o.devices), "-uplinks", strconv.Itoa(e.o.uplinks), "-rate", fmt.Sprint(e.o.rate),
-			"-probe", "30s", "-wait", "30m", "-stall", "20s", "-report-every", "2s",
-		},
+		name:     r.name,
+		dir:      dir,
+		broker:   "tcp://" + addr,
+		echo:     "  | ",
+		simArgs:  simArgs,
 		deadline: 45 * time.Minute,
+		env:      env,
+		yamlMore: yamlMore,
+		emulator: emulator,
+		binary:   binary,
 	})
 }
 

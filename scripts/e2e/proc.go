@@ -26,14 +26,17 @@ type proc struct {
 	lines   chan string   // stdout lines when captured, closed at EOF
 }
 
-// startProc starts path with args. Its stderr (and stdout unless captured) goes to logPath;
+// startProc starts path with args (and env added to the environment). Its stderr (and stdout unless captured) goes to logPath;
 // with captureStdout, stdout lines are delivered on p.lines.
-func startProc(name, path string, args []string, logPath string, captureStdout bool) (*proc, error) {
+func startProc(name, path string, args []string, logPath string, captureStdout bool, env ...string) (*proc, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("%s: log file: %w", name, err)
 	}
 	cmd := exec.Command(path, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
