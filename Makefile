@@ -5,6 +5,7 @@
 #   make test       everything CI runs (installs missing test dependencies first)
 #   make demo       the simulator and app-connect, uplinks flowing for ~20 s
 #   make bench      end-to-end, outbox and join-proxy benchmarks; prints figures, asserts nothing
+#   make bench-arm  the steady runs at 20/s with the ARMv5 binary under qemu-arm-static
 #   make mutate     named mutations of forward/, cache/, lnsbridge/, joinclient/: kill rate and survivors
 #                   (not part of make test; CPU-heavy)
 #   make faults     the fault suite (faults/): full flash, frozen process, broker restart, power cut,
@@ -18,7 +19,7 @@ ARM_TAGS := netgo osusergo sqlite_omit_load_extension
 ARM_LDFLAGS := -s -w -linkmode external -extldflags -static $(VERSION_LDFLAGS)
 QEMU     ?= qemu-arm-static
 
-.PHONY: build build-arm package test deps fmt-check vet staticcheck gotest arm-check demo bench mutate faults clean
+.PHONY: build build-arm package test deps fmt-check vet staticcheck gotest arm-check demo bench bench-arm mutate faults clean
 
 build:
 	mkdir -p build
@@ -101,6 +102,9 @@ faults: deps
 	@grep -E '_test.go:[0-9]+: NOT RUN: ' build/faults.log | sed 's/^.*NOT RUN: /NOT RUN (not passed): /' || true
 	@grep -E -- '--- FAIL' build/faults.log || true
 	@exit $$(cat build/faults.rc)
+
+bench-arm: build build-arm
+	$(GO) run ./scripts/e2e bench -only arm -app-connect build/app-connect -sim build/conduit-sim -arm build/app-connect-armv5 -qemu $(QEMU)
 
 clean:
 	rm -rf build

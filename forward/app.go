@@ -120,6 +120,7 @@ type Application struct {
 	feed      *cache.Feed
 	http      *HTTPTransport // HTTP(S) applications
 	mqtt      *mqttTransport // MQTT(S)/WSS applications (forward/mqtt*.go)
+	tr        transport      // the one of the two in use; nil when misconfigured
 	transport string
 	paths     httpPaths
 	gateways  []string
@@ -220,11 +221,13 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 		if s.Delivery.HTTPLanes > 0 {
 			a.http.keepAlive(s.Delivery.HTTPLanes)
 		}
+		a.tr = httpTransport{a}
 	case config.TransportMQTT:
 		a.mqtt, err = newMQTTTransport(a, ep, id)
 		if err != nil {
 			return nil, err
 		}
+		a.tr = a.mqtt
 	}
 	return a, nil
 }
@@ -280,17 +283,40 @@ func (a *Application) State() (state, lastError string) {
 	return a.state, a.lastError
 }
 
+// transport is what an Application drives; each implementation (HTTP(S);
+// MQTT(S)/WSS with its inbound side; Azure IoT Hub) owns its connection state.
+type transport interface {
+	// run opens the connection (init included), then delivers the
+	// application's rows from its feed in order until ctx ends; rows stay in
+	// the outbox until the remote side acknowledged them.
+	run(ctx context.Context)
+	// close sends the close notice on the transport's own connection.
+	close(ctx context.Context)
+}
+
 // Run sends init, then delivers queued rows in order until ctx ends. Rows
 // stay in the outbox until the remote side acknowledged them.
 func (a *Application) Run(ctx context.Context) {
-	if a.mqtt != nil {
-		a.runMQTT(ctx)
-		return
-	}
-	if a.http == nil {
+	if a.tr == nil {
 		<-ctx.Done() // misconfigured, or a transport this build lacks: rows stay queued
 		return
 	}
+	a.tr.run(ctx)
+}
+
+// Close sends the close notice (5 s timeout); errors are logged only.
+func (a *Application) Close(ctx context.Context) {
+	if a.tr != nil {
+		a.tr.close(ctx)
+	}
+}
+
+// httpTransport is the HTTP(S) side of an application: init, the lanes,
+// downlink polling, close (conduit.md §6).
+type httpTransport struct{ a *Application }
+
+func (h httpTransport) run(ctx context.Context) {
+	a := h.a
 	defer a.setState(StateStopped, nil)
 	b := newBackoff(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
 	ready := false
@@ -444,15 +470,8 @@ func (a *Application) countDownlink(outcome string) {
 	}
 }
 
-// Close sends the close notice (5 s timeout); errors are logged only.
-func (a *Application) Close(ctx context.Context) {
-	if a.mqtt != nil {
-		a.closeMQTT(ctx)
-		return
-	}
-	if a.http == nil {
-		return
-	}
+func (h httpTransport) close(ctx context.Context) {
+	a := h.a
 	if err := a.http.Close(ctx, a.paths.close()); err != nil {
 		a.log.Warn("close notice not delivered", "path", a.paths.close(), "err", err)
 	}

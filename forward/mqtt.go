@@ -49,7 +49,7 @@ type mqttTransport struct {
 	window               int
 	ackTimeout           time.Duration
 
-	// Owned by runMQTT's goroutine.
+	// Owned by run's goroutine.
 	inbox          chan inbound
 	reqs           chan requestJob // remote requests for the request worker
 	cursor         int64           // last row acknowledged or dead-lettered
@@ -150,11 +150,11 @@ func customTemplate(s AppSettings, versionDefault string, pick func(config.AppOp
 
 func lastLevel(topic string) string { return topic[strings.LastIndexByte(topic, '/')+1:] }
 
-// runMQTT connects (retrying forever with backoff), then delivers the
+// run connects (retrying forever with backoff), then delivers the
 // application's rows with QoS 1, many in flight, in outbox order. On ctx's end
-// the connection stays open for closeMQTT.
-func (a *Application) runMQTT(ctx context.Context) {
-	t := a.mqtt
+// the connection stays open for close.
+func (t *mqttTransport) run(ctx context.Context) {
+	a := t.a
 	t.setupRequests()
 	if a.requests != nil {
 		go t.requestLoop(ctx)
@@ -712,10 +712,10 @@ func (t *mqttTransport) unsubscribeLocked(dev string) []string {
 	return gone
 }
 
-// closeMQTT publishes close (empty, retained, QoS 1, at most 2 s) on the
+// close publishes close (empty, retained, QoS 1, at most 2 s) on the
 // application's own connection, then disconnects.
-func (a *Application) closeMQTT(ctx context.Context) {
-	t := a.mqtt
+func (t *mqttTransport) close(ctx context.Context) {
+	a := t.a
 	defer a.setState(StateStopped, nil)
 	t.mu.Lock()
 	c := t.client
