@@ -4,13 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/backoff"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
@@ -318,7 +318,7 @@ type httpTransport struct{ a *Application }
 func (h httpTransport) run(ctx context.Context) {
 	a := h.a
 	defer a.setState(StateStopped, nil)
-	b := newBackoff(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
+	b := a.retryBackoff()
 	ready := false
 	for {
 		reply, err := a.http.Init(ctx, a.paths.init(), a.gateways)
@@ -335,7 +335,7 @@ func (h httpTransport) run(ctx context.Context) {
 			break
 		}
 		a.setState(StateRetrying, err)
-		d := b.next()
+		d := b.Next()
 		a.log.Warn("init failed, retrying", "err", err, "retry_in", d.Round(time.Millisecond))
 		if !sleep(ctx, d) {
 			return
@@ -488,25 +488,8 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// backoff is exponential with jitter in [d/2, d].
-type backoff struct {
-	min, max, cur time.Duration
+// retryBackoff is the schedule of the application's delivery retries:
+// Settings.Delivery's RetryMin doubling up to RetryMax, with jitter.
+func (a *Application) retryBackoff() *backoff.Backoff {
+	return backoff.New(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
 }
-
-func newBackoff(min, max time.Duration) *backoff {
-	if min <= 0 {
-		min = time.Second
-	}
-	if max < min {
-		max = min
-	}
-	return &backoff{min: min, max: max, cur: min}
-}
-
-func (b *backoff) next() time.Duration {
-	d := b.cur
-	b.cur = min(b.cur*2, b.max)
-	return d/2 + rand.N(d/2+1)
-}
-
-func (b *backoff) reset() { b.cur = b.min }

@@ -178,19 +178,21 @@ func TestStatusClassification(t *testing.T) {
 	}
 }
 
+// TestBackoffBounds checks the delivery retry schedule an application takes
+// from its settings: with the defaults, 1 s doubling to 60 s, jitter in
+// [d/2, d], back to 1 s after a success.
 func TestBackoffBounds(t *testing.T) {
-	b := newBackoff(time.Second, 60*time.Second)
-	prevMax := time.Duration(0)
+	a := &Application{Settings: AppSettings{Delivery: config.Default().Delivery}}
+	b := a.retryBackoff()
 	for i := 0; i < 20; i++ {
 		ceiling := min(time.Second<<i, 60*time.Second)
-		d := b.next()
+		d := b.Next()
 		if d < ceiling/2 || d > ceiling {
 			t.Fatalf("attempt %d: %s outside [%s, %s]", i, d, ceiling/2, ceiling)
 		}
-		prevMax = max(prevMax, d)
 	}
-	b.reset()
-	if d := b.next(); d > time.Second {
+	b.Reset()
+	if d := b.Next(); d > time.Second {
 		t.Fatalf("after reset %s", d)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/backoff"
 )
 
 // StatusError is a non-2xx answer of the remote HTTP API.
@@ -25,10 +26,9 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("%s %s: HTTP %d", e.Method, e.Path, e.Status)
 }
 
-// Permanent reports whether retrying cannot help: any 4xx but 408 and 429.
-func (e *StatusError) Permanent() bool {
-	return e.Status >= 400 && e.Status < 500 && e.Status != http.StatusRequestTimeout && e.Status != http.StatusTooManyRequests
-}
+// Permanent reports whether retrying cannot help: the project's one rule,
+// backoff.PermanentStatus (any 4xx but 408 and 429).
+func (e *StatusError) Permanent() bool { return backoff.PermanentStatus(e.Status) }
 
 // IsPermanent reports whether err is a delivery failure that must not be retried.
 func IsPermanent(err error) bool {

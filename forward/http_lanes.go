@@ -93,7 +93,7 @@ func (a *Application) deliverHTTP(ctx context.Context) {
 	}
 	defer wg.Wait()
 	var held *cache.Row // a row whose lane was full
-	b := newBackoff(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
+	b := a.retryBackoff()
 	for {
 		if held != nil {
 			if !lr.push(*held) {
@@ -112,12 +112,12 @@ func (a *Application) deliverHTTP(ctx context.Context) {
 				return
 			}
 			a.log.Error("reading the outbox failed", "err", err)
-			if !sleep(ctx, b.next()) {
+			if !b.Sleep(ctx) {
 				return
 			}
 			continue
 		}
-		b.reset()
+		b.Reset()
 		if len(rows) == 0 {
 			select {
 			case <-a.feed.Wake():
@@ -201,7 +201,7 @@ func (lr *laneRouter) release(rows []cache.Row) {
 // only; permanent refusals dead-letter the row.
 func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 	a := l.a
-	b := newBackoff(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
+	b := a.retryBackoff()
 	failing := false
 	singles := 0 // rows to send one by one after a refused batch
 	settle := func(rows []cache.Row) {
@@ -266,7 +266,7 @@ func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 				failing = false
 				a.setState(StateUp, nil)
 			}
-			b.reset()
+			b.Reset()
 			if rowKind(rows[0]) == lnsbridge.KindUp {
 				a.handleDownlinks(post, reply, "up answer") // the answer of a request that finished while stopping too
 			}
@@ -284,7 +284,7 @@ func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 			continue
 		}
 		a.Counters.Failures.Add(1)
-		d := b.next()
+		d := b.Next()
 		a.queue.RecordFailure(head.ID, time.Now().Add(d))
 		if !failing {
 			a.log.Warn("delivery failed, retrying with backoff", "path", head.Target, "err", err, "retry_in", d.Round(time.Millisecond))

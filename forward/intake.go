@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/cache"
+	"github.com/lorawan-gateway/app-connect/internal/backoff"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
@@ -287,7 +288,7 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 		rows = append(rows, cache.Row{Application: app.Settings.EUI, Kind: string(m.Kind), Target: target, Body: m.Body, EnqueuedAt: now})
 		woken[app]++
 	}
-	b := newBackoff(100*time.Millisecond, 5*time.Second)
+	b := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		dropped, err := in.out.Append(ctx, rows)
 		if err == nil {
@@ -309,7 +310,7 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 			in.failLogged, in.streakLogged = time.Now(), true
 			in.log.Error("outbox commit failed; local messages stay unacknowledged, retrying", "err", err, "messages", len(batch))
 		}
-		if !sleep(ctx, b.next()) {
+		if !b.Sleep(ctx) {
 			return false
 		}
 	}

@@ -160,12 +160,12 @@ func (t *mqttTransport) run(ctx context.Context) {
 		go t.requestLoop(ctx)
 	}
 	go t.dispatchLoop(ctx)
-	b := newBackoff(a.Settings.Delivery.RetryMin, a.Settings.Delivery.RetryMax)
+	b := a.retryBackoff()
 	failing := false
 	for ctx.Err() == nil {
 		conn, err := t.connect(ctx)
 		if err == nil {
-			b.reset()
+			b.Reset()
 			if failing {
 				a.log.Info("remote broker connected again", "broker", t.brokerURL)
 			} else {
@@ -184,7 +184,7 @@ func (t *mqttTransport) run(ctx context.Context) {
 		}
 		a.Counters.Failures.Add(1)
 		a.setState(StateRetrying, err)
-		d := b.next()
+		d := b.Next()
 		if !failing {
 			a.log.Warn("remote broker unreachable, retrying with backoff; rows stay queued", "broker", t.brokerURL, "err", err, "retry_in", d.Round(time.Millisecond))
 			failing = true

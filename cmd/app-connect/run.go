@@ -11,16 +11,17 @@ import (
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/forward"
 	"github.com/lorawan-gateway/app-connect/internal/admin"
+	"github.com/lorawan-gateway/app-connect/internal/backoff"
 	"github.com/lorawan-gateway/app-connect/internal/logging"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
-// retry calls f until it succeeds or ctx ends, with backoff, logging the
-// first failure and every tenth: no start-up step ends the process. The step
-// and its last error are shown by /status, `app-connect status` and AppInfo.
+// retry calls f until it succeeds or ctx ends, with backoff (0.5 s doubling
+// to 30 s, jittered), logging the first failure and every tenth: no start-up
+// step ends the process. The step and its last error are shown by /status, `app-connect status` and AppInfo.
 func retry[T any](ctx context.Context, d *daemon, what string, f func(context.Context) (T, error)) (T, error) {
 	d.step(what)
-	delay := 500 * time.Millisecond
+	b := backoff.New(500*time.Millisecond, 30*time.Second)
 	for attempt := 1; ; attempt++ {
 		v, err := f(ctx)
 		if err == nil {
@@ -33,12 +34,9 @@ func retry[T any](ctx context.Context, d *daemon, what string, f func(context.Co
 		if attempt == 1 || attempt%10 == 0 {
 			d.log.Error(what+" failed, retrying", "attempt", attempt, "err", err)
 		}
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
+		if !b.Sleep(ctx) {
 			return v, fmt.Errorf("%s: %w", what, ctx.Err())
 		}
-		delay = min(delay*2, 30*time.Second)
 	}
 }
 

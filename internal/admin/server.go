@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/backoff"
 	"github.com/lorawan-gateway/app-connect/internal/metrics"
 )
 
@@ -52,7 +53,8 @@ type Server struct {
 	done chan struct{}
 }
 
-// retryDelays bound the wait between two listen attempts.
+// retryFirst and retryMax bound the wait between two listen attempts
+// (jittered, doubling).
 const (
 	retryFirst = time.Second
 	retryMax   = 30 * time.Second
@@ -78,7 +80,7 @@ func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (
 func (s *Server) run(ctx context.Context, addr string, h http.Handler, log *slog.Logger) {
 	defer close(s.done)
 	var lc net.ListenConfig
-	delay := retryFirst
+	b := backoff.New(retryFirst, retryMax)
 	for attempt := 1; ; attempt++ {
 		l, err := lc.Listen(ctx, "tcp", addr)
 		if err == nil {
@@ -94,12 +96,9 @@ func (s *Server) run(ctx context.Context, addr string, h http.Handler, log *slog
 		if attempt == 1 || attempt%10 == 0 {
 			log.Error("admin endpoint not listening; forwarding goes on, retrying", "addr", addr, "attempt", attempt, "err", err)
 		}
-		select {
-		case <-time.After(delay):
-		case <-ctx.Done():
+		if !b.Sleep(ctx) {
 			return
 		}
-		delay = min(delay*2, retryMax)
 	}
 }
 

@@ -1,8 +1,9 @@
 // Package backoff is the project's one retry-delay schedule and its one rule
 // for which HTTP statuses are worth retrying. Every loop that waits between
-// attempts (remote delivery, the mPower API at boot, start-up steps) and every
-// client that classifies an HTTP status (remote HTTP delivery, the Join Server
-// client) uses it, so the behaviour is the same everywhere.
+// attempts (remote delivery and connection, outbox commits, the mPower API at
+// boot, start-up steps, the admin endpoint's listen) and every client that
+// classifies an HTTP status (remote HTTP delivery, the Join Server client)
+// uses it, so the behaviour is the same everywhere.
 package backoff
 
 import (
