@@ -9,7 +9,7 @@ import (
 )
 
 func TestValidateDownlink(t *testing.T) {
-	fixture, err := os.ReadFile(filepath.Join("testdata", "downlink.json"))
+	fixture, err := os.ReadFile(filepath.Join("..", "lnsbridge", "testdata", "downlink.json")) // the one copy of the fixture
 	if err != nil {
 		t.Fatal(err)
 	}
