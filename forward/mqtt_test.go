@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/internal/sim"
 	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 )
 
@@ -762,39 +764,117 @@ func TestMQTTUsernamePassword(t *testing.T) {
 	}
 }
 
-func TestFillTemplate(t *testing.T) {
-	keys := map[string]json.RawMessage{"deveui": json.RawMessage(`"00-11"`), "port": json.RawMessage(`5`), "rssi": json.RawMessage(`-7.0`),
-		"lsnr": json.RawMessage(`1e-05`), "ack": json.RawMessage(`true`), "big": json.RawMessage(`12345678901234567890`), "f": json.RawMessage(`1234567.5`)}
-	for tmpl, want := range map[string]string{
-		"a/%(deveui)s/%(port)s":     "a/00-11/5",
-		"%(rssi)s %(lsnr)s %(ack)s": "-7.0 1e-05 True",
-		"100%% %(big)s %(f)s":       "100% 12345678901234567890 1234567.5",
-	} {
-		got, err := fillTemplate(tmpl, keys)
-		if err != nil || got != want {
-			t.Errorf("%q → %q %v, want %q", tmpl, got, err, want)
+func TestMQTTWebSocketTLS(t *testing.T) {
+	p := newPKI(t, "127.0.0.1")
+	b, err := sim.StartBrokerWith("127.0.0.1:0", sim.BrokerOptions{Logger: testLogger(t, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	ws, err := b.AddWebsocket("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{p.server}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := newObserver(t, b.URL(), "observer")
+	r := startMQTTApp(t, AppSettings{EUI: config.CatchAll, APIVersion: config.API111, URL: "wss://" + ws + "/mqtt",
+		Options: config.AppOptions{ServerCert: p.caPEM}}, nil, nil)
+	if r.app.mqtt.brokerURL != "wss://"+ws+"/mqtt" {
+		t.Fatalf("broker url %s", r.app.mqtt.brokerURL)
+	}
+	obs.wait(t, "connected", has("lorawan/"+tUUID+"/connected"))
+	r.add(t, "up", tAppEUI, tDevEUI, tUplink)
+	up := "lorawan/" + tUUID + "/" + tAppEUI + "/" + tDevEUI + "/up"
+	ms := obs.wait(t, "uplink", has(up))
+	for _, m := range ms {
+		if m.Topic == up && m.Payload != tUplink {
+			t.Fatalf("uplink %q", m.Payload)
 		}
 	}
-	for _, bad := range []string{"a/%(missing)s", "a/%d", "a/%(port", "a/%"} {
-		if _, err := fillTemplate(bad, keys); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-	if got := pythonFloat(1e16); got != "1e+16" {
-		t.Errorf("1e16 → %s", got)
+	dl := `{"deveui":"` + tDevEUI + `","data":"QA=="}`
+	obs.publish(t, "lorawan/"+tUUID+"/down", dl, false)
+	if got := r.sink.take(t, 1); !localEqual(got[0], "down "+tDevEUI+" "+dl) {
+		t.Fatalf("local %v", got)
 	}
 }
 
-func TestMatchFilter(t *testing.T) {
-	for _, tc := range []struct {
-		f, t string
-		ok   bool
-	}{
-		{"a/b", "a/b", true}, {"a/+", "a/b", true}, {"a/+", "a/b/c", false}, {"a/#", "a", true}, {"a/#", "a/b/c", true},
-		{"#", "$SYS/x", false}, {"+/b", "a/b", true}, {"a/b", "a/b/c", false}, {"a/b/c", "a/b", false},
-	} {
-		if got := matchFilter(tc.f, tc.t); got != tc.ok {
-			t.Errorf("%s ~ %s = %v", tc.f, tc.t, got)
+func TestMQTTWebSocketDefaultPath(t *testing.T) {
+	ep, err := config.ParseEndpoint("wss://broker.example.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Application{Settings: AppSettings{EUI: config.CatchAll, APIVersion: config.API11}, log: testLogger(t, nil)}
+	tr, err := newMQTTTransport(a, ep, tIdentity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.brokerURL != "wss://broker.example.net:443/mqtt" || tr.tls == nil || tr.tls.ServerName != "broker.example.net" {
+		t.Fatalf("url %s tls %v", tr.brokerURL, tr.tls)
+	}
+	ep, _ = config.ParseEndpoint("mqtts://broker.example.net")
+	if tr, _ = newMQTTTransport(a, ep, tIdentity); tr.brokerURL != "ssl://broker.example.net:8883" || tr.tls == nil {
+		t.Fatalf("mqtts url %s", tr.brokerURL)
+	}
+}
+
+// Devices that join after start-up get their v1.0 topics; moved drops only
+// that device's topics (conduit.md §7.2, §15 #6); the catch-all uses each
+// device's AppEUI.
+func TestMQTTV10DeviceSubscriptions(t *testing.T) {
+	mq := testpeer.StartMosquitto(t, testpeer.MosquittoOptions{})
+	const d1, d2, other = "00-00-00-00-00-00-00-01", "00-00-00-00-00-00-00-02", "11-22-33-44-55-66-77-88"
+	dl := `{"data":"QA=="}`
+	t.Run("application", func(t *testing.T) {
+		obs := newObserver(t, mq.URL(), "observer-app")
+		r := startMQTTApp(t, AppSettings{EUI: tAppEUI, APIVersion: config.API10, URL: "mqtt://" + mq.Addr()}, nil, nil)
+		obs.wait(t, "init", has("lorawan/"+tAppEUI+"/"+tUUIDRaw+"/init"))
+		obs.publish(t, "lorawan/"+tAppEUI+"/"+d1+"/down", dl, false)
+		r.sink.none(t, 200*time.Millisecond) // not known yet
+		r.add(t, "joined", tAppEUI, d1, `{}`)
+		r.add(t, "joined", tAppEUI, d2, `{}`)
+		obs.wait(t, "joins", has("lorawan/"+tUUIDRaw+"/"+d2+"/joined"))
+		for _, topic := range []string{"lorawan/" + tAppEUI + "/" + d1 + "/down", "lorawan/" + tGwEUI + "/" + d2 + "/down"} {
+			obs.publish(t, topic, dl, false)
+			r.sink.take(t, 1)
 		}
+		r.add(t, "moved", tAppEUI, d1, `[]`)
+		obs.wait(t, "moved", has("lorawan/"+tAppEUI+"/"+d1+"/moved"))
+		obs.publish(t, "lorawan/"+tAppEUI+"/"+d1+"/down", dl, false)
+		r.sink.none(t, 200*time.Millisecond)
+		obs.publish(t, "lorawan/"+tAppEUI+"/"+d2+"/down", dl, false)
+		obs.publish(t, "lorawan/"+tAppEUI+"/"+tUUIDRaw+"/down", `{"deveui":"`+d1+`","data":"QA=="}`, false)
+		if got := r.sink.take(t, 2); !strings.Contains(got[0], d2) || !strings.Contains(got[1], d1) {
+			t.Fatalf("after moved: %v", got)
+		}
+	})
+	t.Run("catch-all", func(t *testing.T) {
+		obs := newObserver(t, mq.URL(), "observer-all")
+		r := startMQTTApp(t, AppSettings{EUI: config.CatchAll, APIVersion: config.API10, URL: "mqtt://" + mq.Addr()}, nil, nil)
+		obs.wait(t, "init", has("lorawan/"+config.CatchAll+"/"+tUUIDRaw+"/init"))
+		r.add(t, "up", other, d1, `{"data":"QA=="}`)
+		obs.wait(t, "up", has("lorawan/"+other+"/"+d1+"/up"))
+		obs.publish(t, "lorawan/"+other+"/"+d1+"/down", dl, false)
+		if got := r.sink.take(t, 1); !strings.Contains(got[0], d1) {
+			t.Fatalf("got %v", got)
+		}
+	})
+}
+
+// Templates get the gateway's serial as gwserial (uplinks and subscriptions).
+func TestTemplateGatewayKeys(t *testing.T) {
+	app, err := NewApplication(AppSettings{EUI: config.CatchAll, APIVersion: "1.1", URL: "mqtt://127.0.0.1:1",
+		Options: config.AppOptions{DownlinkTopic: "acme/%(gwserial)s/%(deveui)s/down"}, Delivery: config.Default().Delivery},
+		Identity{UUIDRaw: "029998E06156CDD44523264B523115C1", UUID: "029998e0-6156-cdd4-4523-264b523115c1", Serial: "19186550"},
+		nil, nil, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]json.RawMessage{}
+	app.mqtt.addGatewayKeys(keys)
+	if string(keys["gwserial"]) != `"19186550"` || string(keys["gwuuid"]) != `"029998e0-6156-cdd4-4523-264b523115c1"` {
+		t.Fatalf("keys %s %s", keys["gwserial"], keys["gwuuid"])
+	}
+	fs := app.mqtt.deviceFilters("00-11-00-11-00-11-00-11", "6c-4e-ef-66-f4-79-86-a6")
+	if _, ok := fs["acme/19186550/00-11-00-11-00-11-00-11/down"]; !ok {
+		t.Fatalf("filters %v", fs)
 	}
 }
