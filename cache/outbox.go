@@ -16,7 +16,7 @@ type Row struct {
 	ID            int64
 	Application   string // EUI of the destination application
 	Kind          string // "up", "joined", "moved"
-	Target        string // HTTP path or MQTT topic, relative to the application's endpoint
+	Target        string // the HTTP path /api/v1/lorawan/<AppEUI>/<DevEUI>/<kind>, whatever the transport (MQTT derives its topic from it)
 	Body          []byte
 	EnqueuedAt    time.Time
 	Attempts      int

@@ -166,9 +166,9 @@ const (
 	maxBatchElement = 700
 )
 
-// NewApplication builds an application; Run delivers its rows. Rows of an
-// application whose transport this build lacks are still queued (Run then only
-// waits), so nothing is lost until a build that has it delivers them.
+// NewApplication builds an application; Run delivers its rows. Settings it
+// cannot use (URL, scheme, certificate, ...) are an error: the Manager then
+// keeps the application misconfigured, its rows queued until they are fixed.
 func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll *PollList, counters *Counters, log *slog.Logger) (*Application, error) {
 	ep, err := config.ParseEndpoint(s.URL)
 	if err != nil {
@@ -298,7 +298,7 @@ type transport interface {
 // stay in the outbox until the remote side acknowledged them.
 func (a *Application) Run(ctx context.Context) {
 	if a.tr == nil {
-		<-ctx.Done() // misconfigured, or a transport this build lacks: rows stay queued
+		<-ctx.Done() // misconfigured: rows stay queued
 		return
 	}
 	a.tr.run(ctx)

@@ -40,8 +40,9 @@ type Resolver interface {
 // Intake turns local messages into outbox rows with group commit. Handle
 // takes each message straight from the local broker's callback; Run is the
 // single committer: every message that arrived while the previous commit ran
-// goes into the next one, and a commit starts as soon as no message is
-// waiting. A message is acknowledged only after its commit. Routing happens
+// goes into the next one, and a commit starts at once, or after at most
+// lingerMax while more messages are likely to share it (see fill). A message
+// is acknowledged only after its commit. Routing happens
 // in the committer, so the broker's callback never waits on lora-query.
 type Intake struct {
 	out      Appender
@@ -364,8 +365,7 @@ func rowFor(app *Application, m Message) (target string, ok bool) {
 	case lnsbridge.KindJoined:
 		return joinedPath(m.AppEUI, m.DevEUI), true
 	case lnsbridge.KindMoved:
-		// Kept for transports of later builds (MQTT publishes moved).
-		return movedPath(m.AppEUI, m.DevEUI), !app.HTTP()
+		return movedPath(m.AppEUI, m.DevEUI), !app.HTTP() // MQTT publishes moved
 	}
 	return "", false
 }
