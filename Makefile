@@ -6,7 +6,7 @@
 #   make demo       the simulator and app-connect, uplinks flowing for ~20 s
 #   make bench      end-to-end, outbox and join-proxy benchmarks; prints figures, asserts nothing
 #   make bench-arm  the steady runs at 20/s with the ARMv5 binary under qemu-arm-static
-#   make mutate     named mutations of forward/, cache/, lnsbridge/, joinclient/: kill rate and survivors
+#   make mutate     named mutations of forward/, cache/, lnsbridge/, joinclient/, internal/backoff/: kill rate and survivors
 #                   (not part of make test; CPU-heavy)
 #   make faults     the fault suite (faults/): full flash, frozen process, broker restart, power cut,
 #                   vanished database, soak (FAULTS_SOAK=1h for the full hour, FAULTS_FREEZE=60s)

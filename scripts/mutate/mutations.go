@@ -54,7 +54,7 @@ func mutations() []Mutation {
 		{Name: "http-permanent-retried-forever", Tests: []Target{fwd}, Edits: one("forward/app.go",
 			"\t\thead := rows[0]\n\t\tif IsPermanent(err) {",
 			"\t\thead := rows[0]\n\t\tif false && IsPermanent(err) {")},
-		{Name: "http-429-permanent", Tests: []Target{fwd}, Edits: one("internal/backoff/backoff.go",
+		{Name: "http-429-permanent", Tests: []Target{{Pkg: "./internal/backoff/"}, fwd}, Edits: one("internal/backoff/backoff.go",
 			"code == http.StatusRequestTimeout || code == http.StatusTooManyRequests || code >= 500",
 			"code == http.StatusRequestTimeout || code >= 500")},
 		{Name: "http-batch-404-no-fallback", Tests: []Target{fwd, e2e("TestBatchingAndBatchRouteFallback")}, Edits: one("forward/app.go",
