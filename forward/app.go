@@ -56,6 +56,10 @@ type AppSettings struct {
 	// DefaultOptions are the default app's options, for appnets under
 	// overrideTopicsForAllApps and Azure (its templates win, conduit.md §7.4).
 	DefaultOptions config.AppOptions
+	// Invalid is why the configuration source cannot be used (mPower's
+	// defaultApp refused by its parser, an unknown global API version): the
+	// application is built misconfigured with it. "" when valid.
+	Invalid string
 }
 
 // Counters of one application.

@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"sort"
 	"sync"
@@ -86,21 +87,36 @@ func BuildDesired(d config.DefaultApp, override *config.DefaultApp, whenDisabled
 		d = *override
 	}
 	out := Desired{Identity: id}
+	// The API version is global: an appnet cannot speak an unknown one either.
+	var appnetInvalid string
+	if err := config.CheckAPIVersion(d.APIVersion); err != nil && (d.APIVersion != "" || d.Invalid != "") { // "" is 1.0 in a document that parsed
+		appnetInvalid = "defaultApp " + err.Error() + " (the API version is global)"
+	}
 	for _, an := range appnets {
 		out.Appnets = append(out.Appnets, AppSettings{
 			EUI: an.EUI, Name: "appnet " + an.AppNetID, Source: "appnet", APIVersion: d.APIVersion,
 			URL: an.URL, Options: an.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
 			Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents, DefaultOptions: d.Options,
+			Invalid: appnetInvalid,
 		})
 	}
 	if d.Enabled || whenDisabled || override != nil {
-		// An enabled default app without a usable url is still the default
-		// app: misconfigured, its events queued until the url is set.
+		// An enabled default app without usable settings is still the
+		// default app: misconfigured, its events queued until they are
+		// fixed. A defaultApp document its parser refused (d.Invalid: an
+		// unknown apiVersion, a bad eui, unreadable fields) comes with the
+		// catch-all EUI (config.MisconfiguredDefaultApp): with the version
+		// or the filter unknown, every event is queued under the catch-all,
+		// the default app's key in filter-off mode, which a fix to 1.1/1.1.1
+		// or to 1.0 with the catch-all filter takes over as it is.
 		out.Default = &AppSettings{
 			EUI: d.EUI, Name: "default", Source: "default", APIVersion: d.APIVersion, URL: d.URL,
 			Options: d.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
 			Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents, DefaultOptions: d.Options,
-			RequestOptions: d.RequestOptions,
+			RequestOptions: d.RequestOptions, Invalid: d.Invalid,
+		}
+		if out.Default.Invalid == "" {
+			out.Default.Invalid = appnetInvalid
 		}
 	}
 	return out
@@ -234,7 +250,13 @@ func (m *Manager) Apply(d Desired) {
 		if m.counters[eui] == nil {
 			m.counters[eui] = &Counters{}
 		}
-		app, err := NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log)
+		var app *Application
+		var err error
+		if s.Invalid != "" {
+			err = errors.New(s.Invalid)
+		} else {
+			app, err = NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log)
+		}
 		if err != nil {
 			m.log.Error("application misconfigured: its events are queued until the setting is fixed", "app", eui, "name", s.Name, "err", err)
 			app = newMisconfigured(s, d.Identity, m.queue, m.pollLocked(eui), m.counters[eui], err, m.log)
