@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 )
 
@@ -151,6 +152,10 @@ type Manager struct {
 	counters map[string]*Counters // survive rebuilds
 	polls    map[string]*PollList // survive rebuilds
 	removed  map[string]time.Time // EUI → when it left the configuration
+	// reroute holds the keys of removed instances built from settings in
+	// error (AppSettings.Invalid): their rows are moved, row by row, to the
+	// application the fixed configuration routes each to (see rerouteLocked).
+	reroute map[string]bool
 }
 
 // ManagerOptions complete a Manager; every field may be left zero.
@@ -176,7 +181,8 @@ func NewManager(ctx context.Context, q Queue, sink DownlinkSink, log *slog.Logge
 		log = slog.Default()
 	}
 	m := &Manager{queue: q, sink: sink, log: log, ctx: ctx,
-		apps: map[string]*running{}, counters: map[string]*Counters{}, polls: map[string]*PollList{}, removed: map[string]time.Time{}}
+		apps: map[string]*running{}, counters: map[string]*Counters{}, polls: map[string]*PollList{}, removed: map[string]time.Time{},
+		reroute: map[string]bool{}}
 	if len(opts) > 0 {
 		m.opts = opts[0]
 	}
@@ -236,6 +242,9 @@ func (m *Manager) Apply(d Desired) {
 		m.stopLocked(r)
 		delete(m.apps, eui)
 		if !keep {
+			if r.app.Settings.Invalid != "" {
+				m.reroute[eui] = true
+			}
 			m.removed[eui] = time.Now()
 			m.log.Info("application removed; its queued rows are kept for the grace period", "app", eui)
 		} else {
@@ -247,6 +256,7 @@ func (m *Manager) Apply(d Desired) {
 			continue
 		}
 		delete(m.removed, eui)
+		delete(m.reroute, eui)
 		if m.counters[eui] == nil {
 			m.counters[eui] = &Counters{}
 		}
@@ -292,7 +302,103 @@ func (m *Manager) Apply(d Desired) {
 			rt.filterOff = d.Default.APIVersion != config.API10 || d.Default.EUI == config.CatchAll
 		}
 	}
+	// Rows queued while the settings were in error move to where the fixed
+	// configuration routes them, before the intake routes new events there:
+	// they precede every later row of their application.
+	for key := range m.reroute {
+		m.rerouteLocked(key, rt)
+	}
 	m.router.table.Store(rt)
+}
+
+// rerouteChunk is how many rows rerouteLocked moves per transaction.
+const rerouteChunk = 500
+
+// rerouteLocked moves the queued rows of key, whose application was built
+// from settings in error and has left the configuration, each to the
+// application its AppEUI routes to in rt (m.mu held).
+//
+// While mPower's defaultApp cannot be used (an unknown API version, a bad
+// eui, an undecodable field) the default app takes every event under the
+// catch-all key: its API version, hence its AppEUI filter, is unknown, and
+// only the catch-all keeps every event (config.MisconfiguredDefaultApp).
+// Fixed to 1.1/1.1.1 or to the catch-all filter, the default app owns that
+// key again and delivers the rows as they are. Fixed to 1.0 with an AppEUI
+// filter, the rows are routed here one by one, as the intake would have
+// routed them: to the default app or an appnet by the row's AppEUI (a row's
+// target keeps it). Each chunk is appended under its new key (one commit, in
+// queue order, at the new key's tail) before its old rows are deleted, so a
+// crash in between resends, never loses. Rows no application takes stay
+// under the old key, kept for the removal grace period and then dropped and
+// counted like any removed application's rows. Rows committed under the old
+// key by an intake batch routed just before the change are moved by the next
+// pass (DropExpired, every poll).
+func (m *Manager) rerouteLocked(key string, rt *routeTable) {
+	ap, ok := m.queue.(Appender)
+	if !ok {
+		return
+	}
+	ctx := m.ctx
+	var after int64
+	moved, stayed := 0, 0
+	for ctx.Err() == nil {
+		rows, err := m.queue.Peek(ctx, key, after, rerouteChunk)
+		if err != nil {
+			m.log.Warn("re-routing queued rows failed; retried with the next poll", "app", key, "err", err)
+			return
+		}
+		if len(rows) == 0 {
+			break
+		}
+		after = rows[len(rows)-1].ID
+		var from, to []cache.Row
+		for _, r := range rows {
+			dst := rt.routeEUI(r.Target)
+			if dst == nil || dst.Settings.EUI == key {
+				stayed++
+				continue
+			}
+			from = append(from, r)
+			n := r
+			n.ID, n.Application = 0, dst.Settings.EUI
+			to = append(to, n)
+		}
+		if len(to) == 0 {
+			continue
+		}
+		if _, err := ap.Append(ctx, to); err != nil {
+			m.log.Warn("re-routing queued rows failed; retried with the next poll", "app", key, "err", err)
+			return
+		}
+		m.queue.Delete(from)
+		for _, r := range to {
+			if dst := rt.byEUI[r.Application]; dst != nil {
+				dst.Counters.Queued.Add(1)
+			}
+		}
+		moved += len(to)
+	}
+	if moved == 0 {
+		return
+	}
+	// The deletions are committed before anything reads the old key again.
+	if err := m.queue.Sync(ctx); err != nil && ctx.Err() == nil {
+		m.log.Warn("outbox sync failed", "err", err)
+	}
+	m.queue.Feed(key).Rewind(0)
+	m.log.Info("rows queued while the settings were in error re-routed", "from", key, "moved", moved, "left_unrouted", stayed)
+}
+
+// routeEUI is the application of a row's target (its AppEUI), as Route.
+func (t *routeTable) routeEUI(target string) *Application {
+	appEUI, _, ok := parseRowTarget(target)
+	if !ok {
+		return nil
+	}
+	if t.def != nil && t.filterOff {
+		return t.def
+	}
+	return t.byEUI[appEUI]
 }
 
 // stopLocked ends an instance's delivery loop and sends its close notice.
@@ -341,6 +447,11 @@ func (m *Manager) DropExpired(ctx context.Context, d Dropper, grace time.Duratio
 		}
 	}
 	m.mu.Unlock()
+	m.mu.Lock()
+	for key := range m.reroute {
+		m.rerouteLocked(key, m.router.table.Load())
+	}
+	m.mu.Unlock()
 	for _, eui := range expired {
 		n, err := d.DropApplication(ctx, eui)
 		if err != nil {
@@ -349,6 +460,7 @@ func (m *Manager) DropExpired(ctx context.Context, d Dropper, grace time.Duratio
 		}
 		m.mu.Lock()
 		delete(m.removed, eui)
+		delete(m.reroute, eui)
 		m.mu.Unlock()
 		if n > 0 {
 			m.log.Warn("removed application's queued rows dropped after the grace period", "app", eui, "dropped", n)
