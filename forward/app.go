@@ -159,7 +159,7 @@ const (
 	StateStopped     = "stopped"
 	StateUnsupported = "unsupported"
 	// StateMisconfigured is an enabled application whose settings are invalid
-	// (URL, scheme, certificate, ...): its events are routed and queued, and
+	// (URL, scheme, certificate, API version, ...): its events are routed and queued, and
 	// delivered once the setting is fixed; the last error says why.
 	StateMisconfigured = "misconfigured"
 )
