@@ -75,6 +75,33 @@ func TestInvalidDefaultAppSettingsQueueUntilFixed(t *testing.T) {
 			if err := json.Unmarshal([]byte(body), &after); err != nil || len(after.Applications) != 1 || after.Applications[0].State != "up" {
 				t.Fatalf("/status after the fix: %v\n%s", err, body)
 			}
+
+			// Broken again while running: the poll makes it misconfigured
+			// (not "keeping the current one"), events queue, a fix delivers them.
+			h.mpower.SetDefaultApp(defaultAppJSON(t, srv.URL+"/tenant", tc.version, config.CatchAll, tc.extra))
+			waitFor(t, 30*time.Second, "the live change to misconfigured", func() (string, bool) {
+				_, _, body := httpGet(t, base+"/status")
+				var st admin.Status
+				json.Unmarshal([]byte(body), &st)
+				return body, len(st.Applications) == 1 && st.Applications[0].State == "misconfigured" &&
+					strings.Contains(st.Applications[0].LastError, tc.reason)
+			})
+			more := h.publish(ctx, 5)
+			waitFor(t, 30*time.Second, "the new uplinks queued", func() (string, bool) {
+				_, _, body := httpGet(t, base+"/status")
+				var st admin.Status
+				json.Unmarshal([]byte(body), &st)
+				return body, len(st.Applications) == 1 && st.Applications[0].QueueRows >= more.Uplinks
+			})
+			if s := h.sink.Stats(); s.Unique != ps.Uplinks {
+				t.Fatalf("delivered while misconfigured again: %+v", s)
+			}
+			h.mpower.SetDefaultApp(defaultAppJSON(t, srv.URL+"/tenant", "1.1", config.CatchAll, nil))
+			h.waitAll(time.Minute)
+			h.checkOrder(false)
+			if s := h.sink.Stats(); s.Duplicates != 0 || s.Unique != ps.Uplinks+more.Uplinks {
+				t.Fatalf("sink %+v, want %d unique", s, ps.Uplinks+more.Uplinks)
+			}
 		})
 	}
 }
