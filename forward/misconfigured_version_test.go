@@ -93,7 +93,7 @@ func TestUnknownAPIVersionQueuesThenRoutesPerRowOnceFixed(t *testing.T) {
 		return fmt.Appendf(nil, `{"enabled":true,"apiVersion":%q,"eui":%q,"url":%q}`, version, defEUI, defSrv.URL)
 	}
 
-	bad, err := config.ParseDefaultApp(doc("9.9"))
+	_, err := config.ParseDefaultApp(doc("9.9"))
 	if err == nil {
 		t.Fatal("version 9.9 accepted")
 	}
