@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
@@ -169,6 +170,43 @@ func TestUnknownAPIVersionQueuesThenRoutesPerRowOnceFixed(t *testing.T) {
 	}
 	if st := in.Stats(); st.Unrouted != n {
 		t.Fatalf("intake %+v, want %d unrouted after the fix", st, n)
+	}
+	mgr.Stop(ctx)
+}
+
+// Rows an earlier run left under the catch-all, with a configuration that no
+// longer has a catch-all default app, go where it routes each of them.
+func TestCatchAllRowsOfAnEarlierRunRoutedPerRow(t *testing.T) {
+	rec := &fcntRecorder{got: map[string][]uint32{}}
+	srv := httptest.NewServer(rec)
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ob := newOutbox(t)
+	log := testLogger(t, nil)
+	const appEUI, dev = "16-ea-76-f6-ab-66-3d-80", "00-00-00-00-00-00-00-01"
+	var rows []cache.Row
+	for f := range 20 {
+		rows = append(rows, cache.Row{Application: config.CatchAll, Kind: string(lnsbridge.KindUp), Target: uplinkPath(appEUI, dev),
+			Body: fmt.Appendf(nil, `{"deveui":%q,"fcnt":%d}`, dev, f)})
+	}
+	if _, err := ob.Append(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	mgr := NewManager(ctx, ob, nil, log)
+	delivery := config.Delivery{RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, HTTPTimeout: 5 * time.Second}
+	mgr.Apply(BuildDesired(config.DefaultApp{Enabled: true, EUI: appEUI, APIVersion: config.API10, URL: srv.URL}, nil, false, nil, delivery, Identity{UUIDRaw: "U", UUID: "u"}, log))
+	for rec.count() < 20 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := rec.fcnts(dev)
+	for i, f := range got {
+		if f != uint32(i) {
+			t.Fatalf("order %v", got)
+		}
+	}
+	if len(got) != 20 || ob.Stats(config.CatchAll).Rows != 0 {
+		t.Fatalf("delivered %v, catch-all keeps %d", got, ob.Stats(config.CatchAll).Rows)
 	}
 	mgr.Stop(ctx)
 }

@@ -156,6 +156,7 @@ type Manager struct {
 	// error (AppSettings.Invalid): their rows are moved, row by row, to the
 	// application the fixed configuration routes each to (see rerouteLocked).
 	reroute map[string]bool
+	applied bool // Apply ran once
 }
 
 // ManagerOptions complete a Manager; every field may be left zero.
@@ -234,6 +235,17 @@ func (m *Manager) Apply(d Desired) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if !m.applied {
+		m.applied = true
+		// Rows left under the catch-all by an earlier run (a default app that
+		// took every event, misconfigured or not) with no catch-all default
+		// app now: routed per row like those of a fixed misconfigured one,
+		// instead of waiting for an application that may never return.
+		if _, ok := want[config.CatchAll]; !ok && m.queue.Stats(config.CatchAll).Rows > 0 {
+			m.reroute[config.CatchAll] = true
+			m.removed[config.CatchAll] = time.Now()
+		}
+	}
 	for eui, r := range m.apps {
 		s, keep := want[eui]
 		if keep && fingerprint(s, d.Identity) == r.fingerprint {
