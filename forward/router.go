@@ -12,6 +12,7 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 // Router picks the application an LNS event belongs to (conduit.md §5.2). The
@@ -352,7 +353,7 @@ func (m *Manager) rerouteLocked(key string, rt *routeTable) {
 	}
 	ctx := m.ctx
 	var after int64
-	moved, stayed := 0, 0
+	moved, gone, stayed := 0, 0, 0
 	for ctx.Err() == nil {
 		rows, err := m.queue.Peek(ctx, key, after, rerouteChunk)
 		if err != nil {
@@ -371,11 +372,14 @@ func (m *Manager) rerouteLocked(key string, rt *routeTable) {
 				continue
 			}
 			from = append(from, r)
+			if rowKind(r) == lnsbridge.KindMoved && dst.HTTP() {
+				continue // HTTP sends nothing for moved (the intake ignores them): deleted
+			}
 			n := r
 			n.ID, n.Application = 0, dst.Settings.EUI
 			to = append(to, n)
 		}
-		if len(to) == 0 {
+		if len(from) == 0 {
 			continue
 		}
 		if _, err := ap.Append(ctx, to); err != nil {
@@ -388,9 +392,9 @@ func (m *Manager) rerouteLocked(key string, rt *routeTable) {
 				dst.Counters.Queued.Add(1)
 			}
 		}
-		moved += len(to)
+		moved, gone = moved+len(to), gone+len(from)
 	}
-	if moved == 0 {
+	if gone == 0 {
 		return
 	}
 	// The deletions are committed before anything reads the old key again.
@@ -398,7 +402,7 @@ func (m *Manager) rerouteLocked(key string, rt *routeTable) {
 		m.log.Warn("outbox sync failed", "err", err)
 	}
 	m.queue.Feed(key).Rewind(0)
-	m.log.Info("rows queued while the settings were in error re-routed", "from", key, "moved", moved, "left_unrouted", stayed)
+	m.log.Info("rows queued while the settings were in error re-routed", "from", key, "moved", moved, "moved_events_for_http", gone-moved, "left_unrouted", stayed)
 }
 
 // routeEUI is the application of a row's target (its AppEUI), as Route.
