@@ -218,3 +218,59 @@ func TestCatchAllRowsOfAnEarlierRunRoutedPerRow(t *testing.T) {
 	}
 	mgr.Stop(ctx)
 }
+
+// A moved event queued while the application's URL was wrong (its transport
+// unknown) is not posted once the URL is fixed to HTTP: HTTP sends nothing
+// for moved.
+func TestMovedQueuedWhileMisconfiguredNotPostedOverHTTP(t *testing.T) {
+	rec := &fcntRecorder{got: map[string][]uint32{}}
+	var movedPosts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/moved") {
+			movedPosts.Add(1)
+		}
+		rec.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ob := newOutbox(t)
+	log := testLogger(t, nil)
+	mgr := NewManager(ctx, ob, nil, log)
+	delivery := config.Delivery{RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, HTTPTimeout: 5 * time.Second}
+	id := Identity{UUIDRaw: "U", UUID: "u"}
+	def := func(url string) config.DefaultApp {
+		return config.DefaultApp{Enabled: true, EUI: config.CatchAll, APIVersion: config.API11, URL: url}
+	}
+	mgr.Apply(BuildDesired(def("htps://example.com"), nil, false, nil, delivery, id, log))
+	in := NewIntake(ob, nil, mgr.Router(), nil, log)
+	go in.Run(ctx, nil)
+	const dev, app = "00-00-00-00-00-00-00-01", "16-ea-76-f6-ab-66-3d-80"
+	var acked atomic.Int32
+	for f := range 10 {
+		if f == 5 {
+			in.Handle(Message{Kind: lnsbridge.KindMoved, DevEUI: dev, AppEUI: app, Body: []byte(`{"deveui":"` + dev + `"}`), Ack: func() { acked.Add(1) }})
+		}
+		in.Handle(Message{Kind: lnsbridge.KindUp, DevEUI: dev, AppEUI: app, Body: fmt.Appendf(nil, `{"deveui":%q,"fcnt":%d}`, dev, f), Ack: func() { acked.Add(1) }})
+	}
+	for acked.Load() < 11 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := ob.Stats(config.CatchAll); s.Rows != 11 {
+		t.Fatalf("queued %d rows, want 11", s.Rows)
+	}
+	mgr.Apply(BuildDesired(def(srv.URL), nil, false, nil, delivery, id, log))
+	for ob.Stats(config.CatchAll).Rows > 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := rec.fcnts(dev)
+	if movedPosts.Load() != 0 || len(got) != 10 {
+		t.Fatalf("moved posts %d, uplinks %v", movedPosts.Load(), got)
+	}
+	for i, f := range got {
+		if f != uint32(i) {
+			t.Fatalf("order %v", got)
+		}
+	}
+	mgr.Stop(ctx)
+}

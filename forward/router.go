@@ -247,10 +247,14 @@ func (m *Manager) Apply(d Desired) {
 			m.removed[config.CatchAll] = time.Now()
 		}
 	}
+	wasMisconfigured := map[string]bool{}
 	for eui, r := range m.apps {
 		s, keep := want[eui]
 		if keep && fingerprint(s, d.Identity) == r.fingerprint {
 			continue
+		}
+		if st, _ := r.app.State(); st == StateMisconfigured {
+			wasMisconfigured[eui] = true
 		}
 		m.stopLocked(r)
 		delete(m.apps, eui)
@@ -283,6 +287,9 @@ func (m *Manager) Apply(d Desired) {
 		if err != nil {
 			m.log.Error("application misconfigured: its events are queued until the setting is fixed", "app", eui, "name", s.Name, "err", err)
 			app = newMisconfigured(s, d.Identity, m.queue, m.pollLocked(eui), m.counters[eui], err, m.log)
+		}
+		if wasMisconfigured[eui] && app.HTTP() {
+			m.dropMovedLocked(eui)
 		}
 		app.latency, app.downlinks = m.opts.Latency, m.opts.Downlinks
 		app.deviceAppEUI, app.owner = m.opts.DeviceAppEUI, m.owner
@@ -322,6 +329,30 @@ func (m *Manager) Apply(d Desired) {
 		m.rerouteLocked(key, rt)
 	}
 	m.router.table.Store(rt)
+}
+
+// dropMovedLocked deletes the moved events queued under key while its
+// application was misconfigured (its transport unknown, the intake queued
+// them): it turned out to speak HTTP, which sends nothing for moved.
+func (m *Manager) dropMovedLocked(key string) {
+	var after int64
+	var moved []cache.Row
+	for m.ctx.Err() == nil {
+		rows, err := m.queue.Peek(m.ctx, key, after, rerouteChunk)
+		if err != nil || len(rows) == 0 {
+			break
+		}
+		after = rows[len(rows)-1].ID
+		for _, r := range rows {
+			if rowKind(r) == lnsbridge.KindMoved {
+				moved = append(moved, r)
+			}
+		}
+	}
+	if len(moved) > 0 {
+		m.queue.Delete(moved)
+		m.log.Info("moved events queued while misconfigured dropped: HTTP sends nothing for moved", "app", key, "rows", len(moved))
+	}
 }
 
 // rerouteChunk is how many rows rerouteLocked moves per transaction.
