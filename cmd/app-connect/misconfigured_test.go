@@ -154,3 +154,42 @@ func httpGetQuiet(url string) ([]byte, error) {
 	defer resp.Body.Close()
 	return io.ReadAll(resp.Body)
 }
+
+// mPower not answering the Default App settings and none cached from an
+// earlier run: nothing says where events go, so app-connect waits for
+// mPower, with the step in /status, without connecting to the local broker
+// (it acknowledges, hence drops, nothing); once mPower answers it forwards.
+func TestNoDefaultAppAnswerNorCacheWaitsUnconnected(t *testing.T) {
+	h := newHarness(t, 2)
+	h.cfg.Admin.Listen = freeLoopbackAddr(t)
+	srv := httptest.NewServer(h.sink)
+	t.Cleanup(srv.Close)
+	h.mpower.SetDefaultApp(nil) // 404 until set
+	go func() {
+		base := "http://" + h.cfg.Admin.Listen
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+			resp, err := httpGetQuiet(base + "/status")
+			if err != nil {
+				continue
+			}
+			var st admin.Status
+			if json.Unmarshal(resp, &st) != nil || st.Startup.Step != "reading mPower's Default App settings" || st.Startup.LastError == "" {
+				continue
+			}
+			if st.Local.Connected || strings.Contains(h.logs.String(), "local broker connected") {
+				t.Errorf("connected to the local broker before defaultApp was read")
+			}
+			h.mpower.SetDefaultApp(defaultAppJSON(t, srv.URL+"/tenant", "1.1.1", config.CatchAll, nil))
+			return
+		}
+		t.Errorf("/status never showed the defaultApp step with its error")
+	}()
+	h.start() // returns once subscribed: after mPower answered
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	h.publish(ctx, 5)
+	h.waitAll(time.Minute)
+	h.checkOrder(false)
+}
