@@ -259,8 +259,8 @@ func (m *Manager) Apply(d Desired) {
 		m.stopLocked(r)
 		delete(m.apps, eui)
 		if !keep {
-			if r.app.Settings.Invalid != "" {
-				m.reroute[eui] = true
+			if r.app.Settings.Invalid != "" && r.app.Settings.Source == "default" {
+				m.reroute[eui] = true // the catch-all of an unusable defaultApp
 			}
 			m.removed[eui] = time.Now()
 			m.log.Info("application removed; its queued rows are kept for the grace period", "app", eui)
