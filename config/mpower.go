@@ -33,6 +33,9 @@ type DefaultApp struct {
 	RequestOptions RequestOptions `json:"requestOptions"`
 	BackhaulDetect BackhaulDetect `json:"backhaulDetect"`
 	Log            AppLog         `json:"log"`
+	// Invalid is why mPower's document cannot be used as it stands (see
+	// MisconfiguredDefaultApp); "" for a valid one.
+	Invalid string `json:"-"`
 }
 
 // AppOptions is defaultApp.options (also the options of a Lens appnet).
@@ -85,10 +88,8 @@ func ParseDefaultApp(data []byte) (DefaultApp, error) {
 	if d.APIVersion == "" {
 		d.APIVersion = API10
 	}
-	switch d.APIVersion {
-	case API10, API11, API111:
-	default:
-		return d, fmt.Errorf("defaultApp: %w", fieldErr("apiVersion", "%q not supported (want 1.0, 1.1 or 1.1.1)", d.APIVersion))
+	if err := CheckAPIVersion(d.APIVersion); err != nil {
+		return d, fmt.Errorf("defaultApp: %w", err)
 	}
 	if d.APIVersion != API10 {
 		d.EUI = CatchAll
@@ -111,6 +112,59 @@ func ParseDefaultApp(data []byte) (DefaultApp, error) {
 		d.BackhaulDetect.Timeout = 600
 	}
 	return d, nil
+}
+
+// MisconfiguredDefaultApp is what stands for a defaultApp document that
+// ParseDefaultApp refused with reason (an unsupported apiVersion, a bad eui,
+// a value of the wrong type, text that is not JSON): a misconfigured
+// application is still an application. ok is false when not even the
+// document's enabled flag can be read: then the configuration says nothing
+// and the caller keeps what it had (or waits for mPower at start-up).
+//
+// The result routes every event to the default app under the catch-all EUI
+// (filter-off): while the API version or the AppEUI filter is unknown, the
+// catch-all is the only key that keeps every event. Rows are keyed by
+// application EUI; once the setting is fixed to 1.1/1.1.1, or to 1.0 with
+// the catch-all filter, the fixed default app owns that same key and delivers
+// the rows in order. APIVersion keeps the raw text ("" when unreadable) and
+// Invalid names the field.
+func MisconfiguredDefaultApp(data []byte, reason error) (d DefaultApp, ok bool) {
+	var flag struct {
+		Enabled *bool `json:"enabled"`
+	}
+	if err := json.Unmarshal(data, &flag); err != nil || flag.Enabled == nil {
+		// Maybe only another field has the wrong type: read the flag alone.
+		var fields map[string]json.RawMessage
+		if json.Unmarshal(data, &fields) != nil || json.Unmarshal(fields["enabled"], &flag.Enabled) != nil || flag.Enabled == nil {
+			return DefaultApp{}, false
+		}
+	}
+	// Whatever decodes is kept (url, options, ...): it decides nothing until
+	// the document is valid, but status and logs can show it.
+	_ = json.Unmarshal(data, &d)
+	var raw struct {
+		APIVersion json.RawMessage `json:"apiVersion"`
+	}
+	_ = json.Unmarshal(data, &raw)
+	d.APIVersion = ""
+	_ = json.Unmarshal(raw.APIVersion, &d.APIVersion)
+	d.Enabled = *flag.Enabled
+	d.EUI = CatchAll
+	d.Invalid = reason.Error()
+	if d.Invalid == "" {
+		d.Invalid = "defaultApp: invalid"
+	}
+	return d, true
+}
+
+// CheckAPIVersion refuses an API version this build does not speak, naming
+// the field.
+func CheckAPIVersion(v string) error {
+	switch v {
+	case API10, API11, API111:
+		return nil
+	}
+	return fieldErr("apiVersion", "%q not supported (want 1.0, 1.1 or 1.1.1)", v)
 }
 
 // FilterOff reports whether every LNS event goes to this application whatever its AppEUI.

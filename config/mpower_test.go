@@ -131,10 +131,50 @@ func FuzzParseDefaultApp(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := ParseDefaultApp(data)
 		if err != nil {
+			md, ok := MisconfiguredDefaultApp(data, err)
+			if ok && (md.EUI != CatchAll || md.Invalid == "") {
+				t.Fatalf("misconfigured stand-in %+v", md)
+			}
 			return
 		}
 		if _, err := NormalizeEUI(d.EUI); err != nil {
 			t.Fatalf("accepted EUI %q", d.EUI)
 		}
 	})
+}
+
+// A document ParseDefaultApp refuses is still an application when its enabled
+// flag can be read: under the catch-all, with the reason naming the field.
+func TestMisconfiguredDefaultApp(t *testing.T) {
+	for _, tc := range []struct {
+		name, json  string
+		ok, enabled bool
+		version     string
+	}{
+		{"unsupported apiVersion", `{"enabled":true,"apiVersion":"9.9","eui":"00-11-22-33-44-55-66-77","url":"https://x"}`, true, true, "9.9"},
+		{"numeric apiVersion", `{"enabled":true,"apiVersion":1.0}`, true, true, ""},
+		{"bad eui", `{"enabled":true,"apiVersion":"1.0","eui":"zz"}`, true, true, "1.0"},
+		{"field of the wrong type", `{"enabled":true,"encodeHex":"yes","apiVersion":"1.1"}`, true, true, "1.1"},
+		{"disabled", `{"enabled":false,"apiVersion":"2"}`, true, false, "2"},
+		{"enabled unreadable", `{"enabled":"yes","apiVersion":"1.1"}`, false, false, ""},
+		{"enabled missing", `{"apiVersion":"9.9"}`, false, false, ""},
+		{"not JSON", `{"enabled":true,`, false, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseDefaultApp([]byte(tc.json))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			d, ok := MisconfiguredDefaultApp([]byte(tc.json), err)
+			if ok != tc.ok {
+				t.Fatalf("ok %v, want %v", ok, tc.ok)
+			}
+			if !ok {
+				return
+			}
+			if d.Enabled != tc.enabled || d.APIVersion != tc.version || d.EUI != CatchAll || d.Invalid != err.Error() || !d.FilterOff() {
+				t.Fatalf("%+v", d)
+			}
+		})
+	}
 }

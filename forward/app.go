@@ -56,6 +56,10 @@ type AppSettings struct {
 	// DefaultOptions are the default app's options, for appnets under
 	// overrideTopicsForAllApps and Azure (its templates win, conduit.md §7.4).
 	DefaultOptions config.AppOptions
+	// Invalid is why the configuration source cannot be used (mPower's
+	// defaultApp refused by its parser, an unknown global API version): the
+	// application is built misconfigured with it. "" when valid.
+	Invalid string
 }
 
 // Counters of one application.
@@ -155,7 +159,7 @@ const (
 	StateStopped     = "stopped"
 	StateUnsupported = "unsupported"
 	// StateMisconfigured is an enabled application whose settings are invalid
-	// (URL, scheme, certificate, ...): its events are routed and queued, and
+	// (URL, scheme, certificate, API version, ...): its events are routed and queued, and
 	// delivered once the setting is fixed; the last error says why.
 	StateMisconfigured = "misconfigured"
 )

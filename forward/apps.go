@@ -119,13 +119,25 @@ func (c *Apps) Run(ctx context.Context, drop Dropper) {
 		changed := false
 		if c.cfg.DefaultAppOverride == nil {
 			if raw, err := mp.Get(ctx, lnsbridge.PathDefaultApp); err == nil {
-				if d, err := config.ParseDefaultApp(raw); err == nil {
+				d, err := config.ParseDefaultApp(raw)
+				if err != nil {
+					// Settings in error still make an application (misconfigured,
+					// its events queued); only a document whose enabled flag
+					// cannot be read leaves the current one in place.
+					if md, ok := config.MisconfiguredDefaultApp(raw, err); ok {
+						d, err = md, nil
+					}
+				}
+				if err == nil {
 					c.mu.Lock()
 					if !reflect.DeepEqual(d, c.def) {
 						c.def, changed = d, true
 					}
 					c.mu.Unlock()
 					if changed {
+						if d.Invalid != "" {
+							c.log.Error("mPower defaultApp invalid; the default app is misconfigured, its events are queued until it is fixed", "err", d.Invalid)
+						}
 						if c.onDef != nil {
 							c.onDef(d)
 						}
@@ -383,7 +395,9 @@ func loadMPower(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, path, k
 	return raw, nil
 }
 
-// LoadDefaultApp reads mPower's defaultApp (see loadMPower).
+// LoadDefaultApp reads mPower's defaultApp (see loadMPower). Settings in
+// error give a misconfigured default app (config.MisconfiguredDefaultApp);
+// the error is for a document whose enabled flag cannot be read.
 func LoadDefaultApp(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, bootWait time.Duration, log *slog.Logger) (config.DefaultApp, error) {
 	raw, err := loadMPower(ctx, mp, db, lnsbridge.PathDefaultApp, "default", bootWait, log)
 	if err != nil {
@@ -391,7 +405,15 @@ func LoadDefaultApp(ctx context.Context, mp *lnsbridge.MPower, db *cache.DB, boo
 	}
 	d, err := config.ParseDefaultApp(raw)
 	if err != nil {
-		return d, fmt.Errorf("mPower defaultApp: %w", err)
+		// Invalid settings still make an application: misconfigured, its
+		// events queued. Only an unreadable enabled flag is an error (the
+		// caller retries; events stay unacknowledged with the broker).
+		md, ok := config.MisconfiguredDefaultApp(raw, err)
+		if !ok {
+			return d, fmt.Errorf("mPower defaultApp: %w", err)
+		}
+		log.Error("mPower defaultApp invalid; the default app is misconfigured, its events are queued until it is fixed", "err", md.Invalid)
+		return md, nil
 	}
 	return d, nil
 }

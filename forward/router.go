@@ -3,13 +3,16 @@ package forward
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
+	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
 // Router picks the application an LNS event belongs to (conduit.md §5.2). The
@@ -86,21 +89,36 @@ func BuildDesired(d config.DefaultApp, override *config.DefaultApp, whenDisabled
 		d = *override
 	}
 	out := Desired{Identity: id}
+	// The API version is global: an appnet cannot speak an unknown one either.
+	var appnetInvalid string
+	if err := config.CheckAPIVersion(d.APIVersion); err != nil && (d.APIVersion != "" || d.Invalid != "") { // "" is 1.0 in a document that parsed
+		appnetInvalid = "defaultApp " + err.Error() + " (the API version is global)"
+	}
 	for _, an := range appnets {
 		out.Appnets = append(out.Appnets, AppSettings{
 			EUI: an.EUI, Name: "appnet " + an.AppNetID, Source: "appnet", APIVersion: d.APIVersion,
 			URL: an.URL, Options: an.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
 			Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents, DefaultOptions: d.Options,
+			Invalid: appnetInvalid,
 		})
 	}
 	if d.Enabled || whenDisabled || override != nil {
-		// An enabled default app without a usable url is still the default
-		// app: misconfigured, its events queued until the url is set.
+		// An enabled default app without usable settings is still the
+		// default app: misconfigured, its events queued until they are
+		// fixed. A defaultApp document its parser refused (d.Invalid: an
+		// unknown apiVersion, a bad eui, unreadable fields) comes with the
+		// catch-all EUI (config.MisconfiguredDefaultApp): with the version
+		// or the filter unknown, every event is queued under the catch-all,
+		// the default app's key in filter-off mode, which a fix to 1.1/1.1.1
+		// or to 1.0 with the catch-all filter takes over as it is.
 		out.Default = &AppSettings{
 			EUI: d.EUI, Name: "default", Source: "default", APIVersion: d.APIVersion, URL: d.URL,
 			Options: d.Options, EncodeHex: d.EncodeHex, Delivery: delivery,
 			Backhaul: d.BackhaulDetect, RetainEvents: delivery.MQTTRetainEvents, DefaultOptions: d.Options,
-			RequestOptions: d.RequestOptions,
+			RequestOptions: d.RequestOptions, Invalid: d.Invalid,
+		}
+		if out.Default.Invalid == "" {
+			out.Default.Invalid = appnetInvalid
 		}
 	}
 	return out
@@ -135,6 +153,11 @@ type Manager struct {
 	counters map[string]*Counters // survive rebuilds
 	polls    map[string]*PollList // survive rebuilds
 	removed  map[string]time.Time // EUI → when it left the configuration
+	// reroute holds the keys of removed instances built from settings in
+	// error (AppSettings.Invalid): their rows are moved, row by row, to the
+	// application the fixed configuration routes each to (see rerouteLocked).
+	reroute map[string]bool
+	applied bool // Apply ran once
 }
 
 // ManagerOptions complete a Manager; every field may be left zero.
@@ -160,7 +183,8 @@ func NewManager(ctx context.Context, q Queue, sink DownlinkSink, log *slog.Logge
 		log = slog.Default()
 	}
 	m := &Manager{queue: q, sink: sink, log: log, ctx: ctx,
-		apps: map[string]*running{}, counters: map[string]*Counters{}, polls: map[string]*PollList{}, removed: map[string]time.Time{}}
+		apps: map[string]*running{}, counters: map[string]*Counters{}, polls: map[string]*PollList{}, removed: map[string]time.Time{},
+		reroute: map[string]bool{}}
 	if len(opts) > 0 {
 		m.opts = opts[0]
 	}
@@ -212,14 +236,32 @@ func (m *Manager) Apply(d Desired) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if !m.applied {
+		m.applied = true
+		// Rows left under the catch-all by an earlier run (a default app that
+		// took every event, misconfigured or not) with no catch-all default
+		// app now: routed per row like those of a fixed misconfigured one,
+		// instead of waiting for an application that may never return.
+		if _, ok := want[config.CatchAll]; !ok && m.queue.Stats(config.CatchAll).Rows > 0 {
+			m.reroute[config.CatchAll] = true
+			m.removed[config.CatchAll] = time.Now()
+		}
+	}
+	wasMisconfigured := map[string]bool{}
 	for eui, r := range m.apps {
 		s, keep := want[eui]
 		if keep && fingerprint(s, d.Identity) == r.fingerprint {
 			continue
 		}
+		if st, _ := r.app.State(); st == StateMisconfigured {
+			wasMisconfigured[eui] = true
+		}
 		m.stopLocked(r)
 		delete(m.apps, eui)
 		if !keep {
+			if r.app.Settings.Invalid != "" && r.app.Settings.Source == "default" {
+				m.reroute[eui] = true // the catch-all of an unusable defaultApp
+			}
 			m.removed[eui] = time.Now()
 			m.log.Info("application removed; its queued rows are kept for the grace period", "app", eui)
 		} else {
@@ -231,13 +273,23 @@ func (m *Manager) Apply(d Desired) {
 			continue
 		}
 		delete(m.removed, eui)
+		delete(m.reroute, eui)
 		if m.counters[eui] == nil {
 			m.counters[eui] = &Counters{}
 		}
-		app, err := NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log)
+		var app *Application
+		var err error
+		if s.Invalid != "" {
+			err = errors.New(s.Invalid)
+		} else {
+			app, err = NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log)
+		}
 		if err != nil {
 			m.log.Error("application misconfigured: its events are queued until the setting is fixed", "app", eui, "name", s.Name, "err", err)
 			app = newMisconfigured(s, d.Identity, m.queue, m.pollLocked(eui), m.counters[eui], err, m.log)
+		}
+		if wasMisconfigured[eui] && app.HTTP() {
+			m.dropMovedLocked(eui)
 		}
 		app.latency, app.downlinks = m.opts.Latency, m.opts.Downlinks
 		app.deviceAppEUI, app.owner = m.opts.DeviceAppEUI, m.owner
@@ -270,7 +322,130 @@ func (m *Manager) Apply(d Desired) {
 			rt.filterOff = d.Default.APIVersion != config.API10 || d.Default.EUI == config.CatchAll
 		}
 	}
+	// Rows queued while the settings were in error move to where the fixed
+	// configuration routes them, before the intake routes new events there:
+	// they precede every later row of their application.
+	for key := range m.reroute {
+		m.rerouteLocked(key, rt)
+	}
 	m.router.table.Store(rt)
+}
+
+// dropMovedLocked deletes the moved events queued under key while its
+// application was misconfigured (its transport unknown, the intake queued
+// them): it turned out to speak HTTP, which sends nothing for moved.
+func (m *Manager) dropMovedLocked(key string) {
+	var after int64
+	var moved []cache.Row
+	for m.ctx.Err() == nil {
+		rows, err := m.queue.Peek(m.ctx, key, after, rerouteChunk)
+		if err != nil || len(rows) == 0 {
+			break
+		}
+		after = rows[len(rows)-1].ID
+		for _, r := range rows {
+			if rowKind(r) == lnsbridge.KindMoved {
+				moved = append(moved, r)
+			}
+		}
+	}
+	if len(moved) > 0 {
+		m.queue.Delete(moved)
+		m.log.Info("moved events queued while misconfigured dropped: HTTP sends nothing for moved", "app", key, "rows", len(moved))
+	}
+}
+
+// rerouteChunk is how many rows rerouteLocked moves per transaction.
+const rerouteChunk = 500
+
+// rerouteLocked moves the queued rows of key, whose application was built
+// from settings in error and has left the configuration, each to the
+// application its AppEUI routes to in rt (m.mu held).
+//
+// While mPower's defaultApp cannot be used (an unknown API version, a bad
+// eui, an undecodable field) the default app takes every event under the
+// catch-all key: its API version, hence its AppEUI filter, is unknown, and
+// only the catch-all keeps every event (config.MisconfiguredDefaultApp).
+// Fixed to 1.1/1.1.1 or to the catch-all filter, the default app owns that
+// key again and delivers the rows as they are. Fixed to 1.0 with an AppEUI
+// filter, the rows are routed here one by one, as the intake would have
+// routed them: to the default app or an appnet by the row's AppEUI (a row's
+// target keeps it). Each chunk is appended under its new key (one commit, in
+// queue order, at the new key's tail) before its old rows are deleted, so a
+// crash in between resends, never loses. Rows no application takes stay
+// under the old key, kept for the removal grace period and then dropped and
+// counted like any removed application's rows. Rows committed under the old
+// key by an intake batch routed just before the change are moved by the next
+// pass (DropExpired, every poll).
+func (m *Manager) rerouteLocked(key string, rt *routeTable) {
+	ap, ok := m.queue.(Appender)
+	if !ok {
+		return
+	}
+	ctx := m.ctx
+	var after int64
+	moved, gone, stayed := 0, 0, 0
+	for ctx.Err() == nil {
+		rows, err := m.queue.Peek(ctx, key, after, rerouteChunk)
+		if err != nil {
+			m.log.Warn("re-routing queued rows failed; retried with the next poll", "app", key, "err", err)
+			return
+		}
+		if len(rows) == 0 {
+			break
+		}
+		after = rows[len(rows)-1].ID
+		var from, to []cache.Row
+		for _, r := range rows {
+			dst := rt.routeEUI(r.Target)
+			if dst == nil || dst.Settings.EUI == key {
+				stayed++
+				continue
+			}
+			from = append(from, r)
+			if rowKind(r) == lnsbridge.KindMoved && dst.HTTP() {
+				continue // HTTP sends nothing for moved (the intake ignores them): deleted
+			}
+			n := r
+			n.ID, n.Application = 0, dst.Settings.EUI
+			to = append(to, n)
+		}
+		if len(from) == 0 {
+			continue
+		}
+		if _, err := ap.Append(ctx, to); err != nil {
+			m.log.Warn("re-routing queued rows failed; retried with the next poll", "app", key, "err", err)
+			return
+		}
+		m.queue.Delete(from)
+		for _, r := range to {
+			if dst := rt.byEUI[r.Application]; dst != nil {
+				dst.Counters.Queued.Add(1)
+			}
+		}
+		moved, gone = moved+len(to), gone+len(from)
+	}
+	if gone == 0 {
+		return
+	}
+	// The deletions are committed before anything reads the old key again.
+	if err := m.queue.Sync(ctx); err != nil && ctx.Err() == nil {
+		m.log.Warn("outbox sync failed", "err", err)
+	}
+	m.queue.Feed(key).Rewind(0)
+	m.log.Info("rows queued while the settings were in error re-routed", "from", key, "moved", moved, "moved_events_for_http", gone-moved, "left_unrouted", stayed)
+}
+
+// routeEUI is the application of a row's target (its AppEUI), as Route.
+func (t *routeTable) routeEUI(target string) *Application {
+	appEUI, _, ok := parseRowTarget(target)
+	if !ok {
+		return nil
+	}
+	if t.def != nil && t.filterOff {
+		return t.def
+	}
+	return t.byEUI[appEUI]
 }
 
 // stopLocked ends an instance's delivery loop and sends its close notice.
@@ -319,6 +494,11 @@ func (m *Manager) DropExpired(ctx context.Context, d Dropper, grace time.Duratio
 		}
 	}
 	m.mu.Unlock()
+	m.mu.Lock()
+	for key := range m.reroute {
+		m.rerouteLocked(key, m.router.table.Load())
+	}
+	m.mu.Unlock()
 	for _, eui := range expired {
 		n, err := d.DropApplication(ctx, eui)
 		if err != nil {
@@ -327,6 +507,7 @@ func (m *Manager) DropExpired(ctx context.Context, d Dropper, grace time.Duratio
 		}
 		m.mu.Lock()
 		delete(m.removed, eui)
+		delete(m.reroute, eui)
 		m.mu.Unlock()
 		if n > 0 {
 			m.log.Warn("removed application's queued rows dropped after the grace period", "app", eui, "dropped", n)

@@ -144,8 +144,13 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	if cfg.DefaultAppOverride != nil {
 		defApp = *cfg.DefaultAppOverride // the YAML default_app block replaces mPower's settings
 	} else {
-		d.step("reading mPower's Default App settings")
-		if defApp, err = forward.LoadDefaultApp(ctx, mp, db, cfg.MPower.BootWait, log); err != nil {
+		// Settings in error make a misconfigured default app (its events are
+		// queued); a document whose enabled flag cannot be read says nothing
+		// about routing, so it is read again until it can be: meanwhile the
+		// local broker is not connected and keeps every event.
+		if defApp, err = retry(ctx, d, "reading mPower's Default App settings", func(ctx context.Context) (config.DefaultApp, error) {
+			return forward.LoadDefaultApp(ctx, mp, db, cfg.MPower.BootWait, log)
+		}); err != nil {
 			return nilIfCancelled(ctx, err)
 		}
 	}
