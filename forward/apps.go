@@ -89,6 +89,24 @@ func (c *Apps) apply() {
 	c.mgr.Apply(d)
 }
 
+// SetDefaultOverride replaces the YAML file's default_app block (SIGHUP) and
+// applies it live: an unchanged application keeps running, a changed one is
+// rebuilt on the same queue. nil hands the default app back to mPower's
+// settings, read again at the next poll.
+func (c *Apps) SetDefaultOverride(o *config.DefaultApp) {
+	c.mu.Lock()
+	c.cfg.DefaultAppOverride = o
+	c.mu.Unlock()
+	c.apply()
+}
+
+// overridden tells whether the YAML file's default_app block replaces mPower's settings.
+func (c *Apps) overridden() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg.DefaultAppOverride != nil
+}
+
 // addAppnet adds (or replaces) one appnet and applies.
 func (c *Apps) addAppnet(a config.Appnet) {
 	c.mu.Lock()
@@ -117,7 +135,7 @@ func (c *Apps) Run(ctx context.Context, drop Dropper) {
 		case <-t.C:
 		}
 		changed := false
-		if c.cfg.DefaultAppOverride == nil {
+		if !c.overridden() {
 			if raw, err := mp.Get(ctx, lnsbridge.PathDefaultApp); err == nil {
 				d, err := config.ParseDefaultApp(raw)
 				if err != nil {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"syscall"
@@ -170,13 +171,17 @@ func runDaemon(ctx context.Context, cfgPath string, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	cur := cfg // what runs: the start-up configuration with the settings applied live since
 	go func() {
 		for {
 			select {
 			case <-hup:
-				if err := reload(cfgPath, cfg, log.Logger, log.Level); err != nil {
+				next, err := reload(cfgPath, cur, log.Logger, log.Level, d.setDefaultApp)
+				if err != nil {
 					log.Error("reload: configuration not applied", "err", err)
+					continue
 				}
+				cur = next
 			case <-ctx.Done():
 				return
 			}
@@ -299,29 +304,37 @@ func checkMPowerDefaultApp(ctx context.Context, m config.MPower, stdout io.Write
 }
 
 // reload re-reads the YAML file (SIGHUP) and applies what can change live:
-// the log level (a level left unset keeps the current one, mPower's). Every
-// other setting that differs from the running one (old) is logged by name as
-// needing a restart. An invalid file changes nothing.
-func reload(cfgPath string, old config.Config, log *slog.Logger, level *slog.LevelVar) error {
+// the log level (a level left unset keeps the current one, mPower's) and the
+// default_app block (through setDefault, false while the applications are
+// not built yet). Every other setting that differs from the running one (old)
+// is logged by name as needing a restart. It returns the running
+// configuration: old with what was applied. An invalid file changes nothing.
+func reload(cfgPath string, old config.Config, log *slog.Logger, level *slog.LevelVar, setDefault func(*config.DefaultApp) bool) (config.Config, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
-		return err
+		return old, err
 	}
 	applied := []string{}
+	running := old
 	if cfg.Log.Level != "" && level != nil {
 		l, err := logging.ParseLevel(cfg.Log.Level)
 		if err != nil {
-			return err
+			return old, err
 		}
 		if l != level.Level() {
 			level.Set(l)
 			applied = append(applied, "log.level")
 		}
 	}
-	restart := settings.Changed(old, cfg, "log.level")
+	running.Log.Level = cfg.Log.Level
+	if !reflect.DeepEqual(old.DefaultAppOverride, cfg.DefaultAppOverride) && setDefault != nil && setDefault(cfg.DefaultAppOverride) {
+		applied = append(applied, "default_app")
+		running.DefaultAppOverride = cfg.DefaultAppOverride
+	}
+	restart := settings.Changed(running, cfg)
 	if len(applied) == 0 && len(restart) == 0 {
 		log.Info("reload: configuration unchanged", "config", cfgPath)
-		return nil
+		return running, nil
 	}
 	if len(applied) > 0 {
 		log.Info("reload: applied live", "config", cfgPath, "settings", strings.Join(applied, ", "), "log_level", logging.LevelName(level.Level()))
@@ -329,7 +342,7 @@ func reload(cfgPath string, old config.Config, log *slog.Logger, level *slog.Lev
 	if len(restart) > 0 {
 		log.Warn("reload: changed settings need a restart to take effect (Start restart)", "config", cfgPath, "settings", strings.Join(restart, ", "))
 	}
-	return nil
+	return running, nil
 }
 
 func selftest(stdout, stderr io.Writer) int {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/cache"
@@ -50,6 +51,19 @@ type daemon struct {
 	procRoot   string            // for the process_* metrics; "" leaves them out
 
 	adminStop func() // set once the admin endpoint serves
+
+	apps atomic.Pointer[forward.Apps] // set once the applications are built (SIGHUP applies default_app to them)
+}
+
+// setDefaultApp applies the YAML file's default_app block live (SIGHUP);
+// false before the applications are built.
+func (d *daemon) setDefaultApp(o *config.DefaultApp) bool {
+	a := d.apps.Load()
+	if a == nil {
+		return false
+	}
+	a.SetDefaultOverride(o)
+	return true
 }
 
 // serveAdmin starts the admin endpoint (once). It lives until stopAdmin,
@@ -206,6 +220,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	apps := forward.NewApps(forward.AppsOptions{Config: cfg, Manager: mgr, MPower: mp, Lora: lq, Store: db, LNS: ln.LNSAvailable(),
 		Default: defApp, Appnets: appnets, Log: log, Identity: id,
 		OnDefaultApp: func(def config.DefaultApp) { d.applyMPowerLogLevel(cfg, def) }})
+	d.apps.Store(apps)
 	apps.LoadSessions(ctx)
 	router := mgr.Router()
 	intake := forward.NewIntake(outbox, db, router, apps.Resolver(), log)
