@@ -38,14 +38,18 @@ type harness struct {
 	logs   *syncBuffer
 }
 
-// newHarness's broker queues without limit (max_queued_messages 0): a no-loss
-// test must blame app-connect only for what app-connect lost. With Mosquitto's
-// default 1,000-message queue a busy machine makes the broker itself drop a
-// burst; that figure is measured by make bench, never asserted by a test.
+// newHarness's broker has Mosquitto's default limits. A no-loss test that
+// publishes more than its 1,000-message queue holds uses noLossBroker: it must
+// blame app-connect only for what app-connect lost, and under a burst on a
+// busy machine the broker itself drops; that figure is measured by make bench,
+// never asserted by a test.
 func newHarness(t *testing.T, devices int) *harness {
 	t.Helper()
-	return newHarnessWith(t, devices, testpeer.MosquittoOptions{MaxQueued: ptr(0)})
+	return newHarnessWith(t, devices, testpeer.MosquittoOptions{})
 }
+
+// noLossBroker is a broker that queues without limit (max_queued_messages 0).
+var noLossBroker = testpeer.MosquittoOptions{MaxQueued: ptr(0)}
 
 func ptr[T any](v T) *T { return &v }
 
@@ -118,9 +122,10 @@ func (h *harness) waitSubscribed(n int) {
 }
 
 // publishRate is what the tests' simulated network server sends, in messages
-// per second: far above a real gateway's radio load. The harness's broker
-// queues without limit, so a slow machine only makes the test slower; bursts
-// into the broker's default queue are measured by make bench.
+// per second: far above a real gateway's radio load. A test publishing more
+// than the broker's default queue (1,000 messages) uses noLossBroker, so a slow
+// machine only makes it slower; bursts into the default queue are measured by
+// make bench.
 const publishRate = 1000
 
 // publish sends every device's joined event and perDevice uplinks to the broker.
@@ -210,7 +215,7 @@ func checkSink(t *testing.T, name string, s *sim.Sink, faultsInjected bool) {
 }
 
 func TestForwardsEveryUplinkInOrder(t *testing.T) {
-	h := newHarness(t, 50)
+	h := newHarnessWith(t, 50, noLossBroker) // 5,050 messages: more than the default queue
 	h.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -489,7 +494,7 @@ func TestKilledMidStreamLosesNothing(t *testing.T) {
 	// While app-connect is down the broker queues its session's messages; with
 	// the default max_queued_messages (1000) a burst publisher would overflow
 	// that queue, which is the broker's loss, not app-connect's.
-	h := newHarnessWith(t, 20, testpeer.MosquittoOptions{MaxQueued: ptr(0)})
+	h := newHarnessWith(t, 20, noLossBroker)
 	cfgFile := h.writeConfigFile("")
 	h.sink.SetDelay(time.Millisecond) // keep a backlog in the outbox when the kill comes
 	startProc := func() *exec.Cmd { return h.startBinary(bin, cfgFile) }
