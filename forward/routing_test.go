@@ -26,7 +26,7 @@ func TestDefaultAppFilterOff(t *testing.T) {
 		t.Run(tc.api+" "+tc.eui, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			m := NewManager(ctx, idleQueue{}, nil, testLogger(t, nil))
+			m := NewManager(ctx, newOutbox(t), nil, testLogger(t, nil))
 			defer m.Stop(context.Background())
 			m.Apply(Desired{Default: &AppSettings{EUI: tc.eui, Name: "default", Source: "default", APIVersion: tc.api,
 				URL: "http://127.0.0.1:1/d", Delivery: slow}})

@@ -36,7 +36,7 @@ func TestLocalMalformedAcknowledgedNotRedelivered(t *testing.T) {
 		t.Fatalf("the malformed message came back to the next session: %+v", s)
 	}
 	select {
-	case in := <-l2.Events():
+	case in := <-l2.events:
 		t.Fatalf("unexpected event %s %s", in.Event.Kind, in.Event.Topic)
 	case <-time.After(200 * time.Millisecond):
 	}
