@@ -87,16 +87,3 @@ func (t ringHandler) WithAttrs(as []slog.Attr) slog.Handler {
 func (t ringHandler) WithGroup(name string) slog.Handler {
 	return ringHandler{Handler: t.Handler.WithGroup(name), ring: t.ring, level: t.level}
 }
-
-// LevelOf is the live level of a logger made by New, nil for any other.
-//
-// Transitional: for cmd/app-connect/apps.go only, which is handed
-// a bare *slog.Logger; it goes when application polling moves into forward
-// with a callback for mPower's log level. Everything else is given
-// Logger.Level.
-func LevelOf(log *slog.Logger) *slog.LevelVar {
-	if h, ok := log.Handler().(ringHandler); ok {
-		return h.level
-	}
-	return nil
-}
