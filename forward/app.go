@@ -153,11 +153,10 @@ type Application struct {
 
 // Application states, for status.
 const (
-	StateStarting    = "starting"
-	StateUp          = "up"
-	StateRetrying    = "retrying"
-	StateStopped     = "stopped"
-	StateUnsupported = "unsupported"
+	StateStarting = "starting"
+	StateUp       = "up"
+	StateRetrying = "retrying"
+	StateStopped  = "stopped"
 	// StateMisconfigured is an enabled application whose settings are invalid
 	// (URL, scheme, certificate, API version, ...): its events are routed and queued, and
 	// delivered once the setting is fixed; the last error says why.

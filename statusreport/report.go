@@ -61,7 +61,7 @@ type Gateway struct {
 type Application struct {
 	EUI                 string  `json:"eui"`
 	Name                string  `json:"name"`  // "default" or the appnet id
-	State               string  `json:"state"` // starting, up, retrying, stopped, unsupported, misconfigured
+	State               string  `json:"state"` // starting, up, retrying, stopped, misconfigured
 	LastError           string  `json:"last_error"`
 	QueueRows           uint64  `json:"queue_rows"`
 	QueueBytes          uint64  `json:"queue_bytes"`
