@@ -36,7 +36,7 @@ var version = "dev"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	os.Exit(runMain(ctx, os.Args[1:], os.Stderr))
+	os.Exit(runMain(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // options are the command line.
@@ -59,10 +59,12 @@ type options struct {
 	now          func() time.Time // tests: a fake clock for staleness
 }
 
-func parseFlags(args []string, stderr io.Writer) (options, error) {
+// parseFlags reads the command line; usage goes to out (stdout for -h, as
+// app-connect does: `fleet-exporter -h | less` works), errors to the caller.
+func parseFlags(args []string, out io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("fleet-exporter", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(out)
 	fs.StringVar(&o.listen, "listen", ":9750", "address serving /metrics (and the status POSTs with -http-ingest)")
 	fs.BoolVar(&o.ingest, "http-ingest", false, "accept POST …/api/v1/lorawan/<APP>/<GW-UUID>/status on -listen")
 	fs.StringVar(&o.broker, "broker", "", "MQTT broker URL (tcp://, mqtt://, ssl://, mqtts://, ws://, wss://); empty: no MQTT")
@@ -95,8 +97,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return o, nil
 }
 
-func runMain(ctx context.Context, args []string, stderr io.Writer) int {
-	o, err := parseFlags(args, stderr)
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	usageOut := stderr
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" || a == "--h" {
+			usageOut = stdout
+		}
+	}
+	o, err := parseFlags(args, usageOut)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -105,7 +113,7 @@ func runMain(ctx context.Context, args []string, stderr io.Writer) int {
 		return 2
 	}
 	if o.printVersion {
-		fmt.Fprintln(stderr, "fleet-exporter", version)
+		fmt.Fprintln(stdout, "fleet-exporter", version)
 		return 0
 	}
 	var level slog.Level

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os/exec"
@@ -31,7 +32,7 @@ func TestFlags(t *testing.T) {
 		{"-broker", "tcp://b:1883", "-ca", "ca.pem"},
 		{"-broker", "mqtts://b:8883", "-cert", "c.pem"},
 	} {
-		if code := runMain(context.Background(), append(bad, "-listen", "127.0.0.1:0"), io.Discard); code == 0 {
+		if code := runMain(context.Background(), append(bad, "-listen", "127.0.0.1:0"), io.Discard, io.Discard); code == 0 {
 			t.Errorf("%v: exit 0", bad)
 		}
 	}
@@ -48,6 +49,16 @@ func TestNoGatewayDependencies(t *testing.T) {
 		if strings.Contains(dep, "sqlite") || (strings.HasPrefix(dep, "github.com/lorawan-gateway/app-connect/") &&
 			dep != "github.com/lorawan-gateway/app-connect/statusreport" && dep != "github.com/lorawan-gateway/app-connect/cmd/fleet-exporter") {
 			t.Errorf("fleet-exporter depends on %s", dep)
+		}
+	}
+}
+
+// -h and -version print on stdout with exit 0 (a pager or a script reads them there).
+func TestHelpAndVersionOnStdout(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"-version"}} {
+		var out, errb bytes.Buffer
+		if code := runMain(context.Background(), args, &out, &errb); code != 0 || out.Len() == 0 || errb.Len() != 0 {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out.String(), errb.String())
 		}
 	}
 }
