@@ -37,7 +37,7 @@ func TestFlashFull(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("rows not queued: %+v\n%s", g.statusDoc(), g.logs.tail(20))
+			t.Fatalf("rows not queued: %+v\n%s", g.statusDoc(), g.logs.Tail(20))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -48,14 +48,14 @@ func TestFlashFull(t *testing.T) {
 	full := time.Now()
 	for g.statusDoc().Storage.State != "full" {
 		if time.Since(full) > time.Minute {
-			t.Fatalf("storage never reported full: %+v\n%s", g.statusDoc().Storage, g.logs.tail(30))
+			t.Fatalf("storage never reported full: %+v\n%s", g.statusDoc().Storage, g.logs.Tail(30))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(3 * time.Second) // retries go on: still one log line
 	st := g.statusDoc()
 	if n := strings.Count(g.logs.String(), "database file system full"); n != 1 {
-		t.Errorf("full logged %d times, want once:\n%s", n, g.logs.tail(40))
+		t.Errorf("full logged %d times, want once:\n%s", n, g.logs.Tail(40))
 	}
 	if n := strings.Count(g.logs.String(), "outbox commit failed"); n > 1 {
 		t.Errorf("commit failure logged %d times, want at most once", n)
@@ -81,7 +81,7 @@ func TestFlashFull(t *testing.T) {
 	o.note = "filler " + human(filler) + ", free at recovery " + human(freeAtRecovery) + ", state after: " + st.Storage.State
 	result(t, o)
 	if o.lost != 0 || rows != 0 {
-		t.Fatalf("lost %d, %d rows still queued; storage %+v\n%s", o.lost, rows, st.Storage, g.logs.tail(40))
+		t.Fatalf("lost %d, %d rows still queued; storage %+v\n%s", o.lost, rows, st.Storage, g.logs.Tail(40))
 	}
 	if !strings.Contains(g.logs.String(), "database accepting new rows again") {
 		t.Errorf("no recovery log line")

@@ -3,7 +3,6 @@
 package faults
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -16,7 +15,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -169,7 +167,7 @@ func (g *gateway) waitLog(what string, n int, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for strings.Count(g.logs.String(), what) < n {
 		if time.Now().After(deadline) {
-			g.t.Fatalf("no %q (x%d) in the log within %v:\n%s", what, n, timeout, g.logs.tail(40))
+			g.t.Fatalf("no %q (x%d) in the log within %v:\n%s", what, n, timeout, g.logs.Tail(40))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -344,31 +342,8 @@ func (r *remote) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.next.ServeHTTP(w, req)
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) tail(n int) string {
-	lines := strings.Split(strings.TrimRight(s.String(), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+// syncBuffer is a goroutine-safe log sink (testpeer.LogBuffer).
+type syncBuffer = testpeer.LogBuffer
 
 // needRoot skips a case the machine does not allow, saying so; make faults
 // prints it as NOT RUN, never as passed.

@@ -89,7 +89,7 @@ func TestFrozenProcess(t *testing.T) {
 	st := l.wait(t)
 	lastUp := g.settle(3*time.Minute, 20*time.Second)
 	if !g.running() {
-		t.Fatalf("app-connect exited after SIGCONT:\n%s", g.logs.tail(30))
+		t.Fatalf("app-connect exited after SIGCONT:\n%s", g.logs.Tail(30))
 	}
 	d := g.statusDoc()
 	o := g.measure(st, d.Intake.Stored)
@@ -172,13 +172,13 @@ func TestDatabaseVanishes(t *testing.T) {
 				}
 			}
 			if !alive {
-				t.Fatalf("app-connect exited after the database was %s:\n%s", tc.name, g.logs.tail(30))
+				t.Fatalf("app-connect exited after the database was %s:\n%s", tc.name, g.logs.Tail(30))
 			}
 			if !g.running() {
-				t.Fatalf("app-connect not running after the restart:\n%s", g.logs.tail(30))
+				t.Fatalf("app-connect not running after the restart:\n%s", g.logs.Tail(30))
 			}
 			if tc.name != "truncated" && o.lost != 0 {
-				t.Fatalf("lost %d uplinks with the database %s:\n%s", o.lost, tc.name, g.logs.tail(40))
+				t.Fatalf("lost %d uplinks with the database %s:\n%s", o.lost, tc.name, g.logs.Tail(40))
 			}
 			// Once, while running; a truncation SQLite rewrote over before the
 			// check saw it is found by the next start's check instead.
@@ -187,10 +187,10 @@ func TestDatabaseVanishes(t *testing.T) {
 			switch {
 			case tc.name == "permissions":
 				if n != 0 || atStart != 0 {
-					t.Errorf("permissions taken for a vanished database:\n%s", g.logs.tail(40))
+					t.Errorf("permissions taken for a vanished database:\n%s", g.logs.Tail(40))
 				}
 			case n > 1 || (n == 0 && (tc.name != "truncated" || atStart != 1)):
-				t.Errorf("the harm logged %d times while running and %d at the start:\n%s", n, atStart, g.logs.tail(40))
+				t.Errorf("the harm logged %d times while running and %d at the start:\n%s", n, atStart, g.logs.Tail(40))
 			}
 		})
 	}

@@ -224,7 +224,7 @@ func TestAdminPortTakenForwardingWorks(t *testing.T) {
 	h.waitAll(time.Minute)
 	h.checkOrder(false)
 	if !strings.Contains(h.logs.String(), "admin endpoint not listening; forwarding goes on, retrying") {
-		t.Fatalf("the busy port was not logged:\n%s", h.logs.tail(20))
+		t.Fatalf("the busy port was not logged:\n%s", h.logs.Tail(20))
 	}
 	l.Close()
 	waitFor(t, 30*time.Second, "the admin endpoint once the port is free", func() (struct{}, bool) {

@@ -221,7 +221,7 @@ func TestDownlinksFromAnswersAndPolls(t *testing.T) {
 		t.Fatalf("downlinks\n got %q\nwant %q", got, want)
 	}
 	if !strings.Contains(h.logs.String(), "port = 300 out of range") {
-		t.Fatalf("hostile downlink not refused with a reason:\n%s", h.logs.tail(20))
+		t.Fatalf("hostile downlink not refused with a reason:\n%s", h.logs.Tail(20))
 	}
 	var poll *sim.Request
 	for _, r := range h.sink.Recorded() {
@@ -365,7 +365,7 @@ func TestRebootWithoutNetworkUsesCachedApps(t *testing.T) {
 	}
 	for _, want := range []string{"using the cached copy", "using the cached one"} {
 		if !strings.Contains(h.logs.String(), want) {
-			t.Fatalf("log lacks %q:\n%s", want, h.logs.tail(30))
+			t.Fatalf("log lacks %q:\n%s", want, h.logs.Tail(30))
 		}
 	}
 	checkSink(t, "default", h.sink, true) // both remote APIs were down for a while

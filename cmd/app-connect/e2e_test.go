@@ -115,7 +115,7 @@ func (h *harness) waitSubscribed(n int) {
 	deadline := time.Now().Add(30 * time.Second)
 	for strings.Count(h.logs.String(), "local broker connected") < n {
 		if time.Now().After(deadline) {
-			h.t.Fatalf("app-connect did not subscribe within 30s:\n%s", h.logs.tail(30))
+			h.t.Fatalf("app-connect did not subscribe within 30s:\n%s", h.logs.Tail(30))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -148,7 +148,7 @@ func (h *harness) waitAll(timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := h.sink.Wait(ctx, h.fleet.Expected()); err != nil {
-		h.t.Fatalf("%v; sink %+v\nlogs:\n%s", err, h.sink.Stats(), h.logs.tail(40))
+		h.t.Fatalf("%v; sink %+v\nlogs:\n%s", err, h.sink.Stats(), h.logs.Tail(40))
 	}
 }
 
@@ -352,7 +352,7 @@ func TestPermanentRefusalDeadLettersOneUplink(t *testing.T) {
 		t.Fatalf("device %s received %v", bad, got)
 	}
 	if !strings.Contains(h.logs.String(), "dead-lettered") || !strings.Contains(h.logs.String(), "HTTP 400") {
-		t.Fatalf("no dead-letter log line:\n%s", h.logs.tail(20))
+		t.Fatalf("no dead-letter log line:\n%s", h.logs.Tail(20))
 	}
 	checkSink(t, "default", h.sink, true)
 
@@ -456,7 +456,7 @@ func TestMalformedLocalPayloadsDoNotBlockTheStream(t *testing.T) {
 	}
 	refused := strings.Count(h.logs.String(), "local message refused")
 	if refused != 3*len(bad) {
-		t.Fatalf("%d refusal log lines, want %d:\n%s", refused, 3*len(bad), h.logs.tail(20))
+		t.Fatalf("%d refusal log lines, want %d:\n%s", refused, 3*len(bad), h.logs.Tail(20))
 	}
 	checkSink(t, "default", h.sink, false)
 }
@@ -553,28 +553,5 @@ func (h *harness) startBinary(bin, cfgFile string) *exec.Cmd {
 	return cmd
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) tail(n int) string {
-	lines := strings.Split(s.String(), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+// syncBuffer is a goroutine-safe log sink (testpeer.LogBuffer).
+type syncBuffer = testpeer.LogBuffer

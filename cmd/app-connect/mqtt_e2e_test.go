@@ -34,7 +34,7 @@ func TestMQTTApplicationEndToEnd(t *testing.T) {
 	h.start()
 	h.publish(ctx, 20)
 	if err := remote.Sink.Wait(ctx, h.fleet.Expected()); err != nil {
-		t.Fatalf("%v\n%s", err, h.logs.tail(30))
+		t.Fatalf("%v\n%s", err, h.logs.Tail(30))
 	}
 	s := remote.Sink.Stats()
 	if s.Inits != 1 || s.Joined != 5 || s.Duplicates != 0 || s.OutOfOrder != 0 {
@@ -82,6 +82,6 @@ func TestMQTTApplicationEndToEnd(t *testing.T) {
 		t.Fatalf("replies %q", replies)
 	}
 	if strings.Contains(h.logs.String(), "level=ERROR") {
-		t.Fatalf("errors logged:\n%s", h.logs.tail(30))
+		t.Fatalf("errors logged:\n%s", h.logs.Tail(30))
 	}
 }

@@ -43,11 +43,11 @@ func TestGracefulStopDuringAStream(t *testing.T) {
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, h.logs.tail(30))
+			t.Fatalf("exit: %v\n%s", err, h.logs.Tail(30))
 		}
 	case <-time.After(limit):
 		proc.Process.Kill()
-		t.Fatalf("not stopped within %s:\n%s", limit, h.logs.tail(30))
+		t.Fatalf("not stopped within %s:\n%s", limit, h.logs.Tail(30))
 	}
 	took := time.Since(sent)
 	atStop := h.sink.Stats()
@@ -55,7 +55,7 @@ func TestGracefulStopDuringAStream(t *testing.T) {
 		t.Fatalf("close notices %d, want 1", atStop.Closes)
 	}
 	if !strings.Contains(h.logs.String(), "stopping: no new local messages") {
-		t.Fatalf("no stop log line:\n%s", h.logs.tail(30))
+		t.Fatalf("no stop log line:\n%s", h.logs.Tail(30))
 	}
 	proc = startProc()
 	defer func() { proc.Process.Kill(); proc.Wait() }()

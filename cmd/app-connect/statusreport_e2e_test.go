@@ -29,7 +29,7 @@ func TestStatusReportEndToEnd(t *testing.T) {
 	h.start()
 	h.publish(ctx, 6)
 	if err := remote.Sink.Wait(ctx, h.fleet.Expected()); err != nil {
-		t.Fatalf("%v\n%s", err, h.logs.tail(30))
+		t.Fatalf("%v\n%s", err, h.logs.Tail(30))
 	}
 	from := remote.Sink.Stats().Status
 	waitUntil(t, "a status report after the uplinks", 20*time.Second, func() bool { return remote.Sink.Stats().Status > from })
