@@ -212,27 +212,59 @@ func (n LoraNetwork) LNSAvailable() bool {
 // NormalizeEUI accepts an EUI-64 with any of the usual separators (-, :, none)
 // and returns it dashed lowercase ("00-80-00-00-d0-00-01-ff").
 func NormalizeEUI(s string) (string, error) {
-	hex := strings.NewReplacer("-", "", ":", "", " ", "").Replace(strings.TrimSpace(s))
-	if len(hex) != 16 {
-		return "", fmt.Errorf("%q is not an EUI-64 (want 16 hex digits)", s)
+	// One pass, no allocation when s is already in the normal form (the LNS
+	// sends it so on every uplink, and this runs for each of them).
+	if isNormalEUI(s) {
+		return s, nil
 	}
-	var b strings.Builder
-	b.Grow(23)
-	for i := 0; i < 16; i++ {
-		c := hex[i]
+	t := strings.TrimSpace(s)
+	var out [23]byte
+	n := 0
+	for i := 0; i < len(t); i++ {
+		c := t[i]
 		switch {
+		case c == '-', c == ':', c == ' ':
+			continue
 		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
 		case c >= 'A' && c <= 'F':
 			c += 'a' - 'A'
 		default:
 			return "", fmt.Errorf("%q is not an EUI-64 (want 16 hex digits)", s)
 		}
-		if i > 0 && i%2 == 0 {
-			b.WriteByte('-')
+		if n == 16 {
+			return "", fmt.Errorf("%q is not an EUI-64 (want 16 hex digits)", s)
 		}
-		b.WriteByte(c)
+		pos := n + n/2
+		if n > 0 && n%2 == 0 {
+			out[pos-1] = '-'
+		}
+		out[pos] = c
+		n++
 	}
-	return b.String(), nil
+	if n != 16 {
+		return "", fmt.Errorf("%q is not an EUI-64 (want 16 hex digits)", s)
+	}
+	return string(out[:]), nil
+}
+
+// isNormalEUI reports whether s is already dashed lowercase hex.
+func isNormalEUI(s string) bool {
+	if len(s) != 23 {
+		return false
+	}
+	for i := 0; i < 23; i++ {
+		c := s[i]
+		if i%3 == 2 {
+			if c != '-' {
+				return false
+			}
+			continue
+		}
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Transport kinds selected by an application URL.

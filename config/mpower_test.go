@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,5 +177,58 @@ func TestMisconfiguredDefaultApp(t *testing.T) {
 				t.Fatalf("%+v", d)
 			}
 		})
+	}
+}
+
+// normalizeEUIReference is NormalizeEUI as it was before its one-pass form:
+// the fuzz test below holds the two to the same answers.
+func normalizeEUIReference(s string) (string, error) {
+	hex := strings.NewReplacer("-", "", ":", "", " ", "").Replace(strings.TrimSpace(s))
+	if len(hex) != 16 {
+		return "", fmt.Errorf("%q is not an EUI-64", s)
+	}
+	var b strings.Builder
+	for i := 0; i < 16; i++ {
+		c := hex[i]
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
+		case c >= 'A' && c <= 'F':
+			c += 'a' - 'A'
+		default:
+			return "", fmt.Errorf("%q is not an EUI-64", s)
+		}
+		if i > 0 && i%2 == 0 {
+			b.WriteByte('-')
+		}
+		b.WriteByte(c)
+	}
+	return b.String(), nil
+}
+
+func FuzzNormalizeEUI(f *testing.F) {
+	for _, s := range []string{"16-EA-76-F6-AB-66-3D-80", "00:80:00:00:D0:00:01:FF", "0080000000d00001",
+		" ff-ff-ff-ff-ff-ff-ff-ff\t", "00-80-00-00-d0-00-01-ff", "00-80-00-00-d0-00-01-ff-", "\u00a000 80 00 00 d0 00 01 ff", "00--80-00-00-d0-00-01-f"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := NormalizeEUI(s)
+		want, werr := normalizeEUIReference(s)
+		if (err == nil) != (werr == nil) || got != want {
+			t.Fatalf("NormalizeEUI(%q) = %q, %v; the reference says %q, %v", s, got, err, want, werr)
+		}
+		if err != nil && !strings.Contains(err.Error(), "not an EUI-64") {
+			t.Fatalf("NormalizeEUI(%q): error %q does not say what is wrong", s, err)
+		}
+	})
+}
+
+func TestNormalizeEUINormalFormDoesNotAllocate(t *testing.T) {
+	const eui = "00-80-00-00-d0-00-01-ff"
+	if n := testing.AllocsPerRun(100, func() {
+		if got, err := NormalizeEUI(eui); err != nil || got != eui {
+			t.Fatalf("NormalizeEUI(%q) = %q, %v", eui, got, err)
+		}
+	}); n != 0 {
+		t.Errorf("NormalizeEUI of an EUI already in normal form allocates %v times per call, want 0", n)
 	}
 }
