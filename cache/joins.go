@@ -65,6 +65,11 @@ func (db *DB) recordJoinAttempt(ctx context.Context, a JoinAttempt, keep int) er
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("cache: join attempt %s: %w", a.DevEUI, err)
 	}
+	// The session key identifier is how the application server asks for the
+	// AppSKey later: it survives a power cut like an outbox row.
+	if err := db.durable(); err != nil {
+		return fmt.Errorf("cache: join attempt %s: %w", a.DevEUI, err)
+	}
 	return nil
 }
 

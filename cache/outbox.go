@@ -230,7 +230,8 @@ func (o *Outbox) app(eui string) *AppStats {
 	return s
 }
 
-// Append stores rows in one transaction and returns once they are durable,
+// Append stores rows in one transaction and returns once they are durable
+// (they survive a power cut),
 // with their IDs filled in; they are then handed to their applications'
 // feeds. Rows dropped to respect the caps are reported per application.
 // Deletions waiting for a transaction ride on this one. While the file
@@ -256,6 +257,15 @@ func (o *Outbox) Append(ctx context.Context, rows []Row) (dropped map[string]int
 	}
 	droppedBy, err := o.write(rows, nil)
 	if err != nil {
+		return nil, err
+	}
+	if err := o.db.durable(); err != nil {
+		// Committed but not known to be on the flash: the rows are queued
+		// (their feeds get them), the caller is told so and acknowledges
+		// nothing; the broker's redelivery may queue them twice
+		// (at-least-once), never lose them.
+		o.handOff(rows)
+		o.db.log.Error("outbox commit not confirmed durable; local messages stay unacknowledged", "err", err, "rows", len(rows))
 		return nil, err
 	}
 	for app, n := range droppedBy {

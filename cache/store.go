@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 )
 
@@ -127,6 +128,9 @@ func SelfTest(ctx context.Context, path string) error {
 	rows := []Row{{Application: "app", Kind: "up", Target: "t", Body: []byte(`{"a":1}`)}, {Application: "app", Kind: "up", Target: "t", Body: []byte(`{"a":2}`)}}
 	if _, err := ob.Append(ctx, rows); err != nil {
 		return err
+	}
+	if runtime.GOOS == "linux" && (db.wal == nil || db.wal.syncs() == 0) {
+		return errors.New("cache: self-test: the commit was not synced by the WAL syncer thread")
 	}
 	got, err := ob.Peek(ctx, "app", 0, 10)
 	if err != nil {
