@@ -77,7 +77,8 @@ demo: build
 	$(GO) run ./scripts/e2e demo -app-connect build/app-connect -sim build/conduit-sim
 
 bench: build
-	$(GO) run ./scripts/e2e bench -app-connect build/app-connect -sim build/conduit-sim
+	$(GO) build -o build/bench-floor ./scripts/floor
+	$(GO) run ./scripts/e2e bench -app-connect build/app-connect -sim build/conduit-sim -floor build/bench-floor
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./cache/
 	$(GO) test -run '^$$' -bench ProxyAddedLatency -benchtime 5000x ./joinclient/
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./cmd/fleet-exporter/

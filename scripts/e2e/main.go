@@ -13,11 +13,13 @@
 //     seconds per 1,000 uplinks and the latency p50/p99 (LNS time in the uplink → arrival at the cloud);
 //   - burst: 20,000 uplinks from 200 devices as fast as possible, over HTTP and MQTT, with Mosquitto's
 //     default queue limits and with unlimited queues: delivered/s, lost, duplicates, CPU s/1,000, peak RSS;
+//   - floor: the steady HTTP run with scripts/floor in app-connect's place (paho subscriber, one
+//     net/http POST per uplink, no storage): the least CPU per uplink these libraries need here;
 //   - drain: 20,000 uplinks queued while the HTTP remote answers 503, then the remote back with 100 ms
 //     added to every answer: the drain rate (first to last delivery after the outage).
 //
 // It asserts nothing about speed: exit status 1 only when something failed to start. -only runs a
-// subset (steady, burst, drain; comma-separated); "arm" runs the steady part at 20/s with the ARMv5 binary
+// subset (steady, floor, burst, drain; comma-separated); "arm" runs the steady part at 20/s with the ARMv5 binary
 // (-arm, make build-arm) under qemu-arm-static, the stand-in for the gateways' ARM926.
 //
 // Every program is started with an argument vector, never through a shell.
@@ -54,6 +56,7 @@ type options struct {
 	only       string
 	arm        string // ARMv5 app-connect binary for the "arm" part
 	qemu       string
+	floor      string // reference subscriber of the "floor" part (scripts/floor)
 }
 
 func usage(w io.Writer) {
@@ -86,7 +89,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&o.rate, "rate", defRate, "uplinks per second in total (0: as fast as possible)")
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long the demo publishes")
 	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 1, "GOMAXPROCS of app-connect (bench; 0: Go's default)")
-	fs.StringVar(&o.only, "only", "steady,burst,drain", "bench parts to run (steady, burst, drain, arm)")
+	fs.StringVar(&o.only, "only", "steady,floor,burst,drain", "bench parts to run (steady, floor, burst, drain, arm)")
+	fs.StringVar(&o.floor, "floor", "build/bench-floor", "reference subscriber of the floor part (scripts/floor: paho + net/http, no storage)")
 	fs.StringVar(&o.arm, "arm", "build/app-connect-armv5", "ARMv5 app-connect binary for the arm part (make build-arm)")
 	fs.StringVar(&o.qemu, "qemu", "qemu-arm-static", "user-mode emulator of the arm part")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -346,6 +350,7 @@ type benchRun struct {
 	rate       float64
 	drain      bool
 	arm        bool // the ARMv5 binary under the emulator
+	floor      bool // scripts/floor instead of app-connect: the libraries' least CPU per uplink
 }
 
 func (e *orchestrator) bench(ctx context.Context, dir string) int {
@@ -369,6 +374,9 @@ func (e *orchestrator) bench(ctx context.Context, dir string) int {
 						broker: br, mqtt: mq, devices: e.o.devices, uplinks: e.o.uplinks, rate: e.o.rate})
 				}
 			}
+		case "floor":
+			runs = append(runs, benchRun{part: "floor", name: "reference, not app-connect: paho subscriber + one net/http POST per uplink, no storage, 50 uplinks/s for 60 s, HTTP",
+				broker: defaultQueues, devices: 50, uplinks: 60, rate: 50, floor: true})
 		case "arm":
 			for _, mq := range []bool{false, true} {
 				runs = append(runs, benchRun{part: "arm", name: "ARMv5 binary under " + e.o.qemu + ", 20 uplinks/s for 60 s, " + transportName(mq),
@@ -421,6 +429,10 @@ func transportName(mqtt bool) string {
 
 func printBench(w io.Writer, prefix string, run benchRun, res sessionResult) {
 	r := res.report
+	proc := "app-connect"
+	if run.floor {
+		proc = "floor"
+	}
 	perK := 0.0
 	if r.Delivered > 0 {
 		perK = res.cpu / float64(r.Delivered) * 1000
@@ -431,14 +443,14 @@ func printBench(w io.Writer, prefix string, run benchRun, res sessionResult) {
 		if d := r.LastDelivery.Sub(r.FirstDelivery).Seconds(); d > 0 {
 			rate = float64(r.Delivered) / d
 		}
-		fmt.Fprintf(w, "%sdelivered %d of %d; drain %.0f uplinks/s (first → last delivery after the outage, %.2f s); lost %d, duplicates %d, out of order %d; app-connect %.3f CPU s per 1,000 uplinks, peak RSS %.1f MiB\n",
-			prefix, r.Delivered, r.Sent, rate, r.LastDelivery.Sub(r.FirstDelivery).Seconds(), r.Missing, r.Duplicates, r.OutOfOrder, perK, float64(res.rss)/(1<<20))
+		fmt.Fprintf(w, "%sdelivered %d of %d; drain %.0f uplinks/s (first → last delivery after the outage, %.2f s); lost %d, duplicates %d, out of order %d; %s %.3f CPU s per 1,000 uplinks, peak RSS %.1f MiB\n",
+			prefix, r.Delivered, r.Sent, rate, r.LastDelivery.Sub(r.FirstDelivery).Seconds(), r.Missing, r.Duplicates, r.OutOfOrder, proc, perK, float64(res.rss)/(1<<20))
 	case run.rate > 0:
-		fmt.Fprintf(w, "%sdelivered %d of %d; lost %d, duplicates %d, out of order %d; app-connect %.3f CPU s per 1,000 uplinks; latency p50 %.1f ms, p99 %.1f ms; peak RSS %.1f MiB\n",
-			prefix, r.Delivered, r.Sent, r.Missing, r.Duplicates, r.OutOfOrder, perK, r.LatencyP50Ms, r.LatencyP99Ms, float64(res.rss)/(1<<20))
+		fmt.Fprintf(w, "%sdelivered %d of %d; lost %d, duplicates %d, out of order %d; %s %.3f CPU s per 1,000 uplinks; latency p50 %.1f ms, p99 %.1f ms; peak RSS %.1f MiB\n",
+			prefix, r.Delivered, r.Sent, r.Missing, r.Duplicates, r.OutOfOrder, proc, perK, r.LatencyP50Ms, r.LatencyP99Ms, float64(res.rss)/(1<<20))
 	default:
-		fmt.Fprintf(w, "%sdelivered %d of %d: %.0f uplinks/s (%.2f s first publish → last delivery); lost %d, duplicates %d, out of order %d; app-connect %.3f CPU s per 1,000 uplinks, peak RSS %.1f MiB\n",
-			prefix, r.Delivered, r.Sent, r.UplinksPerSec, r.Seconds, r.Missing, r.Duplicates, r.OutOfOrder, perK, float64(res.rss)/(1<<20))
+		fmt.Fprintf(w, "%sdelivered %d of %d: %.0f uplinks/s (%.2f s first publish → last delivery); lost %d, duplicates %d, out of order %d; %s %.3f CPU s per 1,000 uplinks, peak RSS %.1f MiB\n",
+			prefix, r.Delivered, r.Sent, r.UplinksPerSec, r.Seconds, r.Missing, r.Duplicates, r.OutOfOrder, proc, perK, float64(res.rss)/(1<<20))
 	}
 }
 
@@ -476,6 +488,11 @@ func (e *orchestrator) benchRun(ctx context.Context, mosq, dir string, r benchRu
 	}
 	var env []string
 	var emulator, binary string
+	if r.floor {
+		if binary, err = filepath.Abs(e.o.floor); err != nil {
+			return sessionResult{startErr: true}, err
+		}
+	}
 	if r.arm {
 		if emulator, err = exec.LookPath(e.o.qemu); err != nil {
 			return sessionResult{startErr: true}, err
