@@ -231,9 +231,9 @@ func (o *Outbox) app(eui string) *AppStats {
 }
 
 // Append stores rows in one transaction and returns once they are durable
-// (they survive a power cut),
-// with their IDs filled in; they are then handed to their applications'
-// feeds. Rows dropped to respect the caps are reported per application.
+// (they survive a power cut), with their IDs filled in. They are handed to
+// their applications' feeds as soon as they are committed, before the sync
+// ends. Rows dropped to respect the caps are reported per application.
 // Deletions waiting for a transaction ride on this one. While the file
 // system is full the rows are refused with ErrStorageFull (the deletions are
 // committed all the same).
@@ -259,12 +259,12 @@ func (o *Outbox) Append(ctx context.Context, rows []Row) (dropped map[string]int
 	if err != nil {
 		return nil, err
 	}
+	// The rows go to their feeds at once, while the WAL is synced: delivery
+	// overlaps the flash write. What the caller acknowledges waits for the
+	// sync; should the power fail before it ends, the broker still holds the
+	// messages and sends them again (a duplicate, never a loss).
+	o.handOff(rows)
 	if err := o.db.durable(); err != nil {
-		// Committed but not known to be on the flash: the rows are queued
-		// (their feeds get them), the caller is told so and acknowledges
-		// nothing; the broker's redelivery may queue them twice
-		// (at-least-once), never lose them.
-		o.handOff(rows)
 		o.db.log.Error("outbox commit not confirmed durable; local messages stay unacknowledged", "err", err, "rows", len(rows))
 		return nil, err
 	}
@@ -276,7 +276,6 @@ func (o *Outbox) Append(ctx context.Context, rows []Row) (dropped map[string]int
 			dropped[app] = n
 		}
 	}
-	o.handOff(rows)
 	return dropped, nil
 }
 
