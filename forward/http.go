@@ -9,8 +9,10 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
+	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/backoff"
 )
@@ -129,14 +131,27 @@ type httpPaths struct{ app, gw string }
 
 func (p httpPaths) init() string  { return "/api/v1/lorawan/" + p.app + "/" + p.gw + "/init" }
 func (p httpPaths) close() string { return "/api/v1/lorawan/" + p.app + "/" + p.gw + "/close" }
-func uplinkPath(appEUI, devEUI string) string {
-	return "/api/v1/lorawan/" + appEUI + "/" + devEUI + "/up"
+
+// rowPath is the path a row is posted to: /api/v1/lorawan/<AppEUI>/<DevEUI>/<kind>
+// (the device's AppEUI and DevEUI in their dashed lowercase form).
+func rowPath(r cache.Row) string {
+	const prefix = "/api/v1/lorawan/"
+	var b strings.Builder
+	b.Grow(len(prefix) + 2*23 + 2 + len(r.Kind))
+	var buf [23]byte
+	b.WriteString(prefix)
+	b.Write(appendEUI(buf[:0], r.AppEUI))
+	b.WriteByte('/')
+	b.Write(appendEUI(buf[:0], r.DevEUI))
+	b.WriteByte('/')
+	b.WriteString(r.Kind)
+	return b.String()
 }
-func joinedPath(appEUI, devEUI string) string {
-	return "/api/v1/lorawan/" + appEUI + "/" + devEUI + "/joined"
-}
-func movedPath(appEUI, devEUI string) string {
-	return "/api/v1/lorawan/" + appEUI + "/" + devEUI + "/moved"
+
+// appendEUI appends an EUI's text form (cache.EUI64.AppendText) to b.
+func appendEUI(b []byte, e cache.EUI64) []byte {
+	b, _ = e.AppendText(b)
+	return b
 }
 func batchPath(app string) string { return "/api/v1/lorawan/" + app + "/up" }
 func downPath(app string) string  { return "/api/v1/lorawan/" + app + "/down" }

@@ -82,7 +82,7 @@ func (a *Application) deliverHTTP(ctx context.Context) {
 		n = DefaultHTTPLanes
 	}
 	a.feed.Rewind(0) // this instance starts from the oldest queued row
-	lr := &laneRouter{bound: map[string]*binding{}}
+	lr := &laneRouter{bound: map[cache.EUI64]*binding{}}
 	room := make(chan struct{}, 1) // a full lane moved
 	var wg sync.WaitGroup
 	for range n {
@@ -146,7 +146,7 @@ func (a *Application) deliverHTTP(ctx context.Context) {
 type laneRouter struct {
 	lanes []*lane
 	mu    sync.Mutex
-	bound map[string]*binding // DevEUI → its lane while it has rows there
+	bound map[cache.EUI64]*binding // DevEUI → its lane while it has rows there
 }
 
 type binding struct {
@@ -154,14 +154,9 @@ type binding struct {
 	rows int
 }
 
-func rowDevice(r cache.Row) string {
-	_, dev, _ := parseRowTarget(r.Target)
-	return dev
-}
-
 // push queues a row on its device's lane; false when that lane is full.
 func (lr *laneRouter) push(r cache.Row) bool {
-	dev := rowDevice(r)
+	dev := r.DevEUI
 	lr.mu.Lock()
 	defer lr.mu.Unlock()
 	b := lr.bound[dev]
@@ -187,7 +182,7 @@ func (lr *laneRouter) release(rows []cache.Row) {
 	lr.mu.Lock()
 	defer lr.mu.Unlock()
 	for _, r := range rows {
-		dev := rowDevice(r)
+		dev := r.DevEUI
 		if b := lr.bound[dev]; b != nil {
 			if b.rows--; b.rows <= 0 {
 				delete(lr.bound, dev)
@@ -254,7 +249,7 @@ func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 			}
 		} else {
 			n = 1
-			reply, err = a.http.Post(post, rows[0].Target, a.body(rows[0]), 0)
+			reply, err = a.http.Post(post, rowPath(rows[0]), a.body(rows[0]), 0)
 		}
 		if err == nil {
 			a.queue.Delete(rows[:n])
@@ -262,7 +257,7 @@ func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 			a.delivered(rows[:n])
 			singles = max(singles-n, 0)
 			if failing {
-				a.log.Info("delivery resumed", "path", rows[0].Target)
+				a.log.Info("delivery resumed", "path", rowPath(rows[0]))
 				failing = false
 				a.setState(StateUp, nil)
 			}
@@ -280,17 +275,17 @@ func (l *lane) run(ctx context.Context, room chan<- struct{}) {
 			a.queue.DeadLetter(rows[:1])
 			settle(rows[:1])
 			singles = max(singles-1, 0)
-			a.log.Error("remote refused a message for good; dead-lettered", "kind", head.Kind, "path", head.Target, "err", err)
+			a.log.Error("remote refused a message for good; dead-lettered", "kind", head.Kind, "path", rowPath(head), "err", err)
 			continue
 		}
 		a.Counters.Failures.Add(1)
 		d := b.Next()
 		a.queue.RecordFailure(head.ID, time.Now().Add(d))
 		if !failing {
-			a.log.Warn("delivery failed, retrying with backoff", "path", head.Target, "err", err, "retry_in", d.Round(time.Millisecond))
+			a.log.Warn("delivery failed, retrying with backoff", "path", rowPath(head), "err", err, "retry_in", d.Round(time.Millisecond))
 			failing = true
 		} else {
-			a.log.Debug("delivery failed again", "path", head.Target, "err", err, "retry_in", d.Round(time.Millisecond))
+			a.log.Debug("delivery failed again", "path", rowPath(head), "err", err, "retry_in", d.Round(time.Millisecond))
 		}
 		a.setState(StateRetrying, err)
 		if !sleep(ctx, d) {

@@ -451,7 +451,7 @@ func (t *mqttTransport) settle(ps []pending) {
 	for _, p := range ps {
 		if p.dead != nil {
 			dead = append(dead, p.row)
-			a.log.Error("row cannot be published; dead-lettered", "kind", p.row.Kind, "target", p.row.Target, "err", p.dead)
+			a.log.Error("row cannot be published; dead-lettered", "kind", p.row.Kind, "appeui", p.row.AppEUI, "deveui", p.row.DevEUI, "err", p.dead)
 			continue
 		}
 		ok = append(ok, p.row)
@@ -473,11 +473,11 @@ func (t *mqttTransport) settle(ps []pending) {
 
 // publishRow publishes the messages of one row (QoS 1).
 func (t *mqttTransport) publishRow(c paho.Client, r cache.Row) pending {
-	msgs, err := t.rowMessages(r)
+	appEUI, dev := r.AppEUI.String(), r.DevEUI.String()
+	msgs, err := t.rowMessages(r, appEUI, dev)
 	if err != nil {
 		return pending{row: r, dead: err}
 	}
-	appEUI, dev, _ := parseRowTarget(r.Target)
 	if rowKind(r) != lnsbridge.KindMoved && t.perDevice() {
 		t.subscribeDevice(dev, t.deviceAppEUI(appEUI), true)
 	}
@@ -496,12 +496,9 @@ type pubMsg struct {
 	payload []byte
 }
 
-// rowMessages maps an outbox row to its publishes (conduit.md §7.2, §7.3).
-func (t *mqttTransport) rowMessages(r cache.Row) ([]pubMsg, error) {
-	appEUI, dev, ok := parseRowTarget(r.Target)
-	if !ok {
-		return nil, fmt.Errorf("unexpected target %q", r.Target)
-	}
+// rowMessages maps an outbox row to its publishes (conduit.md §7.2, §7.3):
+// the topics from its kind and its device's AppEUI and DevEUI (text form).
+func (t *mqttTransport) rowMessages(r cache.Row, appEUI, dev string) ([]pubMsg, error) {
 	v := t.vars
 	v.appEUI, v.devEUI = appEUI, dev
 	var tmpls []string

@@ -128,9 +128,7 @@ func TestMQTTSettlingKeepsFailedPublishQueued(t *testing.T) {
 			var rows []cache.Row
 			for i, k := range kinds {
 				id := int64(i + 1) // a fresh outbox numbers its rows from 1
-				rows = append(rows, cache.Row{Application: appEUI, Kind: k,
-					Target: fmt.Sprintf("/api/v1/lorawan/%s/00-00-00-00-00-00-00-%02x/%s", appEUI, id, k),
-					Body:   fmt.Appendf(nil, `{"row":%d}`, id), EnqueuedAt: time.Now()})
+				rows = append(rows, testRow(appEUI, k, appEUI, fmt.Sprintf("00-00-00-00-00-00-00-%02x", id), fmt.Sprintf(`{"row":%d}`, id)))
 				q.rows = append(q.rows, id)
 			}
 			if _, err := q.Append(context.Background(), rows); err != nil {

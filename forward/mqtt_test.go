@@ -241,8 +241,7 @@ func (r *runningApp) stop() {
 
 func (r *runningApp) add(t *testing.T, kind, appEUI, dev, body string) {
 	t.Helper()
-	row := cache.Row{Application: r.app.Settings.EUI, Kind: kind, Target: "/api/v1/lorawan/" + appEUI + "/" + dev + "/" + kind,
-		Body: []byte(body), EnqueuedAt: time.Now()}
+	row := testRow(r.app.Settings.EUI, kind, appEUI, dev, body)
 	if _, err := r.ob.Append(context.Background(), []cache.Row{row}); err != nil {
 		t.Fatal(err)
 	}
