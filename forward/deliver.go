@@ -25,7 +25,7 @@ type transport interface {
 	open(ctx context.Context) (lost <-chan struct{}, err error)
 	// deliver sends rows, the head of one lane, oldest first, and says what
 	// became of them (result). The calls of one lane are sequential; lanes
-	// call concurrently.
+	// call concurrently. rows is reused after the call: keep copies, not it.
 	deliver(ctx context.Context, rows []cache.Row) result
 	// close sends the close notice on the transport's own connection.
 	close(ctx context.Context)
@@ -286,7 +286,8 @@ func (s *laneSession) why() error {
 type lane struct {
 	s      *laneSession
 	router *laneRouter
-	st     laneState // owned by the goroutine delivering the lane
+	st     laneState   // owned by the goroutine delivering the lane
+	buf    []cache.Row // head's, owned by the goroutine delivering the lane
 	mu     sync.Mutex
 	rows   []cache.Row
 	wake   chan struct{}
@@ -314,14 +315,14 @@ func (l *lane) len() int {
 	return len(l.rows)
 }
 
-// head returns up to n rows at the front of the lane.
+// head returns up to n rows at the front of the lane, in a buffer the next
+// call reuses (a deliver call and the settling after it do not keep it).
 func (l *lane) head(n int) []cache.Row {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n = min(n, len(l.rows))
-	out := make([]cache.Row, n)
-	copy(out, l.rows[:n])
-	return out
+	l.buf = append(l.buf[:0], l.rows[:n]...)
+	return l.buf
 }
 
 // pop removes n rows from the front; it reports whether the lane had been full.
