@@ -273,7 +273,7 @@ func TestDeliveryDeadLettersPermanentAndKeepsOrder(t *testing.T) {
 	if s := ob.Stats(config.CatchAll); s.DeadLettered != 1 || app.Counters.Forwarded.Load() != 2 {
 		t.Fatalf("stats %+v forwarded %d", s, app.Counters.Forwarded.Load())
 	}
-	if app.tr.(*httpTransport).c.timeout != 3*time.Second {
-		t.Fatalf("init timeout not applied: %s", app.tr.(*httpTransport).c.timeout)
+	if d := time.Duration(app.tr.(*httpTransport).c.timeout.Load()); d != 3*time.Second {
+		t.Fatalf("init timeout not applied: %s", d)
 	}
 }

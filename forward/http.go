@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/lorawan-gateway/app-connect/cache"
@@ -45,7 +46,7 @@ const maxReply = 1 << 20
 type HTTPTransport struct {
 	base    string // scheme://host:port/prefix
 	client  *http.Client
-	timeout time.Duration
+	timeout atomic.Int64 // time.Duration: init's answer sets it while status reports may be posting
 }
 
 // NewHTTPTransport builds the transport for an http:// or https:// endpoint.
@@ -64,7 +65,9 @@ func NewHTTPTransport(ep config.Endpoint, opts config.AppOptions, timeout time.D
 		}
 		tr.TLSClientConfig = tc
 	}
-	return &HTTPTransport{base: ep.BaseURL(), client: &http.Client{Transport: tr}, timeout: timeout}, nil
+	h := &HTTPTransport{base: ep.BaseURL(), client: &http.Client{Transport: tr}}
+	h.timeout.Store(int64(timeout))
+	return h, nil
 }
 
 // keepAlive sets how many idle connections are kept (one per lane).
@@ -82,7 +85,7 @@ func (h *HTTPTransport) Post(ctx context.Context, path string, body []byte, time
 
 func (h *HTTPTransport) do(ctx context.Context, method, path string, body []byte, timeout time.Duration) ([]byte, error) {
 	if timeout <= 0 {
-		timeout = h.timeout
+		timeout = time.Duration(h.timeout.Load())
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -158,7 +158,7 @@ func (h *httpTransport) applyInitReply(reply []byte) bool {
 		return true // JSON, but not an object: ready with defaults
 	}
 	if ir.Timeout != nil && *ir.Timeout > 0 && *ir.Timeout < 3600 {
-		h.c.timeout = time.Duration(*ir.Timeout * float64(time.Second))
+		h.c.timeout.Store(int64(time.Duration(*ir.Timeout * float64(time.Second))))
 	}
 	if ir.QueueSize != nil && *ir.QueueSize >= 1 {
 		h.batchMax = min(maxBatch, int(*ir.QueueSize))
