@@ -20,25 +20,42 @@ import (
 // requests out.
 
 // The conformance table: for each API version with an HTTP URL, each LNS input
-// produces exactly the requests conduit.md §6 lists.
+// produces exactly the requests conduit.md §6 lists; the same over HTTPS to a
+// server that verifies the gateway's client certificate.
 func TestHTTPConformance(t *testing.T) {
 	const gwEUI = "00-80-00-00-d0-00-01-ff"
 	dashed := "029998e0-6156-cdd4-4523-264b523115c1"
 	tests := []struct {
 		api, eui string
 		app, gw  string // expected APP and GW-UUID path levels
+		https    bool   // HTTPS with a client certificate
 	}{
-		{"1.0", "ff-ff-ff-ff-ff-ff-ff-ff", "ff-ff-ff-ff-ff-ff-ff-ff", gwTestUUID},
-		{"1.0", "16-EA-76-F6-AB-66-3D-80", "16-ea-76-f6-ab-66-3d-80", gwTestUUID},
-		{"1.1", "16-ea-76-f6-ab-66-3d-80", "ff-ff-ff-ff-ff-ff-ff-ff", dashed}, // forced to the catch-all
-		{"1.1.1", "16-ea-76-f6-ab-66-3d-80", "ff-ff-ff-ff-ff-ff-ff-ff", dashed},
+		{"1.0", "ff-ff-ff-ff-ff-ff-ff-ff", "ff-ff-ff-ff-ff-ff-ff-ff", gwTestUUID, false},
+		{"1.0", "16-EA-76-F6-AB-66-3D-80", "16-ea-76-f6-ab-66-3d-80", gwTestUUID, false},
+		{"1.1", "16-ea-76-f6-ab-66-3d-80", "ff-ff-ff-ff-ff-ff-ff-ff", dashed, false}, // forced to the catch-all
+		{"1.1.1", "16-ea-76-f6-ab-66-3d-80", "ff-ff-ff-ff-ff-ff-ff-ff", dashed, false},
+		{"1.0", "16-ea-76-f6-ab-66-3d-80", "16-ea-76-f6-ab-66-3d-80", gwTestUUID, true},
+		{"1.1.1", "16-ea-76-f6-ab-66-3d-80", "ff-ff-ff-ff-ff-ff-ff-ff", dashed, true},
 	}
 	for _, tc := range tests {
-		t.Run(tc.api+" "+tc.eui, func(t *testing.T) {
+		name := tc.api + " " + tc.eui
+		if tc.https {
+			name += " https"
+		}
+		t.Run(name, func(t *testing.T) {
 			h := newGateway(t, 1)
-			srv := httptest.NewServer(h.sink)
-			t.Cleanup(srv.Close)
-			h.mpower.SetDefaultApp(sim.DefaultAppWith(srv.URL+"/tenant", tc.api, tc.eui, nil))
+			var app json.RawMessage
+			if tc.https {
+				p := newPKI(t, "127.0.0.1")
+				srv := mtlsServer(t, p, h.sink)
+				app = withOptions(t, sim.DefaultAppWith(srv.URL+"/tenant", tc.api, tc.eui, nil),
+					map[string]any{"server_cert": p.caPEM, "client_cert": p.clientCert, "apikey": p.clientKey, "check_hostname": true})
+			} else {
+				srv := httptest.NewServer(h.sink)
+				t.Cleanup(srv.Close)
+				app = sim.DefaultAppWith(srv.URL+"/tenant", tc.api, tc.eui, nil)
+			}
+			h.mpower.SetDefaultApp(app)
 			h.start()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -371,4 +388,26 @@ func TestUnknownAppnetResolvedOnJoin(t *testing.T) {
 		t.Fatal("a session key reached the logs")
 	}
 	checkSink(t, "C", sinkC, false)
+}
+
+// withOptions sets options of a defaultApp document.
+func withOptions(t *testing.T, app json.RawMessage, opts map[string]any) json.RawMessage {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(app, &m); err != nil {
+		t.Fatal(err)
+	}
+	o, _ := m["options"].(map[string]any)
+	if o == nil {
+		o = map[string]any{}
+	}
+	for k, v := range opts {
+		o[k] = v
+	}
+	m["options"] = o
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
