@@ -452,6 +452,9 @@ type binding struct {
 
 // push queues a row on its device's lane; false when that lane is full.
 func (lr *laneRouter) push(r cache.Row) bool {
+	if len(lr.lanes) == 1 {
+		return lr.lanes[0].push(r) // nothing to choose: no binding to keep
+	}
 	dev := r.DevEUI
 	lr.mu.Lock()
 	defer lr.mu.Unlock()
@@ -475,6 +478,9 @@ func (lr *laneRouter) push(r cache.Row) bool {
 
 // release unbinds the devices of rows a lane finished with.
 func (lr *laneRouter) release(rows []cache.Row) {
+	if len(lr.lanes) == 1 {
+		return
+	}
 	lr.mu.Lock()
 	defer lr.mu.Unlock()
 	for _, r := range rows {
