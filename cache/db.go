@@ -74,6 +74,19 @@ var migrations = []string{
 		session_key_id_local INTEGER NOT NULL DEFAULT 0
 	);
 	CREATE INDEX join_attempts_deveui ON join_attempts(deveui, id);`,
+	// 3: outbox rows carry the device's AppEUI and DevEUI (8-byte BLOBs,
+	// cache.EUI64) instead of an HTTP path: each transport derives its own
+	// path or topic. Rows queued by an earlier version get them from their
+	// target "/api/v1/lorawan/<AppEUI>/<DevEUI>/<kind>" (the only form it
+	// wrote), so a backlog is delivered unchanged after the upgrade.
+	`ALTER TABLE outbox ADD COLUMN appeui BLOB NOT NULL DEFAULT x'0000000000000000';
+	ALTER TABLE outbox ADD COLUMN deveui BLOB NOT NULL DEFAULT x'0000000000000000';
+	UPDATE outbox SET
+		appeui = COALESCE(unhex(substr(target, 17, 23), '-'), appeui),
+		deveui = COALESCE(unhex(substr(target, 41, 23), '-'), deveui)
+	WHERE target LIKE '/api/v1/lorawan/%' AND substr(target, 40, 1) = '/' AND substr(target, 64, 1) = '/'
+		AND length(unhex(substr(target, 17, 23), '-')) = 8 AND length(unhex(substr(target, 41, 23), '-')) = 8;
+	ALTER TABLE outbox DROP COLUMN target;`,
 }
 
 // Options tunes Open.

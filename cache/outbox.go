@@ -16,7 +16,8 @@ type Row struct {
 	ID            int64
 	Application   string // EUI of the destination application
 	Kind          string // "up", "joined", "moved"
-	Target        string // the HTTP path /api/v1/lorawan/<AppEUI>/<DevEUI>/<kind>, whatever the transport (MQTT derives its topic from it)
+	AppEUI        EUI64  // the device's AppEUI
+	DevEUI        EUI64  // the device; each transport derives its path or topic from Kind, AppEUI and DevEUI
 	Body          []byte
 	EnqueuedAt    time.Time
 	Attempts      int
@@ -150,10 +151,10 @@ func (o *Outbox) prepare(ctx context.Context) error {
 		dst *(*sql.Stmt)
 		q   string
 	}{
-		{&o.st.insert, `INSERT INTO outbox (application, kind, target, body, enqueued_at) VALUES (?, ?, ?, ?, ?)`},
+		{&o.st.insert, `INSERT INTO outbox (application, kind, appeui, deveui, body, enqueued_at) VALUES (?, ?, ?, ?, ?, ?)`},
 		{&o.st.delRange, `DELETE FROM outbox WHERE id BETWEEN ? AND ? AND application = ?`},
 		{&o.st.fail, `UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?`},
-		{&o.st.peek, `SELECT id, kind, target, body, enqueued_at, attempts, next_attempt_at FROM outbox
+		{&o.st.peek, `SELECT id, kind, appeui, deveui, body, enqueued_at, attempts, next_attempt_at FROM outbox
 			WHERE application = ? AND id > ? ORDER BY id LIMIT ?`},
 		{&o.st.counter, `INSERT INTO counters (application, name, value) VALUES (?, ?, ?)
 			ON CONFLICT (application, name) DO UPDATE SET value = value + excluded.value`},
@@ -475,7 +476,7 @@ func (o *Outbox) Peek(ctx context.Context, app string, afterID int64, n int) ([]
 	for rows.Next() {
 		r := Row{Application: app}
 		var enq, next int64
-		if err := rows.Scan(&r.ID, &r.Kind, &r.Target, &r.Body, &enq, &r.Attempts, &next); err != nil {
+		if err := rows.Scan(&r.ID, &r.Kind, &r.AppEUI, &r.DevEUI, &r.Body, &enq, &r.Attempts, &next); err != nil {
 			o.db.space.sawError(err)
 			return nil, fmt.Errorf("cache: peek %s: %w", app, err)
 		}
@@ -633,7 +634,7 @@ func (o *Outbox) apply(tx *sql.Tx, lim Limits, rows []Row, pend pendingWrites, e
 			if body == nil {
 				body = []byte{}
 			}
-			res, err := ins.Exec(row.Application, row.Kind, row.Target, body, row.EnqueuedAt.UnixMilli())
+			res, err := ins.Exec(row.Application, row.Kind, row.AppEUI[:], row.DevEUI[:], body, row.EnqueuedAt.UnixMilli())
 			if err != nil {
 				return nil, fmt.Errorf("cache: outbox insert %s: %w", row.Application, err)
 			}

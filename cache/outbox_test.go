@@ -36,7 +36,7 @@ func newOutbox(t testing.TB, db *DB, l Limits) *Outbox {
 func rowsFor(app string, from, n int) []Row {
 	out := make([]Row, n)
 	for i := range out {
-		out[i] = Row{Application: app, Kind: "up", Target: "/up", Body: fmt.Appendf(nil, `{"n":%d}`, from+i)}
+		out[i] = Row{Application: app, Kind: "up", Body: fmt.Appendf(nil, `{"n":%d}`, from+i)}
 	}
 	return out
 }
@@ -357,7 +357,7 @@ func BenchmarkOutboxAppend(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				rows := make([]Row, batch)
 				for j := range rows {
-					rows[j] = Row{Application: "a", Kind: "up", Target: "/up", Body: body}
+					rows[j] = Row{Application: "a", Kind: "up", Body: body}
 				}
 				if _, err := ob.Append(ctx, rows); err != nil {
 					b.Fatal(err)
@@ -378,7 +378,7 @@ func BenchmarkOutboxPeekDelete(b *testing.B) {
 		b.StopTimer()
 		rows := make([]Row, 10)
 		for j := range rows {
-			rows[j] = Row{Application: "a", Kind: "up", Target: "/up", Body: body}
+			rows[j] = Row{Application: "a", Kind: "up", Body: body}
 		}
 		if _, err := ob.Append(ctx, rows); err != nil {
 			b.Fatal(err)

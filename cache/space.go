@@ -405,7 +405,7 @@ func (o *Outbox) write(rows []Row, extra func(*sql.Tx, func(string) *delta) erro
 	o.checkFile(ctx)
 	var appendBytes int64
 	for _, row := range rows {
-		appendBytes += int64(len(row.Body)) + int64(len(row.Target)+len(row.Application)) + 64
+		appendBytes += int64(len(row.Body)) + int64(len(row.AppEUI)+len(row.DevEUI)+len(row.Application)) + 64
 	}
 	payload, _ := o.payloadBytes()
 	ok, why := true, error(nil)

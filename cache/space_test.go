@@ -33,7 +33,7 @@ func (l *lockedBuffer) String() string {
 func bigRows(app string, n int) []Row {
 	out := make([]Row, n)
 	for i := range out {
-		out[i] = Row{Application: app, Kind: "up", Target: "/up", Body: bytes.Repeat([]byte{'x'}, 300)}
+		out[i] = Row{Application: app, Kind: "up", Body: bytes.Repeat([]byte{'x'}, 300)}
 	}
 	return out
 }

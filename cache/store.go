@@ -125,7 +125,7 @@ func SelfTest(ctx context.Context, path string) error {
 		return err
 	}
 	defer ob.Close()
-	rows := []Row{{Application: "app", Kind: "up", Target: "t", Body: []byte(`{"a":1}`)}, {Application: "app", Kind: "up", Target: "t", Body: []byte(`{"a":2}`)}}
+	rows := []Row{{Application: "app", Kind: "up", Body: []byte(`{"a":1}`)}, {Application: "app", Kind: "up", Body: []byte(`{"a":2}`)}}
 	if _, err := ob.Append(ctx, rows); err != nil {
 		return err
 	}

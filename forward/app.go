@@ -2,7 +2,6 @@ package forward
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -114,7 +113,8 @@ type Observer interface{ Observe(time.Duration) }
 // OutcomeCounter counts events by outcome (downlinks: "sent", "refused").
 type OutcomeCounter interface{ Add(outcome string) }
 
-// Application is one remote application: its transport and its delivery loop.
+// Application is one remote application: its transport and the delivery
+// loop that drives it (deliver.go).
 type Application struct {
 	Settings AppSettings
 	Counters *Counters
@@ -122,11 +122,8 @@ type Application struct {
 	log       *slog.Logger
 	queue     Queue
 	feed      *cache.Feed
-	http      *HTTPTransport // HTTP(S) applications
-	mqtt      *mqttTransport // MQTT(S)/WSS applications (forward/mqtt*.go)
-	tr        transport      // the one of the two in use; nil when misconfigured
+	tr        transport // HTTP(S) (http_transport.go) or MQTT(S)/WSS/Azure (mqtt*.go); nil when misconfigured
 	transport string
-	paths     httpPaths
 	gateways  []string
 	sink      DownlinkSink
 	poll      *PollList
@@ -141,10 +138,6 @@ type Application struct {
 	// application: the request in flight finishes and its rows are settled.
 	// nil: requests end with Run's ctx.
 	flight context.Context
-
-	batching     atomic.Bool
-	batchMax     int
-	pollInterval time.Duration
 
 	mu        sync.Mutex
 	state     string
@@ -195,15 +188,12 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 		log:      log.With("app", s.EUI),
 		queue:    q,
 
-		gateways:     id.GatewayEUIs,
-		state:        StateStarting,
-		sink:         sink,
-		poll:         poll,
-		batchMax:     maxBatch,
-		pollInterval: 30 * time.Second,
-		transport:    ep.Transport,
+		gateways:  id.GatewayEUIs,
+		state:     StateStarting,
+		sink:      sink,
+		poll:      poll,
+		transport: ep.Transport,
 	}
-	a.batching.Store(true)
 	if q != nil {
 		a.feed = q.Feed(s.EUI)
 	}
@@ -214,23 +204,27 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 	if s.APIVersion == config.API10 {
 		gw = id.UUIDRaw
 	}
-	a.paths = httpPaths{app: s.EUI, gw: gw}
 	switch ep.Transport {
 	case config.TransportHTTP:
-		a.http, err = NewHTTPTransport(ep, s.Options, s.Delivery.HTTPTimeout)
+		c, err := NewHTTPTransport(ep, s.Options, s.Delivery.HTTPTimeout)
 		if err != nil {
 			return nil, err
 		}
+		h := &httpTransport{c: c, app: s.EUI, paths: httpPaths{app: s.EUI, gw: gw}, gateways: id.GatewayEUIs,
+			encodeHex: s.EncodeHex, lanes: DefaultHTTPLanes, poll: poll, log: a.log, downlinks: a.handleDownlinks,
+			batchMax: maxBatch, pollInterval: 30 * time.Second}
 		if s.Delivery.HTTPLanes > 0 {
-			a.http.keepAlive(s.Delivery.HTTPLanes)
+			h.lanes = s.Delivery.HTTPLanes
+			c.keepAlive(s.Delivery.HTTPLanes)
 		}
-		a.tr = httpTransport{a}
+		h.batching.Store(true)
+		a.tr = h
 	case config.TransportMQTT:
-		a.mqtt, err = newMQTTTransport(a, ep, id)
+		t, err := newMQTTTransport(a, ep, id)
 		if err != nil {
 			return nil, err
 		}
-		a.tr = a.mqtt
+		a.tr = t
 	}
 	return a, nil
 }
@@ -249,7 +243,7 @@ func newMisconfigured(s AppSettings, id Identity, q Queue, poll *PollList, count
 		counters = &Counters{}
 	}
 	a := &Application{Settings: s, Counters: counters, log: log.With("app", s.EUI), queue: q, gateways: id.GatewayEUIs,
-		poll: poll, batchMax: maxBatch, state: StateMisconfigured, lastError: reason.Error()}
+		poll: poll, state: StateMisconfigured, lastError: reason.Error()}
 	if q != nil {
 		a.feed = q.Feed(s.EUI)
 	}
@@ -279,6 +273,12 @@ func (a *Application) setState(state string, err error) {
 	a.mu.Unlock()
 }
 
+func (a *Application) lastErr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.lastError
+}
+
 // State returns the delivery state and the last error seen.
 func (a *Application) State() (state, lastError string) {
 	a.mu.Lock()
@@ -286,158 +286,18 @@ func (a *Application) State() (state, lastError string) {
 	return a.state, a.lastError
 }
 
-// transport is what an Application drives; each implementation (HTTP(S);
-// MQTT(S)/WSS with its inbound side; Azure IoT Hub) owns its connection state.
-type transport interface {
-	// run opens the connection (init included), then delivers the
-	// application's rows from its feed in order until ctx ends; rows stay in
-	// the outbox until the remote side acknowledged them.
-	run(ctx context.Context)
-	// close sends the close notice on the transport's own connection.
-	close(ctx context.Context)
-}
+// body is what is sent for a row: the LNS bytes, or their encodeHex form.
+func (a *Application) body(r cache.Row) []byte { return rowBody(r, a.Settings.EncodeHex) }
 
-// Run sends init, then delivers queued rows in order until ctx ends. Rows
-// stay in the outbox until the remote side acknowledged them.
-func (a *Application) Run(ctx context.Context) {
-	if a.tr == nil {
-		<-ctx.Done() // misconfigured: rows stay queued
-		return
-	}
-	a.tr.run(ctx)
-}
-
-// Close sends the close notice (5 s timeout); errors are logged only.
-func (a *Application) Close(ctx context.Context) {
-	if a.tr != nil {
-		a.tr.close(ctx)
-	}
-}
-
-// httpTransport is the HTTP(S) side of an application: init, the lanes,
-// downlink polling, close (conduit.md §6).
-type httpTransport struct{ a *Application }
-
-func (h httpTransport) run(ctx context.Context) {
-	a := h.a
-	defer a.setState(StateStopped, nil)
-	b := a.retryBackoff()
-	ready := false
-	for {
-		reply, err := a.http.Init(ctx, a.paths.init(), a.gateways)
-		if err == nil {
-			ready = a.applyInitReply(reply)
-			a.log.Info("application ready", "path", a.paths.init(), "polling", ready)
-			break
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if IsPermanent(err) {
-			a.log.Error("init refused; delivering without it, no downlink polling", "path", a.paths.init(), "err", err)
-			break
-		}
-		a.setState(StateRetrying, err)
-		d := b.Next()
-		a.log.Warn("init failed, retrying", "err", err, "retry_in", d.Round(time.Millisecond))
-		if !sleep(ctx, d) {
-			return
-		}
-	}
-	if ready {
-		go a.pollLoop(ctx)
-	}
-	a.setState(StateUp, nil)
-	a.deliverHTTP(ctx)
-}
-
-// batchable counts the uplinks at the head that may go in one batch: only
-// when two or more are waiting, each at most 700 bytes; a joined ends it.
-func batchable(rows []cache.Row) int {
-	n := 0
-	for _, r := range rows {
-		if rowKind(r) != lnsbridge.KindUp || len(r.Body) > maxBatchElement {
-			break
-		}
-		n++
-	}
-	if n < 2 {
-		return 1
-	}
-	return n
-}
-
-// body is what is posted for a row: the LNS bytes, or their encodeHex form.
-func (a *Application) body(r cache.Row) []byte {
-	if a.Settings.EncodeHex && rowKind(r) == lnsbridge.KindUp {
+// rowBody is what is sent for a row: the LNS bytes, or for an uplink under
+// encodeHex their hex form.
+func rowBody(r cache.Row, encodeHex bool) []byte {
+	if encodeHex && rowKind(r) == lnsbridge.KindUp {
 		if b, err := HexUplink(r.Body); err == nil {
 			return b
 		}
 	}
 	return r.Body
-}
-
-func (a *Application) batchBody(rows []cache.Row) []byte {
-	out := []byte{'['}
-	for i, r := range rows {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = append(out, a.body(r)...)
-	}
-	return append(out, ']')
-}
-
-// applyInitReply applies the optional timeout, queue_size and
-// downlink_query_interval; any JSON reply makes the application ready (polling on).
-func (a *Application) applyInitReply(reply []byte) bool {
-	var ir struct {
-		Timeout               *float64 `json:"timeout"`
-		QueueSize             *float64 `json:"queue_size"`
-		DownlinkQueryInterval *float64 `json:"downlink_query_interval"`
-	}
-	if !json.Valid(reply) || len(reply) == 0 {
-		return false
-	}
-	if json.Unmarshal(reply, &ir) != nil {
-		return true // JSON, but not an object: ready with defaults
-	}
-	if ir.Timeout != nil && *ir.Timeout > 0 && *ir.Timeout < 3600 {
-		a.http.timeout = time.Duration(*ir.Timeout * float64(time.Second))
-	}
-	if ir.QueueSize != nil && *ir.QueueSize >= 1 {
-		a.batchMax = min(maxBatch, int(*ir.QueueSize))
-	}
-	if ir.DownlinkQueryInterval != nil && *ir.DownlinkQueryInterval > 0 && *ir.DownlinkQueryInterval < 86400 {
-		a.pollInterval = time.Duration(*ir.DownlinkQueryInterval * float64(time.Second))
-	}
-	return true
-}
-
-// pollLoop asks for downlinks every poll interval while the poll list is not empty.
-func (a *Application) pollLoop(ctx context.Context) {
-	t := time.NewTicker(a.pollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		devs := a.poll.List()
-		if len(devs) == 0 {
-			continue
-		}
-		body, _ := json.Marshal(devs)
-		reply, err := a.http.do(ctx, "GET", downPath(a.Settings.EUI), body, 0)
-		if err != nil {
-			if ctx.Err() == nil {
-				a.log.Debug("downlink poll failed", "path", downPath(a.Settings.EUI), "err", err)
-			}
-			continue
-		}
-		a.handleDownlinks(ctx, reply, "poll")
-	}
 }
 
 // handleDownlinks validates and publishes the downlinks of a remote answer.
@@ -470,13 +330,6 @@ func (a *Application) countDownlink(outcome string) {
 	}
 	if a.downlinks != nil {
 		a.downlinks.Add(outcome)
-	}
-}
-
-func (h httpTransport) close(ctx context.Context) {
-	a := h.a
-	if err := a.http.Close(ctx, a.paths.close()); err != nil {
-		a.log.Warn("close notice not delivered", "path", a.paths.close(), "err", err)
 	}
 }
 

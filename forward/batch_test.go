@@ -46,11 +46,7 @@ func TestHTTPBatchesHoldUplinksOnly(t *testing.T) {
 		if k == "up" {
 			body = fmt.Sprintf(`{"deveui":%q,"fcnt":%d,"seq":%d}`, dev, i, i)
 		}
-		target := uplinkPath(app, dev)
-		if k == "joined" {
-			target = joinedPath(app, dev)
-		}
-		rows = append(rows, cache.Row{Application: app, Kind: k, Target: target, Body: []byte(body), EnqueuedAt: time.Now()})
+		rows = append(rows, testRow(app, k, app, dev, body))
 	}
 	if _, err := ob.Append(ctx, rows); err != nil { // all waiting before delivery starts
 		t.Fatal(err)

@@ -14,10 +14,18 @@
 // its bounded window overflowed. Delivered rows are forgotten lazily and
 // removed in bulk with the next commit (at-least-once: a crash resends them).
 //
-// Each Application delivers over its transport: HTTP(S) with several
-// requests in flight on lanes chosen by DevEUI (each device's order kept, a
-// failed head blocks only its lane), MQTT(S)/WSS with a window of publishes
-// awaiting their PUBACK, Azure IoT Hub over MQTT. An enabled application whose
+// Each Application's delivery loop (deliver.go) drives its transport through
+// one interface: open (HTTP init; MQTT connect, subscribe, init), deliver a
+// lane's head rows (how many leading rows were acknowledged; whether the next
+// is retryable or refused for good), close. The loop owns the feed, the lanes
+// chosen by DevEUI (each device's rows on one lane, delivered in order by the
+// lane's own goroutine; a failed head blocks only its lane), the backoff,
+// dead-lettering and deletes, and opens the transport again after a lost
+// connection. HTTP(S) (http_transport.go) runs delivery.http_lanes lanes, each
+// posting one message or a batch; MQTT(S)/WSS and Azure IoT Hub (mqtt*.go)
+// run one lane whose deliver calls keep up to delivery.mqtt_inflight
+// publishes awaiting their PUBACK, and own the inbound side (downlinks,
+// clears, remote requests, direct methods). An enabled application whose
 // settings are invalid is kept in the state misconfigured: its events queue
 // until the setting is fixed.
 //

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -84,6 +85,19 @@ func mtlsServer(t *testing.T, p *pki, h http.Handler) *httptest.Server {
 }
 
 func boolp(b bool) *bool { return &b }
+
+// testRow is an outbox row of a device (EUIs in any form cache.ParseEUI64 reads).
+func testRow(app, kind, appEUI, devEUI, body string) cache.Row {
+	ae, err := cache.ParseEUI64(appEUI)
+	if err != nil {
+		panic(err)
+	}
+	de, err := cache.ParseEUI64(devEUI)
+	if err != nil {
+		panic(err)
+	}
+	return cache.Row{Application: app, Kind: kind, AppEUI: ae, DevEUI: de, Body: []byte(body), EnqueuedAt: time.Now()}
+}
 
 func TestHTTPSWithClientCertificate(t *testing.T) {
 	good := newPKI(t, "127.0.0.1")
@@ -198,6 +212,8 @@ func TestBackoffBounds(t *testing.T) {
 }
 
 func TestDeliveryDeadLettersPermanentAndKeepsOrder(t *testing.T) {
+	// One device's three uplinks (one lane, in order); the second is refused.
+	const path = "/api/v1/lorawan/00-00-00-00-00-00-00-0a/00-00-00-00-00-00-00-01/up"
 	var got []string
 	batchTries := 0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -210,8 +226,9 @@ func TestDeliveryDeadLettersPermanentAndKeepsOrder(t *testing.T) {
 			w.WriteHeader(http.StatusNotFound)
 			return
 		}
-		got = append(got, r.URL.Path)
-		if strings.Contains(r.URL.Path, "/bad/") {
+		body, _ := io.ReadAll(r.Body)
+		got = append(got, r.URL.Path+" "+string(body))
+		if strings.Contains(string(body), "bad") {
 			w.WriteHeader(422)
 			return
 		}
@@ -237,8 +254,8 @@ func TestDeliveryDeadLettersPermanentAndKeepsOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rows []cache.Row
-	for _, p := range []string{"/a/1/up", "/bad/2/up", "/a/3/up"} {
-		rows = append(rows, cache.Row{Application: config.CatchAll, Kind: "up", Target: p, Body: []byte(`{}`)})
+	for _, body := range []string{`{"n":1}`, `{"n":2,"bad":true}`, `{"n":3}`} {
+		rows = append(rows, testRow(config.CatchAll, "up", "00-00-00-00-00-00-00-0a", "00-00-00-00-00-00-00-01", body))
 	}
 	if _, err := ob.Append(ctx, rows); err != nil {
 		t.Fatal(err)
@@ -250,13 +267,13 @@ func TestDeliveryDeadLettersPermanentAndKeepsOrder(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if strings.Join(got, ",") != "/a/1/up,/bad/2/up,/a/3/up" || batchTries != 1 {
+	if strings.Join(got, ",") != path+` {"n":1},`+path+` {"n":2,"bad":true},`+path+` {"n":3}` || batchTries != 1 {
 		t.Fatalf("order %v, batch tries %d (want one, then singles)", got, batchTries)
 	}
 	if s := ob.Stats(config.CatchAll); s.DeadLettered != 1 || app.Counters.Forwarded.Load() != 2 {
 		t.Fatalf("stats %+v forwarded %d", s, app.Counters.Forwarded.Load())
 	}
-	if app.http.timeout != 3*time.Second {
-		t.Fatalf("init timeout not applied: %s", app.http.timeout)
+	if d := time.Duration(app.tr.(*httpTransport).c.timeout.Load()); d != 3*time.Second {
+		t.Fatalf("init timeout not applied: %s", d)
 	}
 }

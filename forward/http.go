@@ -9,8 +9,11 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/backoff"
 )
@@ -43,7 +46,7 @@ const maxReply = 1 << 20
 type HTTPTransport struct {
 	base    string // scheme://host:port/prefix
 	client  *http.Client
-	timeout time.Duration
+	timeout atomic.Int64 // time.Duration: init's answer sets it while status reports may be posting
 }
 
 // NewHTTPTransport builds the transport for an http:// or https:// endpoint.
@@ -62,7 +65,9 @@ func NewHTTPTransport(ep config.Endpoint, opts config.AppOptions, timeout time.D
 		}
 		tr.TLSClientConfig = tc
 	}
-	return &HTTPTransport{base: ep.BaseURL(), client: &http.Client{Transport: tr}, timeout: timeout}, nil
+	h := &HTTPTransport{base: ep.BaseURL(), client: &http.Client{Transport: tr}}
+	h.timeout.Store(int64(timeout))
+	return h, nil
 }
 
 // keepAlive sets how many idle connections are kept (one per lane).
@@ -80,7 +85,7 @@ func (h *HTTPTransport) Post(ctx context.Context, path string, body []byte, time
 
 func (h *HTTPTransport) do(ctx context.Context, method, path string, body []byte, timeout time.Duration) ([]byte, error) {
 	if timeout <= 0 {
-		timeout = h.timeout
+		timeout = time.Duration(h.timeout.Load())
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -129,14 +134,27 @@ type httpPaths struct{ app, gw string }
 
 func (p httpPaths) init() string  { return "/api/v1/lorawan/" + p.app + "/" + p.gw + "/init" }
 func (p httpPaths) close() string { return "/api/v1/lorawan/" + p.app + "/" + p.gw + "/close" }
-func uplinkPath(appEUI, devEUI string) string {
-	return "/api/v1/lorawan/" + appEUI + "/" + devEUI + "/up"
+
+// rowPath is the path a row is posted to: /api/v1/lorawan/<AppEUI>/<DevEUI>/<kind>
+// (the device's AppEUI and DevEUI in their dashed lowercase form).
+func rowPath(r cache.Row) string {
+	const prefix = "/api/v1/lorawan/"
+	var b strings.Builder
+	b.Grow(len(prefix) + 2*23 + 2 + len(r.Kind))
+	var buf [23]byte
+	b.WriteString(prefix)
+	b.Write(appendEUI(buf[:0], r.AppEUI))
+	b.WriteByte('/')
+	b.Write(appendEUI(buf[:0], r.DevEUI))
+	b.WriteByte('/')
+	b.WriteString(r.Kind)
+	return b.String()
 }
-func joinedPath(appEUI, devEUI string) string {
-	return "/api/v1/lorawan/" + appEUI + "/" + devEUI + "/joined"
-}
-func movedPath(appEUI, devEUI string) string {
-	return "/api/v1/lorawan/" + appEUI + "/" + devEUI + "/moved"
+
+// appendEUI appends an EUI's text form (cache.EUI64.AppendText) to b.
+func appendEUI(b []byte, e cache.EUI64) []byte {
+	b, _ = e.AppendText(b)
+	return b
 }
 func batchPath(app string) string { return "/api/v1/lorawan/" + app + "/up" }
 func downPath(app string) string  { return "/api/v1/lorawan/" + app + "/down" }

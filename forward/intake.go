@@ -281,12 +281,13 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 		} else {
 			app.Poll().Add(m.DevEUI)
 		}
-		target, ok := rowFor(app, m)
+		row, ok := rowFor(app, m)
 		if !ok {
 			in.ignored.Add(1)
 			continue
 		}
-		rows = append(rows, cache.Row{Application: app.Settings.EUI, Kind: string(m.Kind), Target: target, Body: m.Body, EnqueuedAt: now})
+		row.EnqueuedAt = now
+		rows = append(rows, row)
 		woken[app]++
 	}
 	b := backoff.New(100*time.Millisecond, 5*time.Second)
@@ -356,16 +357,24 @@ func (in *Intake) logDropped(dropped map[string]int) {
 	clear(in.dropped)
 }
 
-// rowFor builds the target of a message's outbox row; ok is false for events
-// the application's protocol does not forward (HTTP sends nothing for moved).
-func rowFor(app *Application, m Message) (target string, ok bool) {
+// rowFor builds a message's outbox row (kind, AppEUI, DevEUI, body: each
+// transport derives its path or topic from them); ok is false for events the
+// application's protocol does not forward (HTTP sends nothing for moved) and
+// for EUIs that do not parse (lnsbridge passes none such).
+func rowFor(app *Application, m Message) (row cache.Row, ok bool) {
 	switch m.Kind {
-	case lnsbridge.KindUp:
-		return uplinkPath(m.AppEUI, m.DevEUI), true
-	case lnsbridge.KindJoined:
-		return joinedPath(m.AppEUI, m.DevEUI), true
+	case lnsbridge.KindUp, lnsbridge.KindJoined:
 	case lnsbridge.KindMoved:
-		return movedPath(m.AppEUI, m.DevEUI), !app.HTTP() // MQTT publishes moved
+		if app.HTTP() {
+			return row, false // MQTT publishes moved
+		}
+	default:
+		return row, false
 	}
-	return "", false
+	appEUI, err1 := cache.ParseEUI64(m.AppEUI)
+	devEUI, err2 := cache.ParseEUI64(m.DevEUI)
+	if err1 != nil || err2 != nil {
+		return row, false
+	}
+	return cache.Row{Application: app.Settings.EUI, Kind: string(m.Kind), AppEUI: appEUI, DevEUI: devEUI, Body: m.Body}, true
 }

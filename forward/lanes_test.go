@@ -82,8 +82,7 @@ func TestHTTPLanesKeepOrderPerDevice(t *testing.T) {
 	for f := range perDevice {
 		for d := range devices {
 			dev := fmt.Sprintf("00-00-00-00-00-00-%02x-%02x", d>>8, d&0xff)
-			rows = append(rows, cache.Row{Application: config.CatchAll, Kind: "up", Target: uplinkPath("aa", dev),
-				Body: fmt.Appendf(nil, `{"deveui":%q,"fcnt":%d}`, dev, f)})
+			rows = append(rows, testRow(config.CatchAll, "up", "00-00-00-00-00-00-00-aa", dev, fmt.Sprintf(`{"deveui":%q,"fcnt":%d}`, dev, f)))
 		}
 		if _, err := ob.Append(ctx, rows); err != nil { // in several commits, while delivery runs
 			t.Fatal(err)

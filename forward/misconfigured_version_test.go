@@ -195,8 +195,7 @@ func TestCatchAllRowsOfAnEarlierRunRoutedPerRow(t *testing.T) {
 	const appEUI, dev = "16-ea-76-f6-ab-66-3d-80", "00-00-00-00-00-00-00-01"
 	var rows []cache.Row
 	for f := range 20 {
-		rows = append(rows, cache.Row{Application: config.CatchAll, Kind: string(lnsbridge.KindUp), Target: uplinkPath(appEUI, dev),
-			Body: fmt.Appendf(nil, `{"deveui":%q,"fcnt":%d}`, dev, f)})
+		rows = append(rows, testRow(config.CatchAll, string(lnsbridge.KindUp), appEUI, dev, fmt.Sprintf(`{"deveui":%q,"fcnt":%d}`, dev, f)))
 	}
 	if _, err := ob.Append(ctx, rows); err != nil {
 		t.Fatal(err)

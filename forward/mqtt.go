@@ -49,11 +49,18 @@ type mqttTransport struct {
 	window               int
 	ackTimeout           time.Duration
 
-	// Owned by run's goroutine.
-	inbox          chan inbound
-	reqs           chan requestJob // remote requests for the request worker
-	cursor         int64           // last row acknowledged or dead-lettered
-	seen           int64           // last row the delivery loop read
+	inbox chan inbound
+	reqs  chan requestJob // remote requests for the request worker
+	start sync.Once       // the inbound side and the request worker, started by the first open
+	// dial opens a connection (connect; tests script it).
+	dial func(ctx context.Context) (*mqttConn, error)
+
+	// Owned by the delivery loop's goroutine (open, then its one lane's
+	// deliver calls, then the outage waits, in turn).
+	conn           *mqttConn // the connection open gave the loop
+	q              []pending // rows published on conn, PUBACK pending, in outbox order
+	seen           int64     // last row published
+	everConnected  bool
 	backhaul       config.BackhaulDetect
 	backhaulCursor int64
 	backhaulLast   map[string]time.Time // DevEUI → last backhaul downlink
@@ -90,6 +97,7 @@ func newMQTTTransport(a *Application, ep config.Endpoint, id Identity) (*mqttTra
 		inbox: make(chan inbound, mqttInbox), reqs: make(chan requestJob, mqttRequestQueue), backhaulLast: map[string]time.Time{},
 		subs: map[string]*subEntry{}, devSubs: map[string][]string{}, devApp: map[string]string{}, cleared: map[string]time.Time{},
 	}
+	t.dial = t.connect
 	t.retainEvents, t.backhaul = s.RetainEvents, s.Backhaul
 	if s.Delivery.MQTTInflight > 0 {
 		t.window = s.Delivery.MQTTInflight
@@ -150,51 +158,42 @@ func customTemplate(s AppSettings, versionDefault string, pick func(config.AppOp
 
 func lastLevel(topic string) string { return topic[strings.LastIndexByte(topic, '/')+1:] }
 
-// run connects (retrying forever with backoff), then delivers the
-// application's rows with QoS 1, many in flight, in outbox order. On ctx's end
-// the connection stays open for close.
-func (t *mqttTransport) run(ctx context.Context) {
+// shape: one lane (rows keep the outbox order), offered up to the window
+// (delivery.mqtt_inflight): deliver keeps that many publishes awaiting their
+// PUBACK, each call publishing what is new and returning once the head is
+// acknowledged.
+func (t *mqttTransport) shape() (lanes, rows int) { return 1, t.window }
+
+// open connects (the loop retries with backoff), subscribing everything and
+// publishing init on the application's first connection; the first call also
+// starts the inbound side (received messages, remote requests) until ctx
+// ends. lost is closed when the connection fails: the next connection
+// resends every row not acknowledged.
+func (t *mqttTransport) open(ctx context.Context) (<-chan struct{}, error) {
 	a := t.a
-	t.setupRequests()
-	if a.requests != nil {
-		go t.requestLoop(ctx)
+	t.start.Do(func() {
+		t.setupRequests()
+		if a.requests != nil {
+			go t.requestLoop(ctx)
+		}
+		go t.dispatchLoop(ctx)
+	})
+	if t.conn != nil {
+		t.drop(t.conn)
+		t.conn, t.q = nil, nil
 	}
-	go t.dispatchLoop(ctx)
-	b := a.retryBackoff()
-	failing := false
-	for ctx.Err() == nil {
-		conn, err := t.connect(ctx)
-		if err == nil {
-			b.Reset()
-			if failing {
-				a.log.Info("remote broker connected again", "broker", t.brokerURL)
-			} else {
-				a.log.Info("remote broker connected", "broker", t.brokerURL, "client_id", t.clientID)
-			}
-			failing = false
-			a.setState(StateUp, nil)
-			err = t.deliver(ctx, conn)
-			if ctx.Err() != nil {
-				return
-			}
-			t.drop(conn)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		a.Counters.Failures.Add(1)
-		a.setState(StateRetrying, err)
-		d := b.Next()
-		if !failing {
-			a.log.Warn("remote broker unreachable, retrying with backoff; rows stay queued", "broker", t.brokerURL, "err", err, "retry_in", d.Round(time.Millisecond))
-			failing = true
-		} else {
-			a.log.Debug("remote broker still unreachable", "broker", t.brokerURL, "err", err, "retry_in", d.Round(time.Millisecond))
-		}
-		if !t.outageWait(ctx, d) {
-			return
-		}
+	conn, err := t.dial(ctx)
+	if err != nil {
+		return nil, err
 	}
+	if t.everConnected {
+		a.log.Info("remote broker connected again", "broker", t.brokerURL)
+	} else {
+		a.log.Info("remote broker connected", "broker", t.brokerURL, "client_id", t.clientID)
+	}
+	t.everConnected = true
+	t.conn, t.q = conn, nil
+	return conn.lost, nil
 }
 
 // mqttConn is one connection.
@@ -380,54 +379,44 @@ type pending struct {
 	dead error // the row cannot be published: dead-letter it in turn
 }
 
-// deliver publishes rows until the connection fails or ctx ends. Rows are
-// deleted in outbox order as their PUBACKs arrive; on a failure the next
-// connection resends from the first unacknowledged row.
-func (t *mqttTransport) deliver(ctx context.Context, conn *mqttConn) error {
-	a := t.a
-	var q []pending
-	a.feed.Rewind(t.cursor) // resend from the first row not acknowledged
-	for {
-		if len(q) < t.window {
-			rows, err := a.feed.Take(ctx, t.window-len(q))
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				a.log.Error("reading the outbox failed", "err", err)
-				if !sleep(ctx, time.Second) {
-					return ctx.Err()
-				}
-				continue
-			}
-			for _, r := range rows {
-				q = append(q, t.publishRow(conn.client, r))
-				t.seen = r.ID
-			}
-		}
-		if len(q) == 0 {
-			select {
-			case <-a.feed.Wake():
-				continue
-			case <-conn.lost:
-				return conn.lostErr()
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-		for _, tok := range q[0].toks {
-			if err := t.waitToken(ctx, conn, tok); err != nil {
-				return err
-			}
-		}
-		// The head is acknowledged; so may be the rows behind it.
-		n := 0
-		for n < len(q) && done(q[n].toks) {
-			n++
-		}
-		t.settle(q[:n])
-		q = q[n:]
+// deliver publishes the rows offered that are not yet published on this
+// connection (rows always start with the oldest one not settled: the loop's
+// one lane), waits for the head's PUBACK and returns how many leading rows
+// are acknowledged; a row that cannot be published is refused for good when
+// it reaches the head. A failed publish ends the connection (lost): it and
+// every row behind it are resent by the next one, in order.
+func (t *mqttTransport) deliver(ctx context.Context, rows []cache.Row) result {
+	conn := t.conn
+	if conn == nil {
+		return result{err: errConnectionLost}
 	}
+	if len(t.q) > len(rows) || (len(t.q) > 0 && t.q[0].row.ID != rows[0].ID) {
+		t.q = nil // not the rows published: start again from what is offered
+	}
+	for _, r := range rows[len(t.q):] {
+		t.q = append(t.q, t.publishRow(conn.client, r))
+		t.seen = r.ID
+	}
+	for _, tok := range t.q[0].toks {
+		if err := t.waitToken(ctx, conn, tok); err != nil {
+			if ctx.Err() == nil {
+				t.drop(conn) // disconnects it (unless already lost)
+				conn.setLost(err)
+			}
+			return result{err: err}
+		}
+	}
+	if p := t.q[0]; p.dead != nil {
+		t.q = t.q[1:]
+		return result{err: fmt.Errorf("row cannot be published: %w", p.dead), refused: true}
+	}
+	// The head is acknowledged; so may be the rows behind it.
+	n := 0
+	for n < len(t.q) && t.q[n].dead == nil && done(t.q[n].toks) {
+		n++
+	}
+	t.q = t.q[n:]
+	return result{acked: n}
 }
 
 func done(toks []paho.Token) bool {
@@ -444,40 +433,13 @@ func done(toks []paho.Token) bool {
 	return true
 }
 
-// settle deletes acknowledged rows and dead-letters the unpublishable ones.
-func (t *mqttTransport) settle(ps []pending) {
-	a := t.a
-	var ok, dead []cache.Row
-	for _, p := range ps {
-		if p.dead != nil {
-			dead = append(dead, p.row)
-			a.log.Error("row cannot be published; dead-lettered", "kind", p.row.Kind, "target", p.row.Target, "err", p.dead)
-			continue
-		}
-		ok = append(ok, p.row)
-		if a.latency != nil {
-			a.latency.Observe(max(time.Since(p.row.EnqueuedAt), 0))
-		}
-	}
-	if len(ok) > 0 {
-		a.queue.Delete(ok)
-		a.Counters.Forwarded.Add(uint64(len(ok)))
-	}
-	if len(dead) > 0 {
-		a.queue.DeadLetter(dead)
-	}
-	if len(ps) > 0 {
-		t.cursor = ps[len(ps)-1].row.ID
-	}
-}
-
 // publishRow publishes the messages of one row (QoS 1).
 func (t *mqttTransport) publishRow(c paho.Client, r cache.Row) pending {
-	msgs, err := t.rowMessages(r)
+	appEUI, dev := r.AppEUI.String(), r.DevEUI.String()
+	msgs, err := t.rowMessages(r, appEUI, dev)
 	if err != nil {
 		return pending{row: r, dead: err}
 	}
-	appEUI, dev, _ := parseRowTarget(r.Target)
 	if rowKind(r) != lnsbridge.KindMoved && t.perDevice() {
 		t.subscribeDevice(dev, t.deviceAppEUI(appEUI), true)
 	}
@@ -496,12 +458,9 @@ type pubMsg struct {
 	payload []byte
 }
 
-// rowMessages maps an outbox row to its publishes (conduit.md §7.2, §7.3).
-func (t *mqttTransport) rowMessages(r cache.Row) ([]pubMsg, error) {
-	appEUI, dev, ok := parseRowTarget(r.Target)
-	if !ok {
-		return nil, fmt.Errorf("unexpected target %q", r.Target)
-	}
+// rowMessages maps an outbox row to its publishes (conduit.md §7.2, §7.3):
+// the topics from its kind and its device's AppEUI and DevEUI (text form).
+func (t *mqttTransport) rowMessages(r cache.Row, appEUI, dev string) ([]pubMsg, error) {
 	v := t.vars
 	v.appEUI, v.devEUI = appEUI, dev
 	var tmpls []string
@@ -717,6 +676,7 @@ func (t *mqttTransport) unsubscribeLocked(dev string) []string {
 func (t *mqttTransport) close(ctx context.Context) {
 	a := t.a
 	defer a.setState(StateStopped, nil)
+	t.conn, t.q = nil, nil
 	t.mu.Lock()
 	c := t.client
 	t.client = nil

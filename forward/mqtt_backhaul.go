@@ -71,10 +71,7 @@ func (t *mqttTransport) backhaulScan(ctx context.Context) {
 			if rowKind(r) != lnsbridge.KindUp {
 				continue
 			}
-			_, dev, ok := parseRowTarget(r.Target)
-			if !ok {
-				continue
-			}
+			dev := r.DevEUI.String()
 			if _, recent := t.backhaulLast[dev]; recent {
 				continue
 			}

@@ -35,14 +35,14 @@ func FuzzMQTTDispatch(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a.mqtt.subscribeDevice(tDevEUI, tAppEUI, false)
-		a.mqtt.dispatch(context.Background(), inbound{topic: topic, payload: payload, retained: retained})
+		mqttOf(a).subscribeDevice(tDevEUI, tAppEUI, false)
+		mqttOf(a).dispatch(context.Background(), inbound{topic: topic, payload: payload, retained: retained})
 		az, err := NewApplication(AppSettings{EUI: config.CatchAll, APIVersion: config.API111, URL: "mqtts://127.0.0.1:1",
 			Options: config.AppOptions{CloudService: "AZURE", ClientID: "gw-1"}}, tIdentity, nil, sink, nil, nil, testLogger(t, nil))
 		if err != nil {
 			t.Fatal(err)
 		}
-		az.mqtt.dispatch(context.Background(), inbound{topic: topic, payload: payload, retained: retained})
+		mqttOf(az).dispatch(context.Background(), inbound{topic: topic, payload: payload, retained: retained})
 		for _, g := range sink.got {
 			parts := strings.SplitN(g, " ", 3)
 			if _, err := config.NormalizeEUI(parts[1]); err != nil || parts[1] != strings.ToLower(parts[1]) {

@@ -343,8 +343,8 @@ func TestMQTTTemplatePrecedence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if a.mqtt.customUp != tc.up || a.mqtt.customDown != tc.down {
-				t.Fatalf("templates %q %q, want %q %q", a.mqtt.customUp, a.mqtt.customDown, tc.up, tc.down)
+			if mqttOf(a).customUp != tc.up || mqttOf(a).customDown != tc.down {
+				t.Fatalf("templates %q %q, want %q %q", mqttOf(a).customUp, mqttOf(a).customDown, tc.up, tc.down)
 			}
 		})
 	}

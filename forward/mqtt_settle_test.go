@@ -35,7 +35,8 @@ func (t *doneToken) Error() error                   { return t.err }
 
 // scriptedClient is one connection to a remote broker whose publish tokens
 // are already complete: each publish fails when fail says so, else it is
-// acknowledged. Only Publish is used by the delivery loop under test.
+// acknowledged. Only Publish and Disconnect are used by the delivery loop
+// under test.
 type scriptedClient struct {
 	paho.Client
 	fail func(body string, nth int) bool // nth publish of this body on this connection
@@ -44,6 +45,9 @@ type scriptedClient struct {
 	published []string // bodies in publish order
 	seen      map[string]int
 }
+
+// Disconnect is what the transport does with a connection whose publish failed.
+func (c *scriptedClient) Disconnect(uint) {}
 
 func (c *scriptedClient) Publish(_ string, _ byte, _ bool, payload any) paho.Token {
 	body := string(payload.([]byte))
@@ -128,9 +132,7 @@ func TestMQTTSettlingKeepsFailedPublishQueued(t *testing.T) {
 			var rows []cache.Row
 			for i, k := range kinds {
 				id := int64(i + 1) // a fresh outbox numbers its rows from 1
-				rows = append(rows, cache.Row{Application: appEUI, Kind: k,
-					Target: fmt.Sprintf("/api/v1/lorawan/%s/00-00-00-00-00-00-00-%02x/%s", appEUI, id, k),
-					Body:   fmt.Appendf(nil, `{"row":%d}`, id), EnqueuedAt: time.Now()})
+				rows = append(rows, testRow(appEUI, k, appEUI, fmt.Sprintf("00-00-00-00-00-00-00-%02x", id), fmt.Sprintf(`{"row":%d}`, id)))
 				q.rows = append(q.rows, id)
 			}
 			if _, err := q.Append(context.Background(), rows); err != nil {
@@ -145,18 +147,35 @@ func TestMQTTSettlingKeepsFailedPublishQueued(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 
-			// First connection: one publish of row failID fails, every other is acknowledged.
+			// The application's loop (Run) drives the transport; its two
+			// connections are scripted. First connection: one publish of row
+			// failID fails, every other is acknowledged. The second is handed
+			// out once the test looked at the queue.
 			c1 := &scriptedClient{fail: func(b string, nth int) bool { return b == body(tc.failID) && nth == tc.nth }}
 			conn1 := &mqttConn{client: c1, lost: make(chan struct{})}
-			ended := make(chan error, 1)
-			go func() { ended <- a.mqtt.deliver(ctx, conn1) }()
-			select {
-			case err := <-ended:
-				if err == nil {
-					t.Fatal("delivery on the first connection ended without an error")
+			c2 := &scriptedClient{}
+			conn2 := &mqttConn{client: c2, lost: make(chan struct{})}
+			second := make(chan struct{})
+			dials := 0
+			mqttOf(a).dial = func(ctx context.Context) (*mqttConn, error) {
+				if dials++; dials == 1 {
+					return conn1, nil
 				}
+				select {
+				case <-second:
+					return conn2, nil
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			ended := make(chan struct{})
+			go func() { defer close(ended); a.Run(ctx) }()
+			select {
+			case <-conn1.lost:
 			case <-failDeleted:
 				t.Fatalf("row %d deleted although its publish failed (deleted %v)", tc.failID, q.del())
+			case <-time.After(30 * time.Second):
+				t.Fatal("the failed publish did not end the first connection")
 			}
 			left, del := q.remaining()
 			wantLeft := []int64{}
@@ -168,16 +187,17 @@ func TestMQTTSettlingKeepsFailedPublishQueued(t *testing.T) {
 			}
 
 			// Second connection: everything is acknowledged.
-			c2 := &scriptedClient{}
-			conn2 := &mqttConn{client: c2, lost: make(chan struct{})}
-			go func() { ended <- a.mqtt.deliver(ctx, conn2) }()
+			close(second)
 			select {
 			case <-empty:
-			case err := <-ended:
-				t.Fatalf("second connection ended (%v) with rows %v queued", err, q.ids())
+			case <-time.After(30 * time.Second):
+				t.Fatalf("second connection: rows %v still queued", q.ids())
 			}
 			cancel()
 			<-ended
+			if dials != 2 {
+				t.Fatalf("%d connections, want 2", dials)
+			}
 			c2.mu.Lock()
 			var resent []string
 			for _, b := range c2.published {

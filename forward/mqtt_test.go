@@ -166,6 +166,9 @@ func (s *fakeSink) none(t *testing.T, wait time.Duration) {
 	}
 }
 
+// mqttOf is an MQTT application's transport.
+func mqttOf(a *Application) *mqttTransport { return a.tr.(*mqttTransport) }
+
 func testLogger(t *testing.T, buf *bytes.Buffer) *slog.Logger {
 	if os.Getenv("MQTT_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -241,8 +244,7 @@ func (r *runningApp) stop() {
 
 func (r *runningApp) add(t *testing.T, kind, appEUI, dev, body string) {
 	t.Helper()
-	row := cache.Row{Application: r.app.Settings.EUI, Kind: kind, Target: "/api/v1/lorawan/" + appEUI + "/" + dev + "/" + kind,
-		Body: []byte(body), EnqueuedAt: time.Now()}
+	row := testRow(r.app.Settings.EUI, kind, appEUI, dev, body)
 	if _, err := r.ob.Append(context.Background(), []cache.Row{row}); err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +396,7 @@ func TestMQTTConformance(t *testing.T) {
 			poll := NewPollList()
 			poll.Add(tDevEUI)
 			r := startMQTTApp(t, tc.s, poll, nil)
-			if got := r.app.mqtt.clientID; got != tc.clientID {
+			if got := mqttOf(r.app).clientID; got != tc.clientID {
 				t.Errorf("client id %q, want %q", got, tc.clientID)
 			}
 			first := tc.initTopic
@@ -619,7 +621,7 @@ func TestMQTTBrokerRestartLosesNothing(t *testing.T) {
 	r := startMQTTApp(t, AppSettings{EUI: config.CatchAll, APIVersion: config.API11, URL: "mqtt://" + mq.Addr(),
 		Delivery: config.Delivery{RetryMin: 100 * time.Millisecond, RetryMax: time.Second}}, nil, nil,
 		func(a *Application) {
-			a.mqtt.backhaul = config.BackhaulDetect{Enabled: true, Port: 7, Payload: "69B71D", Timeout: 600}
+			mqttOf(a).backhaul = config.BackhaulDetect{Enabled: true, Port: 7, Payload: "69B71D", Timeout: 600}
 		})
 	obs.wait(t, "init", has("lorawan/"+tUUID+"/init"))
 	devs := []string{"00-00-00-00-00-00-00-01", "00-00-00-00-00-00-00-02"}
@@ -778,8 +780,8 @@ func TestMQTTWebSocketTLS(t *testing.T) {
 	obs := newObserver(t, b.URL(), "observer")
 	r := startMQTTApp(t, AppSettings{EUI: config.CatchAll, APIVersion: config.API111, URL: "wss://" + ws + "/mqtt",
 		Options: config.AppOptions{ServerCert: p.caPEM}}, nil, nil)
-	if r.app.mqtt.brokerURL != "wss://"+ws+"/mqtt" {
-		t.Fatalf("broker url %s", r.app.mqtt.brokerURL)
+	if mqttOf(r.app).brokerURL != "wss://"+ws+"/mqtt" {
+		t.Fatalf("broker url %s", mqttOf(r.app).brokerURL)
 	}
 	obs.wait(t, "connected", has("lorawan/"+tUUID+"/connected"))
 	r.add(t, "up", tAppEUI, tDevEUI, tUplink)
@@ -869,11 +871,11 @@ func TestTemplateGatewayKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys := map[string]json.RawMessage{}
-	app.mqtt.addGatewayKeys(keys)
+	mqttOf(app).addGatewayKeys(keys)
 	if string(keys["gwserial"]) != `"19186550"` || string(keys["gwuuid"]) != `"029998e0-6156-cdd4-4523-264b523115c1"` {
 		t.Fatalf("keys %s %s", keys["gwserial"], keys["gwuuid"])
 	}
-	fs := app.mqtt.deviceFilters("00-11-00-11-00-11-00-11", "6c-4e-ef-66-f4-79-86-a6")
+	fs := mqttOf(app).deviceFilters("00-11-00-11-00-11-00-11", "6c-4e-ef-66-f4-79-86-a6")
 	if _, ok := fs["acme/19186550/00-11-00-11-00-11-00-11/down"]; !ok {
 		t.Fatalf("filters %v", fs)
 	}

@@ -92,17 +92,39 @@ func tableFor(version string) topicTable {
 type topicVars struct{ app, gw, appEUI, devEUI, gwEUI string }
 
 func (v topicVars) fill(t string) string {
-	return strings.NewReplacer("{app}", v.app, "{gw}", v.gw, "{appeui}", v.appEUI, "{deveui}", v.devEUI, "{gweui}", v.gwEUI).Replace(t)
-}
-
-// parseRowTarget reads the AppEUI and DevEUI of an outbox row's target
-// "/api/v1/lorawan/<APPEUI>/<DEVEUI>/<kind>".
-func parseRowTarget(target string) (appEUI, devEUI string, ok bool) {
-	p := strings.Split(strings.TrimPrefix(target, "/"), "/")
-	if len(p) != 6 || p[0] != "api" || p[1] != "v1" || p[2] != "lorawan" {
-		return "", "", false
+	var b strings.Builder
+	b.Grow(len(t) + 64)
+	for {
+		i := strings.IndexByte(t, '{')
+		if i < 0 {
+			b.WriteString(t)
+			return b.String()
+		}
+		b.WriteString(t[:i])
+		t = t[i:]
+		j := strings.IndexByte(t, '}')
+		if j < 0 {
+			b.WriteString(t)
+			return b.String()
+		}
+		switch t[:j+1] {
+		case "{app}":
+			b.WriteString(v.app)
+		case "{gw}":
+			b.WriteString(v.gw)
+		case "{appeui}":
+			b.WriteString(v.appEUI)
+		case "{deveui}":
+			b.WriteString(v.devEUI)
+		case "{gweui}":
+			b.WriteString(v.gwEUI)
+		default: // not a placeholder: the brace is text
+			b.WriteByte('{')
+			t = t[1:]
+			continue
+		}
+		t = t[j+1:]
 	}
-	return p[3], p[4], true
 }
 
 // errTemplateKey is a template naming a key the message lacks.

@@ -2,6 +2,7 @@ package forward
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -38,6 +39,23 @@ func TestMatchFilter(t *testing.T) {
 	} {
 		if got := matchFilter(tc.f, tc.t); got != tc.ok {
 			t.Errorf("%s ~ %s = %v", tc.f, tc.t, got)
+		}
+	}
+}
+
+// fill gives every topic of every version's table exactly what replacing the
+// placeholders one by one gives (rows' EUIs in their text form).
+func TestTopicFill(t *testing.T) {
+	v := topicVars{app: "ff-ff-ff-ff-ff-ff-ff-ff", gw: "029998e0-6156-cdd4-4523-264b523115c1", appEUI: "16-ea-76-f6-ab-66-3d-80",
+		devEUI: "00-00-00-00-00-00-00-01", gwEUI: "00-80-00-00-d0-00-01-ff"}
+	r := strings.NewReplacer("{app}", v.app, "{gw}", v.gw, "{appeui}", v.appEUI, "{deveui}", v.devEUI, "{gweui}", v.gwEUI)
+	for _, tb := range []topicTable{topicsV10, topicsV11, topicsV111} {
+		all := append([]string{tb.init, tb.close, tb.disconnected, tb.connected, tb.requests, "a/{x}/{{app}}/{", "{appeui"}, tb.up...)
+		all = append(append(append(append(all, tb.moved...), tb.joined...), tb.appSubs...), tb.deviceSubs...)
+		for _, tm := range all {
+			if got, want := v.fill(tm), r.Replace(tm); got != want {
+				t.Errorf("fill(%q) = %q, want %q", tm, got, want)
+			}
 		}
 	}
 }

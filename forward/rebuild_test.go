@@ -121,8 +121,7 @@ func TestRebuildLetsTheRequestInFlightFinish(t *testing.T) {
 	}
 	add := func(body string) {
 		app := m.Router().Route(Message{AppEUI: eui})
-		if _, err := ob.Append(ctx, []cache.Row{{Application: eui, Kind: "up", Target: uplinkPath(eui, "00-00-00-00-00-00-00-01"),
-			Body: []byte(body), EnqueuedAt: time.Now()}}); err != nil {
+		if _, err := ob.Append(ctx, []cache.Row{testRow(eui, "up", eui, "00-00-00-00-00-00-00-01", body)}); err != nil {
 			t.Fatal(err)
 		}
 		app.Notify()

@@ -369,8 +369,7 @@ const rerouteChunk = 500
 // Fixed to 1.1/1.1.1 or to the catch-all filter, the default app owns that
 // key again and delivers the rows as they are. Fixed to 1.0 with an AppEUI
 // filter, the rows are routed here one by one, as the intake would have
-// routed them: to the default app or an appnet by the row's AppEUI (a row's
-// target keeps it). Each chunk is appended under its new key (one commit, in
+// routed them: to the default app or an appnet by the row's AppEUI. Each chunk is appended under its new key (one commit, in
 // queue order, at the new key's tail) before its old rows are deleted, so a
 // crash in between resends, never loses. Rows no application takes stay
 // under the old key, kept for the removal grace period and then dropped and
@@ -397,7 +396,7 @@ func (m *Manager) rerouteLocked(key string, rt *routeTable) {
 		after = rows[len(rows)-1].ID
 		var from, to []cache.Row
 		for _, r := range rows {
-			dst := rt.routeEUI(r.Target)
+			dst := rt.routeEUI(r.AppEUI)
 			if dst == nil || dst.Settings.EUI == key {
 				stayed++
 				continue
@@ -436,16 +435,12 @@ func (m *Manager) rerouteLocked(key string, rt *routeTable) {
 	m.log.Info("rows queued while the settings were in error re-routed", "from", key, "moved", moved, "moved_events_for_http", gone-moved, "left_unrouted", stayed)
 }
 
-// routeEUI is the application of a row's target (its AppEUI), as Route.
-func (t *routeTable) routeEUI(target string) *Application {
-	appEUI, _, ok := parseRowTarget(target)
-	if !ok {
-		return nil
-	}
+// routeEUI is the application of a row's device AppEUI, as Route.
+func (t *routeTable) routeEUI(appEUI cache.EUI64) *Application {
 	if t.def != nil && t.filterOff {
 		return t.def
 	}
-	return t.byEUI[appEUI]
+	return t.byEUI[appEUI.String()]
 }
 
 // stopLocked ends an instance's delivery loop and sends its close notice.

@@ -90,7 +90,7 @@ func TestManagerRoutingAndRemovedGrace(t *testing.T) {
 		t.Fatalf("%d applications", len(r.Applications()))
 	}
 	// A removed application: its rows stay, then go after the grace period.
-	if _, err := ob.Append(ctx, []cache.Row{{Application: "gone", Kind: "up", Target: "/x", Body: []byte(`{}`)}}); err != nil {
+	if _, err := ob.Append(ctx, []cache.Row{testRow("gone", "up", "00-00-00-00-00-00-00-01", "00-00-00-00-00-00-00-02", `{}`)}); err != nil {
 		t.Fatal(err)
 	}
 	gone := AppSettings{EUI: "gone", Name: "gone", APIVersion: "1.0", URL: "mqtt://127.0.0.1:1", Delivery: delivery}

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,14 +22,15 @@ var errStatusNotConnected = errors.New("status report: the remote broker is not 
 // (API 1.1, 1.1.1) or lorawan/<APP>/<GW-UUID>/status (1.0), QoS 1, retained;
 // Azure IoT Hub a telemetry message with the property type=status.
 func (a *Application) PublishStatus(ctx context.Context, body []byte) error {
-	switch {
-	case a.http != nil:
-		_, err := a.http.Post(ctx, a.paths.status(), body, 0)
-		return err
-	case a.mqtt != nil:
-		return a.mqtt.publishStatus(ctx, body)
+	if sp, ok := a.tr.(statusPublisher); ok {
+		return sp.publishStatus(ctx, body)
 	}
-	return fmt.Errorf("status report: application %s has no transport in this build", a.Settings.EUI)
+	return fmt.Errorf("status report: application %s has no usable transport (%s)", a.Settings.EUI, cmp.Or(a.lastErr(), "none"))
+}
+
+// statusPublisher is a transport that sends status reports on its own connection.
+type statusPublisher interface {
+	publishStatus(ctx context.Context, body []byte) error
 }
 
 func (p httpPaths) status() string { return "/api/v1/lorawan/" + p.app + "/" + p.gw + "/status" }

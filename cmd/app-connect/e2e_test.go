@@ -152,65 +152,55 @@ func (h *harness) waitAll(timeout time.Duration) {
 	}
 }
 
-// checkOrder verifies that each device's uplinks arrived in FCnt order
+// checkOrder reports a device whose uplinks did not arrive in FCnt order
 // (duplicates of already-delivered rows allowed after a crash).
 func (h *harness) checkOrder(allowDuplicates bool) {
 	h.t.Helper()
-	for _, d := range h.fleet.Devices() {
-		got := h.sink.Received(d.DevEUI)
-		max := int64(-1)
-		for _, f := range got {
-			if int64(f) <= max {
-				if !allowDuplicates {
-					h.t.Fatalf("device %s: fcnt %d after %d", d.DevEUI, f, max)
-				}
-				continue
-			}
-			if int64(f) != max+1 {
-				h.t.Fatalf("device %s: fcnt %d after %d (gap: order broken)", d.DevEUI, f, max)
-			}
-			max = int64(f)
-		}
-	}
-	if s := h.sink.Stats(); s.OutOfOrder != 0 {
-		h.t.Fatalf("sink saw %d out-of-order uplinks", s.OutOfOrder)
+	if err := h.sink.CheckOrder(h.fleet, allowDuplicates); err != nil {
+		h.t.Fatal(err)
 	}
 }
 
-// checkSink verifies what a remote HTTP sink saw besides the uplinks: it refused
-// nothing by itself (a malformed body, a joined event inside a batch), every
-// batch it received held uplinks only, and — when the test injected no fault —
-// no request failed at all (a refused batch resent row by row would otherwise
-// pass every count).
+// checkSink reports what a remote HTTP sink saw besides the uplinks (sim.Sink.CheckFaults).
 func checkSink(t *testing.T, name string, s *sim.Sink, faultsInjected bool) {
 	t.Helper()
-	st := s.Stats()
-	if st.Refused != 0 {
-		t.Errorf("sink %s refused %d requests: %+v", name, st.Refused, st)
+	if err := s.CheckFaults(faultsInjected); err != nil {
+		t.Errorf("sink %s: %v", name, err)
 	}
-	if !faultsInjected && st.Failed != 0 {
-		t.Errorf("sink %s: %d failed requests although no fault was injected: %+v", name, st.Failed, st)
+}
+
+// withLoraQuery installs the lora-query stand-in (conduit-sim linked as
+// lora-query) and points app-connect at it.
+func (h *harness) withLoraQuery(state sim.LoraQueryState) *sim.LoraQueryDir {
+	h.t.Helper()
+	lq, err := sim.InstallLoraQuery(filepath.Join(h.dir, "lq"), testpeer.GoBuild(h.t, "../conduit-sim"), state)
+	if err != nil {
+		h.t.Fatal(err)
 	}
-	bad, first := 0, ""
-	for i, b := range s.Batches() {
-		ok := b.Err == "" && len(b.Elements) >= 2 && len(b.Elements) <= 10
-		for _, e := range b.Elements {
-			var up struct {
-				DevEUI *string `json:"deveui"`
-				FCnt   *uint32 `json:"fcnt"`
-			}
-			if json.Unmarshal(e, &up) != nil || up.DevEUI == nil || up.FCnt == nil {
-				ok = false
-			}
+	h.cfg.Gateway.LoraQuery = lq.Path()
+	return lq
+}
+
+// watchLocalDownlinks records the downlinks published on the local broker
+// (sim.WatchDownlinks) and returns what arrived so far, in order.
+func (h *harness) watchLocalDownlinks() func() []string {
+	h.t.Helper()
+	w, err := sim.WatchDownlinks(h.broker.URL())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(w.Close)
+	return w.Got
+}
+
+func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
 		}
-		if !ok {
-			if bad++; first == "" {
-				first = fmt.Sprintf("batch %d (status %d, %q): %s", i, b.Status, b.Err, b.Elements)
-			}
-		}
-	}
-	if bad > 0 {
-		t.Errorf("sink %s: %d batches not 2…10 uplinks, first %s", name, bad, first)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

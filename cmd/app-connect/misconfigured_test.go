@@ -12,6 +12,7 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/admin"
+	"github.com/lorawan-gateway/app-connect/internal/sim"
 )
 
 // mPower's Default App with an API version this build does not speak is
@@ -36,7 +37,7 @@ func TestInvalidDefaultAppSettingsQueueUntilFixed(t *testing.T) {
 			h.cfg.MPower.PollInterval = time.Second
 			srv := httptest.NewServer(h.sink)
 			t.Cleanup(srv.Close)
-			h.mpower.SetDefaultApp(defaultAppJSON(t, srv.URL+"/tenant", tc.version, config.CatchAll, tc.extra))
+			h.mpower.SetDefaultApp(sim.DefaultAppWith(srv.URL+"/tenant", tc.version, config.CatchAll, tc.extra))
 			h.start()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
@@ -64,7 +65,7 @@ func TestInvalidDefaultAppSettingsQueueUntilFixed(t *testing.T) {
 			}
 
 			// Fixed in mPower: the next poll rebuilds the default app on the same queue.
-			h.mpower.SetDefaultApp(defaultAppJSON(t, srv.URL+"/tenant", "1.1.1", config.CatchAll, nil))
+			h.mpower.SetDefaultApp(sim.DefaultAppWith(srv.URL+"/tenant", "1.1.1", config.CatchAll, nil))
 			h.waitAll(time.Minute)
 			h.checkOrder(false)
 			if s := h.sink.Stats(); s.Duplicates != 0 || s.Unique != ps.Uplinks {
@@ -78,7 +79,7 @@ func TestInvalidDefaultAppSettingsQueueUntilFixed(t *testing.T) {
 
 			// Broken again while running: the poll makes it misconfigured
 			// (not "keeping the current one"), events queue, a fix delivers them.
-			h.mpower.SetDefaultApp(defaultAppJSON(t, srv.URL+"/tenant", tc.version, config.CatchAll, tc.extra))
+			h.mpower.SetDefaultApp(sim.DefaultAppWith(srv.URL+"/tenant", tc.version, config.CatchAll, tc.extra))
 			waitFor(t, 30*time.Second, "the live change to misconfigured", func() (string, bool) {
 				_, _, body := httpGet(t, base+"/status")
 				var st admin.Status
@@ -96,7 +97,7 @@ func TestInvalidDefaultAppSettingsQueueUntilFixed(t *testing.T) {
 			if s := h.sink.Stats(); s.Unique != ps.Uplinks {
 				t.Fatalf("delivered while misconfigured again: %+v", s)
 			}
-			h.mpower.SetDefaultApp(defaultAppJSON(t, srv.URL+"/tenant", "1.1", config.CatchAll, nil))
+			h.mpower.SetDefaultApp(sim.DefaultAppWith(srv.URL+"/tenant", "1.1", config.CatchAll, nil))
 			h.waitAll(time.Minute)
 			h.checkOrder(false)
 			if s := h.sink.Stats(); s.Duplicates != 0 || s.Unique != ps.Uplinks+more.Uplinks {
@@ -133,7 +134,7 @@ func TestUnreadableDefaultAppWaitsForMPower(t *testing.T) {
 			if st.Local.Connected || strings.Contains(h.logs.String(), "local broker connected") {
 				t.Errorf("connected to the local broker before defaultApp could be read")
 			}
-			h.mpower.SetDefaultApp(defaultAppJSON(t, srv.URL+"/tenant", "1.1.1", config.CatchAll, nil))
+			h.mpower.SetDefaultApp(sim.DefaultAppWith(srv.URL+"/tenant", "1.1.1", config.CatchAll, nil))
 			return
 		}
 		t.Errorf("/status never showed the defaultApp step with its error")
@@ -181,7 +182,7 @@ func TestNoDefaultAppAnswerNorCacheWaitsUnconnected(t *testing.T) {
 			if st.Local.Connected || strings.Contains(h.logs.String(), "local broker connected") {
 				t.Errorf("connected to the local broker before defaultApp was read")
 			}
-			h.mpower.SetDefaultApp(defaultAppJSON(t, srv.URL+"/tenant", "1.1.1", config.CatchAll, nil))
+			h.mpower.SetDefaultApp(sim.DefaultAppWith(srv.URL+"/tenant", "1.1.1", config.CatchAll, nil))
 			return
 		}
 		t.Errorf("/status never showed the defaultApp step with its error")

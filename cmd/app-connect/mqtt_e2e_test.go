@@ -19,7 +19,7 @@ func TestMQTTApplicationEndToEnd(t *testing.T) {
 	// The remote broker queues without limit for the test's subscriber: what
 	// it would drop is not app-connect's loss.
 	remoteBroker := testpeer.StartMosquitto(t, testpeer.MosquittoOptions{MaxQueued: ptr(0)})
-	h.mpower.SetDefaultApp(defaultAppJSON(t, "mqtt://"+remoteBroker.Addr(), "1.1.1", "ff-ff-ff-ff-ff-ff-ff-ff",
+	h.mpower.SetDefaultApp(sim.DefaultAppWith("mqtt://"+remoteBroker.Addr(), "1.1.1", "ff-ff-ff-ff-ff-ff-ff-ff",
 		map[string]any{"requestOptions": map[string]any{"api": false, "lora": true, "log": false}}))
 	h.withLoraQuery(sim.LoraQueryState{Devices: 5})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -117,11 +117,26 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	log := d.log
 	log.Info("app-connect starting", "version", version, "database", cfg.Storage.Database, "broker", cfg.LNS.Broker)
-	// One context tree: ctx ends on SIGTERM/SIGINT and stops intake and
-	// polling; what must outlive it (the admin endpoint, deliveries until the
-	// flush deadline, the join proxy's stop) hangs off stopping, which keeps
-	// ctx's values but not its cancellation.
-	stopping := context.WithoutCancel(ctx)
+	// One context tree. ctx ends on SIGTERM/SIGINT: it bounds the start-up
+	// steps and begins the shutdown. What runs afterwards hangs off life (ctx's
+	// values, not its cancellation), in branches the shutdown sequence at the
+	// end of run stops one by one, in this order:
+	//
+	//	life ─┬─ intakeCtx    the committer: no local message is acknowledged after it
+	//	      ├─ pollCtx      mPower and appnet polling, status reports
+	//	      └─ deliverCtx   the applications: drained until the flush deadline, then closed
+	//
+	// then the outbox (pending deletions committed), the join proxy, the
+	// database and the admin endpoint (deferred, so an early return releases
+	// them too); life ends with run.
+	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
+	defer endLife()
+	intakeCtx, stopIntake := context.WithCancel(life)
+	defer stopIntake()
+	pollCtx, stopPolling := context.WithCancel(life)
+	defer stopPolling()
+	deliverCtx, stopDelivery := context.WithCancel(life)
+	defer stopDelivery()
 	if err := d.serveAdmin(ctx, cfg); err != nil {
 		return err
 	}
@@ -187,7 +202,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	defer func() {
-		sctx, cancel := context.WithTimeout(stopping, 5*time.Second)
+		sctx, cancel := context.WithTimeout(life, 5*time.Second)
 		defer cancel()
 		stopJoin(sctx)
 	}()
@@ -200,16 +215,13 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 		Broker: cfg.LNS.Broker, ClientID: clientID, Username: cfg.LNS.Username, Password: cfg.LNS.Password, Logger: log,
 	})
 
-	// Delivery loops run until the shutdown deadline; intake stops first.
-	deliverCtx, stopDelivery := context.WithCancel(stopping)
-	defer stopDelivery()
 	downlinks, requests, deliveryLatency, joinLatency := d.state.Downlinks, d.state.Requests, d.state.DeliveryLatency, d.state.JoinLatency
 	mgr := forward.NewManager(deliverCtx, outbox, local, log, forward.ManagerOptions{
 		Latency: deliveryLatency, Downlinks: downlinks, AppVersion: version,
 		Requests: &forward.Requests{Policy: cfg.RemoteRequests, LNS: ln.LNSAvailable(), Lora: lq, API: mp, Log: log,
 			MaxDownlink: cfg.Delivery.MaxDownlinkPayload, Outcomes: requests},
 		DeviceAppEUI: func(dev string) (string, bool) {
-			qctx, cancel := context.WithTimeout(stopping, 2*time.Second)
+			qctx, cancel := context.WithTimeout(life, 2*time.Second)
 			defer cancel()
 			app, ok, err := db.DeviceAppEUI(qctx, dev)
 			return app, ok && err == nil
@@ -226,10 +238,8 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	intake := forward.NewIntake(outbox, db, router, apps.Resolver(), log)
 
 	d.state.Attach(statusSources(local, intake, db, outbox, router, joins))
-	startStatusReports(ctx, cfg, d.state, router, outbox, id, ln.LNSAvailable(), log)
+	startStatusReports(pollCtx, cfg, d.state, router, outbox, id, ln.LNSAvailable(), log)
 
-	pollCtx, stopPolling := context.WithCancel(ctx)
-	defer stopPolling()
 	var pollDone sync.WaitGroup
 	pollDone.Add(1)
 	go func() {
@@ -237,8 +247,6 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 		apps.Run(pollCtx, outbox)
 	}()
 
-	intakeCtx, stopIntake := context.WithCancel(ctx)
-	defer stopIntake()
 	var intakeDone sync.WaitGroup
 	intakeDone.Add(1)
 	go func() { defer intakeDone.Done(); intake.Run(intakeCtx, nil) }()
@@ -256,16 +264,27 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	log.Info("app-connect running", "gateway", ident.UUID, "apps", len(router.Applications()))
 
 	<-ctx.Done()
+	// The shutdown sequence, in order (see the context tree above).
 	log.Info("stopping: no new local messages; flushing deliveries", "deadline", cfg.Delivery.ShutdownTimeout)
+	// 1. Intake: the local client takes nothing more; the committer finishes
+	// the commit in progress and acknowledges only what it committed (the
+	// broker keeps the rest for the next start).
 	local.Stop()
 	stopIntake()
 	intakeDone.Wait()
+	// 2. Polling and status reports: no application is rebuilt from now on.
 	stopPolling()
 	pollDone.Wait()
-	flushCtx, cancelFlush := context.WithTimeout(stopping, cfg.Delivery.ShutdownTimeout)
-	defer cancelFlush()
-	mgr.Stop(flushCtx) // waits for the queues to drain until the deadline, then close per application
+	// 3. Delivery: the queues drain until the flush deadline, then each
+	// application stops (a request in flight finishes) and sends its close
+	// notice on its own connection.
+	flushCtx, cancelFlush := context.WithTimeout(life, cfg.Delivery.ShutdownTimeout)
+	mgr.Stop(flushCtx)
+	cancelFlush()
 	stopDelivery()
+	// 4. The outbox: the deletions of what was delivered are committed; what
+	// was not stays queued for the next start. The join proxy, the database
+	// and the admin endpoint follow (deferred).
 	outbox.Close()
 	for _, a := range router.Applications() {
 		s := outbox.Stats(a.Settings.EUI)

@@ -17,7 +17,7 @@ import (
 func TestStatusReportEndToEnd(t *testing.T) {
 	h := newHarness(t, 3)
 	remoteBroker := testpeer.StartMosquitto(t, testpeer.MosquittoOptions{})
-	h.mpower.SetDefaultApp(defaultAppJSON(t, "mqtt://"+remoteBroker.Addr(), "1.1.1", "ff-ff-ff-ff-ff-ff-ff-ff", nil))
+	h.mpower.SetDefaultApp(sim.DefaultAppWith("mqtt://"+remoteBroker.Addr(), "1.1.1", "ff-ff-ff-ff-ff-ff-ff-ff", nil))
 	h.cfg.StatusReport = config.StatusReport{Enabled: true, Interval: time.Second, Applications: []string{config.StatusReportDefault}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

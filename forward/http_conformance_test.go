@@ -1,4 +1,4 @@
-package main
+package forward
 
 import (
 	"bytes"
@@ -12,89 +12,50 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/lorawan-gateway/app-connect/internal/sim"
-	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 )
 
-// buildSim builds conduit-sim, whose binary linked as lora-query is the stand-in.
-func buildSim(t *testing.T) string { return testpeer.GoBuild(t, "../conduit-sim") }
-
-// withLoraQuery installs the lora-query stand-in and points app-connect at it.
-func (h *harness) withLoraQuery(state sim.LoraQueryState) *sim.LoraQueryDir {
-	h.t.Helper()
-	lq, err := sim.InstallLoraQuery(filepath.Join(h.dir, "lq"), buildSim(h.t), state)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.cfg.Gateway.LoraQuery = lq.Path()
-	return lq
-}
-
-func defaultAppJSON(t *testing.T, url, apiVersion, eui string, extra map[string]any) json.RawMessage {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(sim.DefaultApp(url), &m); err != nil {
-		t.Fatal(err)
-	}
-	m["apiVersion"], m["eui"], m["enabled"] = apiVersion, eui, true
-	for k, v := range extra {
-		m[k] = v
-	}
-	b, _ := json.Marshal(m)
-	return b
-}
-
-func appnetJSON(eui, id, url string) json.RawMessage {
-	b, _ := json.Marshal(map[string]any{"eui": eui, "app_net_id": id, "app_net_uuid": "uuid-" + id, "url": url,
-		"options": map[string]any{"server_cert": "", "client_cert": "", "apikey": "", "check_hostname": true}})
-	return b
-}
-
-func (h *harness) publishOne(ctx context.Context, topic string, payload []byte) {
-	h.t.Helper()
-	p, err := sim.NewPublisher(ctx, h.broker.URL())
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer p.Close()
-	if err := p.Publish(ctx, topic, payload); err != nil {
-		h.t.Fatal(err)
-	}
-}
-
-func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// The HTTP conformance of forward (conduit.md §6), end to end on a simulated
+// gateway (gateway_test.go): the local broker's events in, the remote API's
+// requests out.
 
 // The conformance table: for each API version with an HTTP URL, each LNS input
-// produces exactly the requests conduit.md §6 lists.
+// produces exactly the requests conduit.md §6 lists; the same over HTTPS to a
+// server that verifies the gateway's client certificate.
 func TestHTTPConformance(t *testing.T) {
 	const gwEUI = "00-80-00-00-d0-00-01-ff"
 	dashed := "029998e0-6156-cdd4-4523-264b523115c1"
 	tests := []struct {
 		api, eui string
 		app, gw  string // expected APP and GW-UUID path levels
+		https    bool   // HTTPS with a client certificate
 	}{
-		{"1.0", "ff-ff-ff-ff-ff-ff-ff-ff", "ff-ff-ff-ff-ff-ff-ff-ff", testUUID},
-		{"1.0", "16-EA-76-F6-AB-66-3D-80", "16-ea-76-f6-ab-66-3d-80", testUUID},
-		{"1.1", "16-ea-76-f6-ab-66-3d-80", "ff-ff-ff-ff-ff-ff-ff-ff", dashed}, // forced to the catch-all
-		{"1.1.1", "16-ea-76-f6-ab-66-3d-80", "ff-ff-ff-ff-ff-ff-ff-ff", dashed},
+		{"1.0", "ff-ff-ff-ff-ff-ff-ff-ff", "ff-ff-ff-ff-ff-ff-ff-ff", gwTestUUID, false},
+		{"1.0", "16-EA-76-F6-AB-66-3D-80", "16-ea-76-f6-ab-66-3d-80", gwTestUUID, false},
+		{"1.1", "16-ea-76-f6-ab-66-3d-80", "ff-ff-ff-ff-ff-ff-ff-ff", dashed, false}, // forced to the catch-all
+		{"1.1.1", "16-ea-76-f6-ab-66-3d-80", "ff-ff-ff-ff-ff-ff-ff-ff", dashed, false},
+		{"1.0", "16-ea-76-f6-ab-66-3d-80", "16-ea-76-f6-ab-66-3d-80", gwTestUUID, true},
+		{"1.1.1", "16-ea-76-f6-ab-66-3d-80", "ff-ff-ff-ff-ff-ff-ff-ff", dashed, true},
 	}
 	for _, tc := range tests {
-		t.Run(tc.api+" "+tc.eui, func(t *testing.T) {
-			h := newHarness(t, 1)
-			srv := httptest.NewServer(h.sink)
-			t.Cleanup(srv.Close)
-			h.mpower.SetDefaultApp(defaultAppJSON(t, srv.URL+"/tenant", tc.api, tc.eui, nil))
+		name := tc.api + " " + tc.eui
+		if tc.https {
+			name += " https"
+		}
+		t.Run(name, func(t *testing.T) {
+			h := newGateway(t, 1)
+			var app json.RawMessage
+			if tc.https {
+				p := newPKI(t, "127.0.0.1")
+				srv := mtlsServer(t, p, h.sink)
+				app = withOptions(t, sim.DefaultAppWith(srv.URL+"/tenant", tc.api, tc.eui, nil),
+					map[string]any{"server_cert": p.caPEM, "client_cert": p.clientCert, "apikey": p.clientKey, "check_hostname": true})
+			} else {
+				srv := httptest.NewServer(h.sink)
+				t.Cleanup(srv.Close)
+				app = sim.DefaultAppWith(srv.URL+"/tenant", tc.api, tc.eui, nil)
+			}
+			h.mpower.SetDefaultApp(app)
 			h.start()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -108,15 +69,15 @@ func TestHTTPConformance(t *testing.T) {
 			filterOff := tc.app == "ff-ff-ff-ff-ff-ff-ff-ff"
 			// One at a time, so that no two uplinks wait together (they would be batched).
 			requests := func() int { return h.sink.Stats().Requests }
-			waitUntil(t, "init", 20*time.Second, func() bool { return requests() == 1 })
+			waitUntil(t, "init", func() bool { return requests() == 1 })
 			h.publishOne(ctx, jt, jp)
-			waitUntil(t, "joined", 20*time.Second, func() bool { return requests() == 2 })
+			waitUntil(t, "joined", func() bool { return requests() == 2 })
 			h.publishOne(ctx, ut, up)
-			waitUntil(t, "up", 20*time.Second, func() bool { return requests() == 3 })
+			waitUntil(t, "up", func() bool { return requests() == 3 })
 			h.publishOne(ctx, mt, mp) // HTTP sends nothing for moved
 			h.publishOne(ctx, otherTopic, other)
 			if filterOff {
-				waitUntil(t, "the other AppEUI's up", 20*time.Second, func() bool { return requests() == 4 })
+				waitUntil(t, "the other AppEUI's up", func() bool { return requests() == 4 })
 			}
 			time.Sleep(300 * time.Millisecond) // nothing more may come
 			type req struct{ method, path string }
@@ -156,7 +117,7 @@ func TestHTTPConformance(t *testing.T) {
 func TestBatchingAndBatchRouteFallback(t *testing.T) {
 	for _, batchRoute := range []bool{true, false} {
 		t.Run(fmt.Sprintf("batch route %v", batchRoute), func(t *testing.T) {
-			h := newHarness(t, 10)
+			h := newGateway(t, 10)
 			h.sink.SetBatchRoute(batchRoute)
 			h.sink.FailFor(1500*time.Millisecond, 503) // let a backlog build up
 			h.start()
@@ -200,7 +161,7 @@ func TestBatchingAndBatchRouteFallback(t *testing.T) {
 }
 
 func TestDownlinksFromAnswersAndPolls(t *testing.T) {
-	h := newHarness(t, 1)
+	h := newGateway(t, 1)
 	h.sink.SetInitReply(json.RawMessage(`{"timeout":20,"queue_size":10,"downlink_query_interval":1}`))
 	dev := h.fleet.Devices()[0]
 	downs := h.watchLocalDownlinks()
@@ -211,7 +172,7 @@ func TestDownlinksFromAnswersAndPolls(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	h.publish(ctx, 1)
-	waitUntil(t, "two downlinks", 20*time.Second, func() bool { return len(downs()) >= 2 })
+	waitUntil(t, "two downlinks", func() bool { return len(downs()) >= 2 })
 	time.Sleep(200 * time.Millisecond)
 	want := []string{
 		"lora/" + dev.DevEUI + `/down {"deveui":"` + dev.DevEUI + `","data":"AQID","port":2}`,
@@ -239,7 +200,7 @@ func TestDownlinksFromAnswersAndPolls(t *testing.T) {
 // Two Lens appnets and the default app: each device's uplinks reach its own
 // application; one appnet's URL changes while uplinks flow and nothing is lost.
 func TestAppnetsRoutingAndLiveChange(t *testing.T) {
-	h := newHarness(t, 3) // the default app's devices
+	h := newGateway(t, 3) // the default app's devices
 	const euiA, euiB = "8b-6c-f0-8e-ee-df-1b-b6", "6c-4e-ef-66-f4-79-86-a6"
 	sinkA, sinkB, sinkB2 := sim.NewSink(""), sim.NewSink(""), sim.NewSink("")
 	var urls []string
@@ -251,10 +212,10 @@ func TestAppnetsRoutingAndLiveChange(t *testing.T) {
 	defSrv := httptest.NewServer(h.sink)
 	t.Cleanup(defSrv.Close)
 	// API 1.0 with the default app's own EUI: appnets keep their devices.
-	h.mpower.SetDefaultApp(defaultAppJSON(t, defSrv.URL+"/tenant", "1.0", "16-ea-76-f6-ab-66-3d-80", nil))
+	h.mpower.SetDefaultApp(sim.DefaultAppWith(defSrv.URL+"/tenant", "1.0", "16-ea-76-f6-ab-66-3d-80", nil))
 	state := sim.LoraQueryState{
 		Gateways: []json.RawMessage{json.RawMessage(`{"gweui":"00-80-00-00-d0-00-01-ff"}`)},
-		Appnets:  []json.RawMessage{appnetJSON(euiA, "A", urls[0]), appnetJSON(euiB, "B", urls[1])},
+		Appnets:  []json.RawMessage{sim.Appnet(euiA, "A", urls[0]), sim.Appnet(euiB, "B", urls[1])},
 	}
 	lq := h.withLoraQuery(state)
 	h.cfg.MPower.PollInterval = time.Second
@@ -274,7 +235,7 @@ func TestAppnetsRoutingAndLiveChange(t *testing.T) {
 		defer wg.Done()
 		// B's URL changes while its uplinks flow.
 		time.Sleep(700 * time.Millisecond)
-		state.Appnets[1] = appnetJSON(euiB, "B", urls[2])
+		state.Appnets[1] = sim.Appnet(euiB, "B", urls[2])
 		if err := lq.SetState(state); err != nil {
 			t.Error(err)
 		}
@@ -294,7 +255,7 @@ func TestAppnetsRoutingAndLiveChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	// B's uplinks are split between the old and the new URL: together, all of them, in order.
-	waitUntil(t, "appnet B's uplinks", time.Minute, func() bool {
+	waitUntil(t, "appnet B's uplinks", func() bool {
 		return sinkB.Stats().Unique+sinkB2.Stats().Unique >= 90
 	})
 	for _, d := range fleetB.Devices() {
@@ -327,15 +288,15 @@ func TestAppnetsRoutingAndLiveChange(t *testing.T) {
 // application info still routes uplinks; they are delivered once the remote
 // side is reachable again.
 func TestRebootWithoutNetworkUsesCachedApps(t *testing.T) {
-	h := newHarness(t, 2)
+	h := newGateway(t, 2)
 	const euiA = "8b-6c-f0-8e-ee-df-1b-b6"
 	sinkA := sim.NewSink("")
 	srvA := httptest.NewServer(sinkA)
 	t.Cleanup(srvA.Close)
 	defSrv := httptest.NewServer(h.sink)
 	t.Cleanup(defSrv.Close)
-	h.mpower.SetDefaultApp(defaultAppJSON(t, defSrv.URL+"/tenant", "1.0", "16-ea-76-f6-ab-66-3d-80", nil))
-	lq := h.withLoraQuery(sim.LoraQueryState{Appnets: []json.RawMessage{appnetJSON(euiA, "A", srvA.URL)}})
+	h.mpower.SetDefaultApp(sim.DefaultAppWith(defSrv.URL+"/tenant", "1.0", "16-ea-76-f6-ab-66-3d-80", nil))
+	lq := h.withLoraQuery(sim.LoraQueryState{Appnets: []json.RawMessage{sim.Appnet(euiA, "A", srvA.URL)}})
 	h.cfg.MPower.BootWait = time.Second
 	stop := h.start()
 	stop() // first run: the application info is now cached
@@ -376,7 +337,7 @@ func TestRebootWithoutNetworkUsesCachedApps(t *testing.T) {
 // `appnet get`, sets the appnet up and forwards the join and the uplinks; a
 // device from the start-up session list is on its application's poll list.
 func TestUnknownAppnetResolvedOnJoin(t *testing.T) {
-	h := newHarness(t, 1)
+	h := newGateway(t, 1)
 	const euiC = "00-00-00-00-00-00-0c-0c"
 	sinkC := sim.NewSink("")
 	sinkC.SetInitReply(json.RawMessage(`{"downlink_query_interval":1}`))
@@ -385,7 +346,7 @@ func TestUnknownAppnetResolvedOnJoin(t *testing.T) {
 	h.mpower.SetDefaultApp(sim.DefaultApp("")) // mPower's disabled default
 	polled := "00-00-00-00-00-00-0c-99"
 	lq := h.withLoraQuery(sim.LoraQueryState{
-		Hidden:   []json.RawMessage{appnetJSON(euiC, "C", srvC.URL)},
+		Hidden:   []json.RawMessage{sim.Appnet(euiC, "C", srvC.URL)},
 		Sessions: []json.RawMessage{json.RawMessage(`{"deveui":"` + polled + `","appeui":"` + euiC + `","app_senc_key":"2b7e151628aed2a6abf7158809cf4f3c"}`)},
 	})
 	h.start()
@@ -417,7 +378,7 @@ func TestUnknownAppnetResolvedOnJoin(t *testing.T) {
 		t.Fatalf("%d appnet get calls (rate limit: one per AppEUI per minute): %q", gets, calls)
 	}
 	// The session-list device is polled for even though it never joined here.
-	waitUntil(t, "a poll", 20*time.Second, func() bool { return sinkC.Stats().Polls > 0 })
+	waitUntil(t, "a poll", func() bool { return sinkC.Stats().Polls > 0 })
 	for _, r := range sinkC.Recorded() {
 		if r.Method == "GET" && !strings.Contains(string(r.Body), polled) {
 			t.Fatalf("poll list %s lacks the session device", r.Body)
@@ -429,25 +390,24 @@ func TestUnknownAppnetResolvedOnJoin(t *testing.T) {
 	checkSink(t, "C", sinkC, false)
 }
 
-// watchLocalDownlinks subscribes to lora/+/down on the local broker and
-// returns what arrived so far ("topic payload"), in order.
-func (h *harness) watchLocalDownlinks() func() []string {
-	h.t.Helper()
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(h.broker.URL()).SetClientID("local-downlink-watch"))
-	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		h.t.Fatal(tok.Error())
+// withOptions sets options of a defaultApp document.
+func withOptions(t *testing.T, app json.RawMessage, opts map[string]any) json.RawMessage {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(app, &m); err != nil {
+		t.Fatal(err)
 	}
-	h.t.Cleanup(func() { c.Disconnect(100) })
-	var mu sync.Mutex
-	var got []string
-	c.Subscribe("lora/+/down", 1, func(_ mqtt.Client, m mqtt.Message) {
-		mu.Lock()
-		got = append(got, m.Topic()+" "+string(m.Payload()))
-		mu.Unlock()
-	}).Wait()
-	return func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]string(nil), got...)
+	o, _ := m["options"].(map[string]any)
+	if o == nil {
+		o = map[string]any{}
 	}
+	for k, v := range opts {
+		o[k] = v
+	}
+	m["options"] = o
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
