@@ -105,7 +105,9 @@ faults: deps
 	@exit $$(cat build/faults.rc)
 
 bench-arm: build build-arm
-	$(GO) run ./scripts/e2e bench -only arm -app-connect build/app-connect -sim build/conduit-sim -arm build/app-connect-armv5 -qemu $(QEMU)
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=5 $(GO) build -trimpath -ldflags '-s -w' -o build/bench-floor-armv5 ./scripts/floor
+	$(GO) run ./scripts/e2e bench -only arm -app-connect build/app-connect -sim build/conduit-sim -arm build/app-connect-armv5 -qemu $(QEMU) \
+		-arm-floor build/bench-floor-armv5
 
 clean:
 	rm -rf build

@@ -20,7 +20,8 @@
 //
 // It asserts nothing about speed: exit status 1 only when something failed to start. -only runs a
 // subset (steady, floor, burst, drain; comma-separated); "arm" runs the steady part at 20/s with the ARMv5 binary
-// (-arm, make build-arm) under qemu-arm-static, the stand-in for the gateways' ARM926.
+// (-arm, make build-arm) under qemu-arm-static, the stand-in for the gateways' ARM926, and with
+// -arm-floor the ARMv5 floor at the same rate.
 //
 // Every program is started with an argument vector, never through a shell.
 package main
@@ -57,6 +58,7 @@ type options struct {
 	arm        string // ARMv5 app-connect binary for the "arm" part
 	qemu       string
 	floor      string // reference subscriber of the "floor" part (scripts/floor)
+	armFloor   string // the same for ARMv5, run by the "arm" part when set
 }
 
 func usage(w io.Writer) {
@@ -91,6 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 1, "GOMAXPROCS of app-connect (bench; 0: Go's default)")
 	fs.StringVar(&o.only, "only", "steady,floor,burst,drain", "bench parts to run (steady, floor, burst, drain, arm)")
 	fs.StringVar(&o.floor, "floor", "build/bench-floor", "reference subscriber of the floor part (scripts/floor: paho + net/http, no storage)")
+	fs.StringVar(&o.armFloor, "arm-floor", "", "ARMv5 build of scripts/floor: the arm part runs it too, as a reference")
 	fs.StringVar(&o.arm, "arm", "build/app-connect-armv5", "ARMv5 app-connect binary for the arm part (make build-arm)")
 	fs.StringVar(&o.qemu, "qemu", "qemu-arm-static", "user-mode emulator of the arm part")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -382,6 +385,10 @@ func (e *orchestrator) bench(ctx context.Context, dir string) int {
 				runs = append(runs, benchRun{part: "arm", name: "ARMv5 binary under " + e.o.qemu + ", 20 uplinks/s for 60 s, " + transportName(mq),
 					broker: defaultQueues, mqtt: mq, devices: 20, uplinks: 60, rate: 20, arm: true})
 			}
+			if e.o.armFloor != "" {
+				runs = append(runs, benchRun{part: "arm", name: "reference, not app-connect: the floor (scripts/floor) for ARMv5 under " + e.o.qemu + ", 20 uplinks/s for 60 s, HTTP",
+					broker: defaultQueues, devices: 20, uplinks: 60, rate: 20, arm: true, floor: true})
+			}
 		case "drain":
 			runs = append(runs, benchRun{part: "drain", name: fmt.Sprintf("drain: %d queued while the remote was down, then 100 ms per answer, HTTP", e.o.devices*e.o.uplinks),
 				broker: unlimitedQueues, devices: e.o.devices, uplinks: e.o.uplinks, drain: true})
@@ -497,7 +504,11 @@ func (e *orchestrator) benchRun(ctx context.Context, mosq, dir string, r benchRu
 		if emulator, err = exec.LookPath(e.o.qemu); err != nil {
 			return sessionResult{startErr: true}, err
 		}
-		if binary, err = filepath.Abs(e.o.arm); err != nil {
+		armBinary := e.o.arm
+		if r.floor {
+			armBinary = e.o.armFloor
+		}
+		if binary, err = filepath.Abs(armBinary); err != nil {
 			return sessionResult{startErr: true}, err
 		}
 	}
