@@ -4,8 +4,9 @@
 // keys), and recovery from a corrupt file.
 //
 // The outbox is a write-ahead log: Append commits a group of rows in one
-// transaction (statements prepared once) and hands them to their
-// application's Feed in memory; a Feed reads the database only when cold
+// transaction (statements prepared once), hands them to their application's
+// Feed in memory and returns once the WAL is synced (walsync_linux.go: an
+// fdatasync on a thread of its own, SQLite at synchronous=NORMAL); a Feed reads the database only when cold
 // (start-up, Rewind, overflow of its window). Delete and DeadLetter are lazy:
 // forgotten rows are removed in bulk with the next transaction, or by one of
 // their own when no append came for a second.

@@ -33,8 +33,8 @@ func mutations() []Mutation {
 			`if rowKind(r) != lnsbridge.KindUp || len(r.Body) > maxBatchElement {`,
 			`if len(r.Body) > maxBatchElement {`)},
 		{Name: "dead-letter-deleted-uncounted", Issue: true, Tests: []Target{fwd, e2e("TestPermanentRefusalDeadLettersOneUplink")}, Edits: one("forward/deliver.go",
-			"\t\t\ta.queue.DeadLetter(head)\n",
-			"\t\t\ta.queue.Delete(head)\n")},
+			"\t\ta.queue.DeadLetter(head)\n",
+			"\t\ta.queue.Delete(head)\n")},
 
 		// --- forward: delivery and routing ---
 		// The flaky appnets test's first cause, as it was: AppVersion set only
@@ -80,6 +80,16 @@ func mutations() []Mutation {
 		{Name: "outbox-cap-one-row-late", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/outbox.go",
 			"if rs > lim.MaxRows || bs > lim.MaxBytes {",
 			"if rs > lim.MaxRows+1 || bs > lim.MaxBytes {")},
+		// The commit's fsync skipped: rows acknowledged to the broker live only in
+		// the page cache until SQLite's next checkpoint (a power cut loses them).
+		{Name: "outbox-append-not-synced", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/outbox.go",
+			"\tif err := o.db.durable(); err != nil {\n\t\to.db.log.Error(\"outbox commit not confirmed durable",
+			"\tif err := error(nil); err != nil {\n\t\to.db.log.Error(\"outbox commit not confirmed durable")},
+		// The WAL syncer keeps a descriptor of a WAL file SQLite deleted and
+		// recreated: the syncs reach the old file.
+		{Name: "walsync-keeps-deleted-file", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/walsync_linux.go",
+			"if err == nil && w.wal >= 0 && uint64(st.Dev) == w.dev && st.Ino == w.ino {",
+			"if err == nil && w.wal >= 0 {")},
 		{Name: "outbox-dead-letter-uncounted", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/outbox.go",
 			"\t\t\tif p.dead {\n\t\t\t\tx.deadLettered++\n\t\t\t}\n",
 			"\t\t\t_ = p.dead\n")},
