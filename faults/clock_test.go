@@ -18,6 +18,38 @@ import (
 	"github.com/lorawan-gateway/app-connect/statusreport"
 )
 
+// TestClockJumpRestore checks the clock cases' safety before they jump by
+// hours: a zero jump, +5 s and back, and the guardian putting the clock
+// back when the test binary ends without restoring it.
+func TestClockJumpRestore(t *testing.T) {
+	c := newWallClock(t) // a zero jump
+	defer c.restoreOnPanic()
+	c.selfCheck()
+	// The guardian: jump, then end its input as a dying test binary would.
+	c.mu.Lock()
+	if err := setWall(c.truth().Add(5 * time.Second)); err != nil {
+		c.mu.Unlock()
+		t.Fatal(err)
+	}
+	c.jumped, c.since = 5*time.Second, time.Now()
+	c.mu.Unlock()
+	c.guardIn.Close()
+	select {
+	case <-c.guardEnd:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the guardian did not end")
+	}
+	off := c.offset()
+	c.mu.Lock()
+	c.jumped = 0
+	c.mu.Unlock()
+	if off.Abs() > 50*time.Millisecond {
+		c.restore()
+		t.Fatalf("the guardian left the wall clock %v off:\n%s", off, c.guardErr.String())
+	}
+	t.Logf("clock restored to within %v by the test, by the guardian; guardian: %s", off, c.guardErr.String())
+}
+
 // TestClockJump is the clock-jump case: NTP correcting the wall clock by
 // hours, forward then backward, while rows wait for a remote that is down and
 // the delivery backoff (1 s to 60 s, jitter) runs on each of the 16 HTTP
@@ -39,6 +71,7 @@ func TestClockJump(t *testing.T) {
 	}
 	c := newWallClock(t)
 	defer c.restoreOnPanic()
+	c.selfCheck()
 	const (
 		jumpBy   = 3 * time.Hour
 		retryMin = time.Second
@@ -212,9 +245,9 @@ func maxAttempts(lo, hi, from, to time.Duration) int {
 		k++
 	}
 	n := 0
-	for at := max(from, earliest); at <= to; at += c(k) / 2 {
+	for at := max(from, earliest); at <= to; k++ {
 		n++
-		k++
+		at += c(k) / 2
 	}
 	return n
 }
@@ -306,4 +339,20 @@ func (g *gateway) figures(t *testing.T) latencyFigures {
 		f.negative += fmt.Sprintf(" /status delivery_latency.sum %v", s.DeliveryLatency.Sum)
 	}
 	return f
+}
+
+func TestMaxAttempts(t *testing.T) {
+	for _, tc := range []struct {
+		from, to time.Duration
+		want     int
+	}{
+		{0, 0, 1},                                 // the first attempt
+		{0, 1500 * time.Millisecond, 3},           // 0, 0.5, 1.5
+		{9 * time.Second, 27 * time.Second, 2},    // attempt 4 at 9 s at the earliest, then 8 s later
+		{600 * time.Second, 660 * time.Second, 3}, // at the cap: 30 s apart at the least
+	} {
+		if got := maxAttempts(time.Second, 60*time.Second, tc.from, tc.to); got != tc.want {
+			t.Errorf("maxAttempts(1s, 60s, %v, %v) = %d, want %d", tc.from, tc.to, got, tc.want)
+		}
+	}
 }
