@@ -9,8 +9,10 @@ import (
 )
 
 // OldestQueued is when the oldest row still queued for app was enqueued
-// (false when none is queued). One indexed lookup (application, id); used by
-// the status report every interval, not on the delivery path.
+// (false when none is queued), with a monotonic reading (clock.go): its age
+// is time.Since of it, whatever the wall clock did meanwhile. One indexed
+// lookup (application, id); used by the status report every interval, not on
+// the delivery path.
 func (o *Outbox) OldestQueued(ctx context.Context, app string) (time.Time, bool, error) {
 	var ms int64
 	err := o.db.sql.QueryRowContext(ctx, `SELECT enqueued_at FROM outbox WHERE application = ? ORDER BY id LIMIT 1`, app).Scan(&ms)
@@ -20,5 +22,5 @@ func (o *Outbox) OldestQueued(ctx context.Context, app string) (time.Time, bool,
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("cache: oldest queued row of %s: %w", app, err)
 	}
-	return time.UnixMilli(ms), true, nil
+	return o.stamps.load(ms), true, nil
 }

@@ -63,7 +63,8 @@ type Outbox struct {
 	db     *DB
 	limits Limits
 	now    func() time.Time
-	window int // rows a feed holds in memory
+	stamps stamps // stored times ↔ monotonic ones (clock.go)
+	window int    // rows a feed holds in memory
 
 	st stmts
 
@@ -129,7 +130,7 @@ func (db *DB) NewOutbox(ctx context.Context, limits Limits) (*Outbox, error) {
 		return nil, fmt.Errorf("cache: outbox limits must be positive, got %d rows, %d bytes", limits.MaxRows, limits.MaxBytes)
 	}
 	o := &Outbox{
-		db: db, limits: limits, now: time.Now, window: DefaultWindow,
+		db: db, limits: limits, now: time.Now, stamps: newStamps(time.Now()), window: DefaultWindow,
 		stats: map[string]*AppStats{}, feeds: map[string]*Feed{}, pendApp: map[string]*delta{}, floor: map[string]int64{},
 		pend: pendingWrites{deletes: map[int64]pendingDelete{}},
 		stop: make(chan struct{}), flushed: make(chan struct{}), byApp: map[string][]Row{},
@@ -480,9 +481,9 @@ func (o *Outbox) Peek(ctx context.Context, app string, afterID int64, n int) ([]
 			o.db.space.sawError(err)
 			return nil, fmt.Errorf("cache: peek %s: %w", app, err)
 		}
-		r.EnqueuedAt = time.UnixMilli(enq)
+		r.EnqueuedAt = o.stamps.load(enq)
 		if next > 0 {
-			r.NextAttemptAt = time.UnixMilli(next)
+			r.NextAttemptAt = o.stamps.load(next)
 		}
 		out = append(out, r)
 	}
@@ -634,7 +635,7 @@ func (o *Outbox) apply(tx *sql.Tx, lim Limits, rows []Row, pend pendingWrites, e
 			if body == nil {
 				body = []byte{}
 			}
-			res, err := ins.Exec(row.Application, row.Kind, row.AppEUI[:], row.DevEUI[:], body, row.EnqueuedAt.UnixMilli())
+			res, err := ins.Exec(row.Application, row.Kind, row.AppEUI[:], row.DevEUI[:], body, o.stamps.store(row.EnqueuedAt))
 			if err != nil {
 				return nil, fmt.Errorf("cache: outbox insert %s: %w", row.Application, err)
 			}
@@ -652,7 +653,7 @@ func (o *Outbox) apply(tx *sql.Tx, lim Limits, rows []Row, pend pendingWrites, e
 	if len(pend.failures) > 0 {
 		fail := tx.Stmt(o.st.fail)
 		for _, f := range pend.failures {
-			if _, err := fail.Exec(f.next.UnixMilli(), f.id); err != nil {
+			if _, err := fail.Exec(o.stamps.store(f.next), f.id); err != nil {
 				return nil, fmt.Errorf("cache: outbox failure %d: %w", f.id, err)
 			}
 		}

@@ -3,6 +3,7 @@
 package faults
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -53,6 +54,9 @@ type gatewayOptions struct {
 	devices int
 	broker  testpeer.MosquittoOptions
 	dbDir   string // directory of the database; default the test's temporary directory
+	// retryMin, retryMax: the delivery backoff; default 100ms..2s.
+	retryMin, retryMax time.Duration
+	extraYAML          string // more top-level configuration sections
 }
 
 func newGateway(t *testing.T, o gatewayOptions) *gateway {
@@ -97,12 +101,12 @@ admin:
   listen: %q
   status_file: %s
 delivery:
-  retry_min: 100ms
-  retry_max: 2s
+  retry_min: %s
+  retry_max: %s
 log:
   destination: stderr
   level: info
-`, g.broker.URL(), mpSrv.URL, sysfs, g.db, g.admin, g.status)
+%s`, g.broker.URL(), mpSrv.URL, sysfs, g.db, g.admin, g.status, cmp.Or(o.retryMin, 100*time.Millisecond), cmp.Or(o.retryMax, 2*time.Second), o.extraYAML)
 	if err := os.WriteFile(g.cfgFile, []byte(yml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -330,10 +334,23 @@ type remote struct {
 	failPPM  atomic.Int64 // failures per million requests
 	requests atomic.Int64
 	failed   atomic.Int64
+	// deliveries counts the requests a retry loop sends: events (uplinks
+	// single or batched, joined, …), init and close; every POST but status
+	// reports.
+	deliveries atomic.Int64
+	// statusUp lets status reports through while down.
+	statusUp atomic.Bool
 }
 
 func (r *remote) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.requests.Add(1)
+	if p := req.URL.Path; req.Method == http.MethodPost && !strings.HasSuffix(p, "/status") {
+		r.deliveries.Add(1)
+	}
+	if r.statusUp.Load() && strings.HasSuffix(req.URL.Path, "/status") {
+		r.next.ServeHTTP(w, req)
+		return
+	}
 	if r.down.Load() || (r.failPPM.Load() > 0 && rand.Int64N(1_000_000) < r.failPPM.Load()) {
 		r.failed.Add(1)
 		http.Error(w, "injected failure", http.StatusServiceUnavailable)

@@ -15,8 +15,8 @@ import (
 type Builder struct {
 	Gateway      Gateway
 	Version      string
-	Started      time.Time
-	DatabasePath string // SQLite file: its size (with -wal, -shm) and its file system's free space
+	Started      time.Time // time.Now() at start: uptime is measured on its monotonic reading
+	DatabasePath string    // SQLite file: its size (with -wal, -shm) and its file system's free space
 	// Redact cleans an application's last error before it is reported
 	// (the same redaction as the logs); nil leaves it as it is.
 	Redact func(string) string
@@ -43,7 +43,8 @@ func (b *Builder) Build(s Snapshot) Report {
 	if b.Now != nil {
 		now = b.Now
 	}
-	t := now().UTC()
+	at := now()
+	t := at.UTC() // UTC drops the monotonic reading: uptime is taken from at
 	r := Report{
 		Type: Type, Schema: Schema, Time: t.Truncate(time.Millisecond), Seq: b.seq.Add(1),
 		Gateway: Gateway{
@@ -63,7 +64,9 @@ func (b *Builder) Build(s Snapshot) Report {
 		r.Gateway.UUID = u
 	}
 	if !b.Started.IsZero() {
-		r.UptimeSeconds = max(int64(t.Sub(b.Started)/time.Second), 0)
+		// Monotonic when both readings have it: a wall-clock jump (NTP)
+		// does not add or take hours.
+		r.UptimeSeconds = max(int64(at.Sub(b.Started)/time.Second), 0)
 	}
 	for _, e := range b.Gateway.EUIs {
 		if isEUI(e) && len(r.Gateway.EUIs) < MaxEUIs {
