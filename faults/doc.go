@@ -6,7 +6,8 @@
 // lost, duplicated and how long recovery took, as "RESULT" lines.
 //
 // The tests carry the build tag "faults", so `go test ./...` does not run
-// them. Cases that need what the machine does not allow (root for tmpfs and
+// them; `make faults-short`, part of `make test`, runs every case but the
+// clock jump and the soak, with a 5 s freeze. Cases that need what the machine does not allow (root for tmpfs and
 // loop mounts, CAP_SYS_TIME to set the clock) are skipped with the reason,
 // never reported as passed; the Makefile target prints them as NOT RUN.
 // FAULTS_SOAK sets the soak's length (default 3m; the full form is
