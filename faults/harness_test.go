@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -362,12 +363,24 @@ func (r *remote) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // syncBuffer is a goroutine-safe log sink (testpeer.LogBuffer).
 type syncBuffer = testpeer.LogBuffer
 
+// notRun skips a case the machine does not allow (privileges, kernel
+// support), saying so: make faults prints it as NOT RUN, never as passed. A
+// missing tool is not that: scripts/install-test-deps.sh installs every one
+// the suite runs, so the case fails instead, as a missing peer does.
+func notRun(t *testing.T, err error, format string, args ...any) {
+	t.Helper()
+	if errors.Is(err, exec.ErrNotFound) {
+		t.Fatalf("%s: %v (scripts/install-test-deps.sh installs it)", t.Name(), err)
+	}
+	t.Skipf("NOT RUN: %s: "+format, append([]any{t.Name()}, args...)...)
+}
+
 // needRoot skips a case the machine does not allow, saying so; make faults
 // prints it as NOT RUN, never as passed.
 func needRoot(t *testing.T, what string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skipf("NOT RUN: %s: %s needs root (mount)", t.Name(), what)
+		notRun(t, nil, "%s needs root (mount)", what)
 	}
 }
 
@@ -381,7 +394,7 @@ func mountTmpfs(t *testing.T, size int64) string {
 		t.Fatal(err)
 	}
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)); err != nil {
-		t.Skipf("NOT RUN: %s: mount tmpfs: %v", t.Name(), err)
+		notRun(t, err, "mount tmpfs: %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
 	return dir

@@ -65,12 +65,12 @@ func (b *blockDevice) attach() {
 	b.t.Helper()
 	out, err := exec.Command("losetup", "-f", "--show", b.image).CombinedOutput()
 	if err != nil {
-		b.t.Skipf("NOT RUN: %s: losetup: %v: %s", b.t.Name(), err, out)
+		notRun(b.t, err, "losetup: %v: %s", err, out)
 	}
 	b.loop = strings.TrimSpace(string(out))
 	if err := syscall.Mount(b.loop, b.mnt, "ext4", 0, ""); err != nil {
 		exec.Command("losetup", "-d", b.loop).Run()
-		b.t.Skipf("NOT RUN: %s: mount ext4 on %s: %v", b.t.Name(), b.loop, err)
+		notRun(b.t, err, "mount ext4 on %s: %v", b.loop, err)
 	}
 }
 
@@ -94,7 +94,7 @@ func (b *blockDevice) cut() {
 	defer f.Close()
 	flags := uint32(ext4NoLogFlush)
 	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), ext4IocShutdown, uintptr(unsafe.Pointer(&flags))); e != 0 {
-		b.t.Skipf("NOT RUN: %s: ext4 shutdown ioctl: %v", b.t.Name(), e)
+		notRun(b.t, e, "ext4 shutdown ioctl: %v", e)
 	}
 }
 

@@ -96,7 +96,7 @@ func newWallClock(t *testing.T) *wallClock {
 	c := &wallClock{t: t, start: time.Now(), guardErr: &syncBuffer{}}
 	if err := setWall(c.truth()); err != nil {
 		if errors.Is(err, syscall.EPERM) {
-			t.Skipf("NOT RUN: %s: setting the system clock (clock_settime CLOCK_REALTIME): %v; needs CAP_SYS_TIME", t.Name(), err)
+			notRun(t, err, "setting the system clock (clock_settime CLOCK_REALTIME): %v; needs CAP_SYS_TIME", err)
 		}
 		t.Fatalf("clock_settime: %v", err)
 	}
