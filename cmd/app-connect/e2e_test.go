@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/sim"
+	"github.com/lorawan-gateway/app-connect/internal/simgw"
 	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 )
 
@@ -55,30 +55,8 @@ func ptr[T any](v T) *T { return &v }
 
 func newHarnessWith(t *testing.T, devices int, bo testpeer.MosquittoOptions) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), logs: &syncBuffer{}}
-	h.broker = testpeer.StartMosquitto(t, bo)
-	h.sink = sim.NewSink("/tenant")
-	sinkSrv := httptest.NewServer(h.sink)
-	t.Cleanup(sinkSrv.Close)
-	h.fleet = sim.NewFleet(devices, "16-ea-76-f6-ab-66-3d-80", "00-80-00-00-d0-00-01-ff", 1)
-	h.mpower = sim.NewMPower()
-	h.mpower.SetDefaultApp(sim.DefaultApp(sinkSrv.URL + "/tenant"))
-	h.mpower.SetLoraNetwork(sim.LoraNetwork("00-80-00-00-d0-00-01-ff", "127.0.0.1", h.broker.Port))
-	mpSrv := httptest.NewServer(h.mpower)
-	t.Cleanup(mpSrv.Close)
-	sysfs := filepath.Join(h.dir, "mts-io")
-	if err := sim.WriteMtsIO(sysfs, testUUID, "19186550"); err != nil {
-		t.Fatal(err)
-	}
-	h.cfg = config.Default()
-	h.cfg.LNS.Broker = h.broker.URL()
-	h.cfg.MPower.API = mpSrv.URL
-	h.cfg.Gateway.SysfsRoot = sysfs
-	h.cfg.Storage.Database = filepath.Join(h.dir, "app-connect.db")
-	h.cfg.Admin.Listen = ""
-	h.cfg.Delivery.RetryMin = 50 * time.Millisecond
-	h.cfg.Delivery.RetryMax = 400 * time.Millisecond
-	h.cfg.Delivery.HTTPTimeout = 5 * time.Second
+	g := simgw.Start(t, devices, testUUID, bo)
+	h := &harness{t: t, dir: g.Dir, broker: g.Broker, mpower: g.MPower, sink: g.Sink, fleet: g.Fleet, cfg: g.Config, logs: &syncBuffer{}}
 	return h
 }
 
