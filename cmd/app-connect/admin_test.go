@@ -107,7 +107,7 @@ func TestAdminEndpointsCountTheTraffic(t *testing.T) {
 
 	// app-connect status prints the same figures for a person, and as JSON.
 	var out, errb bytes.Buffer
-	if code := printStatus(ctx, h.cfg.Admin.Listen, statusOptions{}, &out, &errb); code != 0 {
+	if code := admin.PrintStatus(ctx, h.cfg.Admin.Listen, admin.PrintOptions{}, &out, &errb); code != 0 {
 		t.Fatalf("status: %d %s", code, errb.String())
 	}
 	for _, s := range []string{"local broker: connected, events received 210, malformed 0, unrouted 0", "application default (" + config.CatchAll + "): up",
@@ -117,43 +117,13 @@ func TestAdminEndpointsCountTheTraffic(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if code := printStatus(ctx, h.cfg.Admin.Listen, statusOptions{json: true}, &out, &errb); code != 0 {
+	if code := admin.PrintStatus(ctx, h.cfg.Admin.Listen, admin.PrintOptions{JSON: true}, &out, &errb); code != 0 {
 		t.Fatalf("status --json: %d %s", code, errb.String())
 	}
 	var js admin.Status
 	if err := json.Unmarshal(out.Bytes(), &js); err != nil || len(js.Applications) != 1 || js.Applications[0].EventsForwarded != 209 {
 		t.Fatalf("status --json %v:\n%s", err, out.String())
 	}
-}
-
-// `status --watch` redraws the view until interrupted, also while the
-// program is not (yet) answering.
-func TestStatusWatch(t *testing.T) {
-	addr := freeLoopbackAddr(t)
-	st := admin.NewState("v9", nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, errb syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- printStatus(ctx, addr, statusOptions{watch: true, every: 20 * time.Millisecond}, &out, &errb)
-	}()
-	waitFor(t, 10*time.Second, "a screen saying nothing answers", func() (struct{}, bool) {
-		return struct{}{}, strings.Contains(out.String(), "is app-connect running?")
-	})
-	srv, err := admin.Serve(ctx, addr, admin.Handler(st, "", slog.New(slog.DiscardHandler)), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Startup.Step("opening the database")
-	waitFor(t, 10*time.Second, "a redraw with the status", func() (struct{}, bool) {
-		return struct{}{}, strings.Count(out.String(), "\x1b[H\x1b[2J") >= 3 && strings.Contains(out.String(), "start-up: opening the database")
-	})
-	cancel()
-	if code := <-done; code != 0 || errb.String() != "" {
-		t.Fatalf("exit %d: %s", code, errb.String())
-	}
-	srv.Wait()
 }
 
 // After a downgrade the database refuses to open: /status, `app-connect
@@ -192,7 +162,7 @@ func TestStartupStepVisibleWithADowngradedDatabase(t *testing.T) {
 		t.Fatalf("last error %q", st.Startup.LastError)
 	}
 	var out, errb bytes.Buffer
-	if code := printStatus(ctx, h.cfg.Admin.Listen, statusOptions{}, &out, &errb); code != 0 {
+	if code := admin.PrintStatus(ctx, h.cfg.Admin.Listen, admin.PrintOptions{}, &out, &errb); code != 0 {
 		t.Fatalf("status: exit %d: %s", code, errb.String())
 	}
 	if !strings.Contains(out.String(), "start-up: opening the database (since ") || !strings.Contains(out.String(), "downgrade refused") {

@@ -4,7 +4,8 @@
 //
 // This package is wiring: flags, subcommands, construction in order and the
 // shutdown sequence. The operator surface lives in internal/admin, logging in
-// internal/logging, the claim command in internal/claimcli.
+// internal/logging, join forwarding's start, recording and checks in
+// internal/joins, the claim command in internal/claimcli.
 package main
 
 import (
@@ -25,6 +26,7 @@ import (
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/admin"
 	"github.com/lorawan-gateway/app-connect/internal/cli"
+	"github.com/lorawan-gateway/app-connect/internal/joins"
 	"github.com/lorawan-gateway/app-connect/internal/logging"
 	"github.com/lorawan-gateway/app-connect/internal/settings"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
@@ -124,7 +126,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "%v\n", err)
 			return 1
 		}
-		return printStatus(ctx, cfg.Admin.Listen, statusOptions{json: *jsonOut, watch: *watch, every: 2 * time.Second}, stdout, stderr)
+		return admin.PrintStatus(ctx, cfg.Admin.Listen, admin.PrintOptions{JSON: *jsonOut, Watch: *watch, Every: 2 * time.Second}, stdout, stderr)
 	}
 	return runDaemon(ctx, *cfgPath, stderr)
 }
@@ -257,7 +259,7 @@ func checkConfig(ctx context.Context, path, statusFile string, askMPower bool, s
 	if err != nil {
 		return refuse(err)
 	}
-	if err := checkJoinConfig(cfg, stdout); err != nil {
+	if err := joins.CheckConfig(cfg.Join, stdout); err != nil {
 		return refuse(err)
 	}
 	if err := checkClaimConfig(cfg, stdout); err != nil {

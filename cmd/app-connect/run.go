@@ -13,6 +13,7 @@ import (
 	"github.com/lorawan-gateway/app-connect/forward"
 	"github.com/lorawan-gateway/app-connect/internal/admin"
 	"github.com/lorawan-gateway/app-connect/internal/backoff"
+	"github.com/lorawan-gateway/app-connect/internal/joins"
 	"github.com/lorawan-gateway/app-connect/internal/logging"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
@@ -191,20 +192,20 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 
 	d.step("starting join forwarding")
 	if cfg.Join.Enabled {
-		if cfg.Join.NetID, err = joinNetIDFromMPower(ctx, mp, cfg.Join); err != nil {
+		if cfg.Join.NetID, err = joins.NetIDFromMPower(ctx, mp, cfg.Join); err != nil {
 			log.Error("join forwarding not started", "err", err)
 			cfg.Join.Enabled = false
 		}
 	}
-	joins := newJoinCounts()
-	stopJoin, err := startJoin(ctx, cfg, db, log, joins)
+	joinProxy, err := joins.Start(ctx, cfg.Join, joins.Options{Store: db, Counts: d.state.Joins, Latency: d.state.JoinLatency,
+		Log: log, UserAgent: "app-connect/" + version})
 	if err != nil {
 		return err
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(life, 5*time.Second)
 		defer cancel()
-		stopJoin(sctx)
+		joinProxy.Stop(sctx)
 	}()
 
 	clientID := cfg.LNS.ClientID
@@ -215,7 +216,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 		Broker: cfg.LNS.Broker, ClientID: clientID, Username: cfg.LNS.Username, Password: cfg.LNS.Password, Logger: log,
 	})
 
-	downlinks, requests, deliveryLatency, joinLatency := d.state.Downlinks, d.state.Requests, d.state.DeliveryLatency, d.state.JoinLatency
+	downlinks, requests, deliveryLatency := d.state.Downlinks, d.state.Requests, d.state.DeliveryLatency
 	mgr := forward.NewManager(deliverCtx, outbox, local, log, forward.ManagerOptions{
 		Latency: deliveryLatency, Downlinks: downlinks, AppVersion: version,
 		Requests: &forward.Requests{Policy: cfg.RemoteRequests, LNS: ln.LNSAvailable(), Lora: lq, API: mp, Log: log,
@@ -227,7 +228,6 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 			return app, ok && err == nil
 		},
 	})
-	joins.latency = joinLatency
 	id := forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, Serial: ident.Serial, GatewayEUIs: gwEUIs}
 	apps := forward.NewApps(forward.AppsOptions{Config: cfg, Manager: mgr, MPower: mp, Lora: lq, Store: db, LNS: ln.LNSAvailable(),
 		Default: defApp, Appnets: appnets, Log: log, Identity: id,
@@ -237,8 +237,8 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	router := mgr.Router()
 	intake := forward.NewIntake(outbox, db, router, apps.Resolver(), log)
 
-	d.state.Attach(statusSources(local, intake, db, outbox, router, joins))
-	startStatusReports(pollCtx, cfg, d.state, router, outbox, id, ln.LNSAvailable(), log)
+	d.state.Attach(admin.NewSources(admin.Parts{Local: local, Intake: intake, Storage: db, Queues: outbox, Applications: router, JoinProxy: joinProxy}))
+	admin.StartStatusReports(pollCtx, cfg, d.state, router, outbox, id, ln.LNSAvailable(), log)
 
 	var pollDone sync.WaitGroup
 	pollDone.Add(1)

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/logging"
+	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 	"github.com/lorawan-gateway/app-connect/joinclient"
 )
 
@@ -58,6 +58,7 @@ func hostileState(t *testing.T) *State {
 		st.DeliveryLatency.Observe(d)
 	}
 	st.JoinLatency.Observe(300 * time.Millisecond)
+	st.Joins.Add(`js "one"`, "Success")
 	for range 12 {
 		log.Error("remote unreachable", "err", errors.New("dial"))
 	}
@@ -70,7 +71,6 @@ func hostileState(t *testing.T) *State {
 				{EUI: "01-02-03-04-05-06-07-08", Name: "quote\" back\\slash\nline \xff", State: "retrying", QueueRows: 4, QueueBytes: 400},
 			}
 		},
-		Joins: func() []JoinCount { return []JoinCount{{JoinServer: `js "one"`, Result: "Success", Count: 1}} },
 		JoinProxy: func() *joinclient.ProxyStats {
 			return &joinclient.ProxyStats{JoinServers: []joinclient.JoinServerState{{JoinServer: "js\t\"two\"", Breaker: joinclient.BreakerOpen,
 				HeaderWarnings: map[string]uint64{"receiver_nsid": 2}}}}
@@ -231,7 +231,7 @@ func TestServeRetriesABusyPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
-	var logs syncBuf
+	var logs testpeer.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	srv, err := Serve(ctx, addr, Handler(NewState("v1", nil), "", discard), slog.New(slog.NewTextHandler(&logs, nil)))
@@ -261,11 +261,3 @@ func TestServeRetriesABusyPort(t *testing.T) {
 	}
 	s.Wait() // disabled: returns at once
 }
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
