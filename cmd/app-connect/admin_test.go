@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,21 +22,8 @@ import (
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/admin"
+	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 )
-
-func httpGet(t *testing.T, url string) (int, string, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
-}
 
 // A known traffic pattern: 10 devices, each a joined event and 20 uplinks,
 // one uplink refused for good. /status, /metrics and `app-connect status`
@@ -75,7 +61,7 @@ func TestAdminEndpointsCountTheTraffic(t *testing.T) {
 		t.Fatalf("status %+v", d)
 	}
 
-	code, ctype, body := httpGet(t, base+"/metrics")
+	code, ctype, body := testpeer.HTTPGet(t, base+"/metrics")
 	if code != 200 || ctype != "text/plain; version=0.0.4; charset=utf-8" {
 		t.Fatalf("/metrics %d %q", code, ctype)
 	}

@@ -37,8 +37,3 @@ func (c claimCommand) run(ctx context.Context, args []string, stdout, stderr io.
 		},
 	}.Run(ctx, args, stdout, stderr)
 }
-
-// checkClaimConfig is check-config's part for claiming.
-func checkClaimConfig(cfg config.Config, stdout io.Writer) error {
-	return claimcli.CheckConfig(cfg, stdout)
-}

@@ -23,20 +23,6 @@ import (
 	"github.com/lorawan-gateway/app-connect/joinclient"
 )
 
-func get(t *testing.T, url string) (int, string, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
-}
-
 // hostileState is a state whose applications have names no exposition
 // written with strconv.Quote survives (a tab, quotes, backslashes, a line
 // feed, invalid UTF-8).
@@ -88,7 +74,7 @@ func hostileState(t *testing.T) *State {
 func TestMetricsParseWithPrometheusParser(t *testing.T) {
 	srv := httptest.NewServer(Handler(hostileState(t), "/proc", discard))
 	defer srv.Close()
-	code, ctype, body := get(t, srv.URL+"/metrics")
+	code, ctype, body := testpeer.HTTPGet(t, srv.URL+"/metrics")
 	if code != 200 || ctype != "text/plain; version=0.0.4; charset=utf-8" {
 		t.Fatalf("/metrics %d %q", code, ctype)
 	}
@@ -177,7 +163,7 @@ func TestMetricsParseWithPrometheusParser(t *testing.T) {
 func TestStatusJSONIsSnakeCase(t *testing.T) {
 	srv := httptest.NewServer(Handler(hostileState(t), "", discard))
 	defer srv.Close()
-	code, ctype, body := get(t, srv.URL+"/status")
+	code, ctype, body := testpeer.HTTPGet(t, srv.URL+"/status")
 	if code != 200 || ctype != "application/json" {
 		t.Fatalf("/status %d %q", code, ctype)
 	}
@@ -195,7 +181,7 @@ func TestStatusJSONIsSnakeCase(t *testing.T) {
 			t.Errorf("/status has no %q", k)
 		}
 	}
-	if _, _, body := get(t, srv.URL+"/healthz"); body != "ok\n" {
+	if _, _, body := testpeer.HTTPGet(t, srv.URL+"/healthz"); body != "ok\n" {
 		t.Errorf("/healthz %q", body)
 	}
 }
