@@ -34,6 +34,7 @@ type DeviceStore interface {
 type IntakeStats struct {
 	Received uint64 // messages taken from the local broker
 	Stored   uint64 // rows committed to the outbox
+	Acked    uint64 // messages acknowledged to the local broker, their rows durable
 	Unrouted uint64 // messages no application takes
 	Ignored  uint64 // messages the application's protocol does not forward (moved over HTTP)
 	Commits  uint64 // outbox transactions
@@ -65,7 +66,7 @@ type Intake struct {
 	// MaxBatch bounds one commit.
 	MaxBatch int
 
-	received, stored, unrouted, ignored, commits atomic.Uint64
+	received, stored, acked, unrouted, ignored, commits atomic.Uint64
 
 	mu       sync.Mutex
 	cond     sync.Cond // signalled when pending shrinks or the committer stops
@@ -120,7 +121,7 @@ func NewIntake(out Committer, devices DeviceStore, router *Router, resolver Reso
 // Stats returns the counters.
 func (in *Intake) Stats() IntakeStats {
 	return IntakeStats{
-		Received: in.received.Load(), Stored: in.stored.Load(), Unrouted: in.unrouted.Load(),
+		Received: in.received.Load(), Stored: in.stored.Load(), Acked: in.acked.Load(), Unrouted: in.unrouted.Load(),
 		Ignored: in.ignored.Load(), Commits: in.commits.Load(),
 	}
 }
@@ -410,6 +411,7 @@ func (in *Intake) acknowledge(ctx context.Context, done chan<- struct{}) {
 			for _, m := range b.msgs {
 				if m.Ack != nil {
 					m.Ack()
+					in.acked.Add(1)
 				}
 			}
 		}

@@ -49,7 +49,7 @@ func NewSources(p Parts) Sources {
 	if p.Intake != nil {
 		src.Intake = func() IntakeStatus {
 			s := p.Intake.Stats()
-			return IntakeStatus{Stored: s.Stored, Unrouted: s.Unrouted, Ignored: s.Ignored, Commits: s.Commits}
+			return IntakeStatus{Stored: s.Stored, Acknowledged: s.Acked, Unrouted: s.Unrouted, Ignored: s.Ignored, Commits: s.Commits}
 		}
 	}
 	if p.Storage != nil {

@@ -30,7 +30,7 @@ func (fakeLocal) Stats() lnsbridge.LocalStats {
 	return lnsbridge.LocalStats{Received: 11, Malformed: 2, Connected: true}
 }
 func (fakeIntake) Stats() forward.IntakeStats {
-	return forward.IntakeStats{Received: 99, Stored: 10, Unrouted: 3, Ignored: 4, Commits: 5}
+	return forward.IntakeStats{Received: 99, Stored: 10, Acked: 9, Unrouted: 3, Ignored: 4, Commits: 5}
 }
 func (fakeStorage) Storage() cache.StorageStatus {
 	return cache.StorageStatus{State: "low", DBBytes: 7}
@@ -73,7 +73,7 @@ func TestNewSources(t *testing.T) {
 	if d.Local != (LocalStatus{Connected: true, EventsReceived: 11, Malformed: 2}) {
 		t.Errorf("local %+v", d.Local)
 	}
-	if d.Intake != (IntakeStatus{Stored: 10, Unrouted: 3, Ignored: 4, Commits: 5}) {
+	if d.Intake != (IntakeStatus{Stored: 10, Acknowledged: 9, Unrouted: 3, Ignored: 4, Commits: 5}) {
 		t.Errorf("intake %+v", d.Intake)
 	}
 	if d.Storage.State != "low" || d.Storage.DBBytes != 7 || d.JoinProxy == nil || d.JoinProxy.InFlight != 6 {
