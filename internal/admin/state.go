@@ -47,13 +47,13 @@ type LocalStatus struct {
 
 // IntakeStatus is the path from the local broker into the outbox.
 type IntakeStatus struct {
-	Stored   uint64 `json:"stored"`   // rows committed to the outbox
+	Stored uint64 `json:"stored"` // rows committed to the outbox
 	// Acknowledged: local messages acknowledged to the broker, once the
 	// commit that holds their rows was durable (a power cut keeps them).
 	Acknowledged uint64 `json:"acknowledged"`
-	Unrouted uint64 `json:"unrouted"` // events no application takes
-	Ignored  uint64 `json:"ignored"`  // events the application's protocol does not forward
-	Commits  uint64 `json:"commits"`  // outbox transactions
+	Unrouted     uint64 `json:"unrouted"` // events no application takes
+	Ignored      uint64 `json:"ignored"`  // events the application's protocol does not forward
+	Commits      uint64 `json:"commits"`  // outbox transactions
 }
 
 // AppStatus is one application. Events are uplinks and the other forwarded
