@@ -48,6 +48,19 @@ func SyncResult(err error) Synced {
 	return Synced{&syncGroup{done: closedChan, err: err}}
 }
 
+// NewSynced is a Synced that is done when end is called (once), with err:
+// what a fake of the outbox whose syncs take their time returns.
+func NewSynced() (s Synced, end func(err error)) {
+	g := &syncGroup{done: make(chan struct{})}
+	var once sync.Once
+	return Synced{g}, func(err error) {
+		once.Do(func() {
+			g.err = err
+			close(g.done)
+		})
+	}
+}
+
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // syncGroup is the commits one fdatasync covers.

@@ -283,3 +283,87 @@ func TestIntakeRecommitsWhatASyncFailed(t *testing.T) {
 			ap.durable[bodies[0]], ap.acked[bodies[0]])
 	}
 }
+
+// slowSyncAppender commits at once; each commit's sync ends when the test
+// says so.
+type slowSyncAppender struct {
+	mu      sync.Mutex
+	ends    []func(error)
+	bodies  [][]string
+	commits chan struct{}
+}
+
+func (s *slowSyncAppender) Commit(_ context.Context, rows []cache.Row, _ int) (map[string]int, cache.Synced, error) {
+	synced, end := cache.NewSynced()
+	var b []string
+	for _, r := range rows {
+		b = append(b, string(r.Body))
+	}
+	s.mu.Lock()
+	s.ends = append(s.ends, end)
+	s.bodies = append(s.bodies, b)
+	s.mu.Unlock()
+	s.commits <- struct{}{}
+	return nil, synced, nil
+}
+
+// A message is acknowledged only once the commit holding it is durable: the
+// committer goes on with later messages while the sync runs, and none of
+// them is acknowledged before its own commit's sync ended either.
+func TestIntakeAcknowledgesOnlyOnceSynced(t *testing.T) {
+	const appEUI = "16-16-16-16-16-16-16-19"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	m := NewManager(ctx, newOutbox(t), nil, log)
+	m.Apply(Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
+		URL: "http://127.0.0.1:1/app", Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
+	defer m.Stop(context.Background())
+	ap := &slowSyncAppender{commits: make(chan struct{}, 16)}
+	in := NewIntake(ap, nil, m.Router(), nil, log)
+	var mu sync.Mutex
+	acked := map[string]bool{}
+	msg := func(i int) Message {
+		body := fmt.Sprintf(`{"i":%d}`, i)
+		return Message{Kind: lnsbridge.KindUp, DevEUI: "00-00-00-00-00-00-00-01", AppEUI: appEUI, FCnt: uint32(i), Body: []byte(body),
+			Ack: func() { mu.Lock(); acked[body] = true; mu.Unlock() }}
+	}
+	isAcked := func(i int) bool { mu.Lock(); defer mu.Unlock(); return acked[fmt.Sprintf(`{"i":%d}`, i)] }
+	done := make(chan struct{})
+	go func() { defer close(done); in.Run(ctx, nil) }()
+	in.Handle(msg(0))
+	<-ap.commits
+	in.Handle(msg(1)) // committed while the first commit's sync runs
+	<-ap.commits
+	time.Sleep(50 * time.Millisecond) // room for a wrong early acknowledgement
+	if isAcked(0) || isAcked(1) {
+		t.Fatalf("acknowledged before the sync ended: 0 %v, 1 %v", isAcked(0), isAcked(1))
+	}
+	ap.mu.Lock()
+	end0, end1 := ap.ends[0], ap.ends[1]
+	ap.mu.Unlock()
+	end0(nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for !isAcked(0) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if !isAcked(0) {
+		t.Fatal("message 0 not acknowledged after its sync ended")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if isAcked(1) {
+		t.Fatal("message 1 acknowledged before its own commit's sync ended")
+	}
+	end1(nil)
+	for !isAcked(1) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if !isAcked(1) {
+		t.Fatal("message 1 not acknowledged after its sync ended")
+	}
+	if st := in.Stats(); st.Acked != 2 {
+		t.Errorf("stats: %d acknowledged, want 2", st.Acked)
+	}
+	cancel()
+	<-done
+}
