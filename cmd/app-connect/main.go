@@ -176,7 +176,7 @@ func runDaemon(ctx context.Context, cfgPath string, stderr io.Writer) int {
 		for {
 			select {
 			case <-hup:
-				next, err := reload(cfgPath, cur, log.Logger, log.Level, d.setDefaultApp)
+				next, err := reload(cfgPath, cur, log.Logger, log.Level, func(o *config.DefaultApp) bool { return d.setDefaultApp(ctx, o) })
 				if err != nil {
 					log.Error("reload: configuration not applied", "err", err)
 					continue
