@@ -332,12 +332,17 @@ func (m *Manager) Apply(ctx context.Context, d Desired) {
 		if m.counters[eui] == nil {
 			m.counters[eui] = &Counters{}
 		}
+		svc := AppServices{Latency: m.opts.Latency, Downlinks: m.opts.Downlinks, Owner: m.owner, DeviceAppEUI: m.opts.DeviceAppEUI}
+		if s.Source == "default" && m.opts.Requests != nil {
+			r := m.opts.Requests
+			svc.Requests = &Requests{Policy: r.Policy, Enabled: s.RequestOptions, LNS: r.LNS, Lora: r.Lora, API: r.API, Log: r.Log, MaxDownlink: r.MaxDownlink, Outcomes: r.Outcomes}
+		}
 		var app *Application
 		var err error
 		if s.Invalid != "" {
 			err = errors.New(s.Invalid)
 		} else {
-			app, err = NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log)
+			app, err = NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log, svc)
 		}
 		if err != nil {
 			m.log.Error("application misconfigured: its events are queued until the setting is fixed", "app", eui, "name", s.Name, "err", err)
@@ -345,12 +350,6 @@ func (m *Manager) Apply(ctx context.Context, d Desired) {
 		}
 		if wasMisconfigured[eui] && app.HTTP() {
 			m.dropMovedLocked(ctx, eui)
-		}
-		app.latency, app.downlinks = m.opts.Latency, m.opts.Downlinks
-		app.deviceAppEUI, app.owner = m.opts.DeviceAppEUI, m.owner
-		if s.Source == "default" && m.opts.Requests != nil {
-			r := m.opts.Requests
-			app.requests = &Requests{Policy: r.Policy, Enabled: s.RequestOptions, LNS: r.LNS, Lora: r.Lora, API: r.API, Log: r.Log, MaxDownlink: r.MaxDownlink, Outcomes: r.Outcomes}
 		}
 		m.apps[eui] = &running{app: app, fingerprint: fingerprint(s, d.Identity), done: make(chan struct{})}
 		select { // Run starts it
