@@ -285,6 +285,9 @@ func (t *mqttTransport) connect(ctx context.Context) (*mqttConn, error) {
 	if t.tls != nil {
 		o.SetTLSConfig(t.tls.Clone())
 	}
+	if fn, ok := dialBuffered(t.brokerURL); ok {
+		o.SetCustomOpenConnectionFn(fn)
+	}
 	c := paho.NewClient(o)
 	conn.client = c
 	tok := c.Connect()
