@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -77,9 +78,11 @@ type mqttTransport struct {
 
 	// Owned by the delivery loop's goroutine (open, then its one lane's
 	// deliver calls, then the outage waits, in turn).
-	conn           *mqttConn // the connection open gave the loop
-	q              []pending // rows published on conn, PUBACK pending, in outbox order
-	seen           int64     // last row published
+	conn           *mqttConn   // the connection open gave the loop
+	q              []pending   // rows published on conn, PUBACK pending, in outbox order (a window of qbuf)
+	qbuf           []pending   // q's buffer, reused
+	ackTimer       *time.Timer // deliver's PUBACK timeout
+	seen           int64       // last row published
 	everConnected  bool
 	backhaul       config.BackhaulDetect
 	backhaulCursor int64
@@ -407,9 +410,10 @@ func utcMicro(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.0
 
 // pending is a row published on the current connection, PUBACK pending.
 type pending struct {
-	row  cache.Row
-	toks []paho.Token
-	dead error // the row cannot be published: dead-letter it in turn
+	id   int64        // the row's
+	toks []paho.Token // its publishes (one, or two for a v1.0 joined)
+	dead error        // the row cannot be published: dead-letter it in turn
+	one  [1]paho.Token
 }
 
 // deliver publishes the rows offered that are not yet published on this
@@ -423,15 +427,25 @@ func (t *mqttTransport) deliver(ctx context.Context, rows []cache.Row) result {
 	if conn == nil {
 		return result{err: errConnectionLost}
 	}
-	if len(t.q) > len(rows) || (len(t.q) > 0 && t.q[0].row.ID != rows[0].ID) {
-		t.q = nil // not the rows published: start again from what is offered
+	if len(t.q) > len(rows) || (len(t.q) > 0 && t.q[0].id != rows[0].ID) {
+		t.q = t.q[:0] // not the rows published: start again from what is offered
+	}
+	if len(t.q) < len(rows) && cap(t.q)-len(t.q) < len(rows)-len(t.q) {
+		// The acknowledged rows left room at the front of the buffer: move
+		// the pending ones there instead of growing it.
+		t.q = append(t.qbuf[:0], t.q...)
+		if cap(t.q) < len(rows) {
+			t.q = slices.Grow(t.q, len(rows)-len(t.q))
+		}
+		t.qbuf = t.q
 	}
 	for _, r := range rows[len(t.q):] {
-		t.q = append(t.q, t.publishRow(conn.client, r))
+		t.q = append(t.q, pending{})
+		t.publishRow(conn.client, r, &t.q[len(t.q)-1])
 		t.seen = r.ID
 	}
-	for _, tok := range t.q[0].toks {
-		if err := t.waitToken(ctx, conn, tok); err != nil {
+	for _, tok := range t.q[0].tokens() {
+		if err := t.waitAck(ctx, conn, tok); err != nil {
 			if ctx.Err() == nil {
 				t.drop(conn) // disconnects it (unless already lost)
 				conn.setLost(err)
@@ -440,16 +454,55 @@ func (t *mqttTransport) deliver(ctx context.Context, rows []cache.Row) result {
 		}
 	}
 	if p := t.q[0]; p.dead != nil {
+		clear(t.q[:1])
 		t.q = t.q[1:]
 		return result{err: fmt.Errorf("row cannot be published: %w", p.dead), refused: true}
 	}
 	// The head is acknowledged; so may be the rows behind it.
 	n := 0
-	for n < len(t.q) && t.q[n].dead == nil && done(t.q[n].toks) {
+	for n < len(t.q) && t.q[n].dead == nil && done(t.q[n].tokens()) {
 		n++
 	}
+	clear(t.q[:n]) // the tokens are not kept alive by the buffer
 	t.q = t.q[n:]
 	return result{acked: n}
+}
+
+// tokens are the row's publishes.
+func (p *pending) tokens() []paho.Token {
+	switch {
+	case p.toks != nil:
+		return p.toks
+	case p.one[0] != nil:
+		return p.one[:]
+	}
+	return nil // nothing published (Azure: joined and moved)
+}
+
+// waitAck is waitToken for the PUBACKs deliver waits for, on one timer kept
+// for the life of the transport (deliver runs on the delivery loop's goroutine).
+func (t *mqttTransport) waitAck(ctx context.Context, conn *mqttConn, tok paho.Token) error {
+	select {
+	case <-tok.Done(): // already answered: no timer
+		return tok.Error()
+	default:
+	}
+	if t.ackTimer == nil {
+		t.ackTimer = time.NewTimer(t.ackTimeout)
+	} else {
+		t.ackTimer.Reset(t.ackTimeout)
+	}
+	defer t.ackTimer.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-conn.lost:
+		return conn.lostErr()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.ackTimer.C:
+		return errors.New("no answer from the broker")
+	}
 }
 
 func done(toks []paho.Token) bool {
@@ -466,24 +519,28 @@ func done(toks []paho.Token) bool {
 	return true
 }
 
-// publishRow publishes the messages of one row (QoS 1).
-func (t *mqttTransport) publishRow(c paho.Client, r cache.Row) pending {
+// publishRow publishes the messages of one row (QoS 1) and records them in p.
+func (t *mqttTransport) publishRow(c paho.Client, r cache.Row, p *pending) {
+	p.id = r.ID
 	appEUI, dev := r.AppEUI.String(), r.DevEUI.String()
 	msgs, err := t.rowMessages(r, appEUI, dev)
 	if err != nil {
-		return pending{row: r, dead: err}
+		p.dead = err
+		return
 	}
 	if rowKind(r) != lnsbridge.KindMoved && t.perDevice() {
 		t.subscribeDevice(dev, t.deviceAppEUI(appEUI), true)
 	}
-	p := pending{row: r}
-	for _, m := range msgs {
-		p.toks = append(p.toks, c.Publish(m.topic, 1, t.retainEvents, m.payload))
+	if len(msgs) == 1 {
+		p.one[0] = c.Publish(msgs[0].topic, 1, t.retainEvents, msgs[0].payload)
+	} else {
+		for _, m := range msgs {
+			p.toks = append(p.toks, c.Publish(m.topic, 1, t.retainEvents, m.payload))
+		}
 	}
 	if rowKind(r) == lnsbridge.KindMoved && t.perDevice() {
 		t.unsubscribeDevice(dev)
 	}
-	return p
 }
 
 type pubMsg struct {
