@@ -124,8 +124,6 @@ type Application struct {
 	feed      *cache.Feed
 	tr        transport // HTTP(S) (http_transport.go) or MQTT(S)/WSS/Azure (mqtt*.go); nil when misconfigured
 	transport string
-	gateways  []string
-	sink      DownlinkSink
 	poll      *PollList
 
 	latency Observer      // may be nil
@@ -207,9 +205,7 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 		log:      log.With("app", s.EUI),
 		queue:    q,
 
-		gateways:  id.GatewayEUIs,
 		state:     StateStarting,
-		sink:      sink,
 		poll:      poll,
 		transport: ep.Transport,
 		latency:   sv.Latency,
@@ -265,7 +261,7 @@ func newMisconfigured(s AppSettings, id Identity, q Queue, poll *PollList, count
 	if counters == nil {
 		counters = &Counters{}
 	}
-	a := &Application{Settings: s, Counters: counters, log: log.With("app", s.EUI), queue: q, gateways: id.GatewayEUIs,
+	a := &Application{Settings: s, Counters: counters, log: log.With("app", s.EUI), queue: q,
 		poll: poll, state: StateMisconfigured, lastError: reason.Error()}
 	if q != nil {
 		a.feed = q.Feed(s.EUI)
