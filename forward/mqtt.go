@@ -22,7 +22,7 @@ import (
 
 // MQTT delivery limits.
 const (
-	mqttWindow         = 20               // rows in flight (published, PUBACK pending) unless delivery.mqtt_inflight says otherwise
+	mqttWindow         = 100              // rows in flight (published, PUBACK pending) unless delivery.mqtt_inflight says otherwise
 	mqttKeepAlive      = 60 * time.Second // conduit.md §7.1
 	mqttConnectTimeout = 30 * time.Second
 	mqttAckTimeout     = 90 * time.Second // a PUBACK later than this: the connection is dead

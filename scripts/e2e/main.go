@@ -61,6 +61,7 @@ type options struct {
 	armFloor   string // the same for ARMv5, run by the "arm" part when set
 	transports string // "http,mqtt": the transports of the steady, burst and arm parts
 	queues     string // "default,unlimited": the local broker's queue limits of the burst part
+	inflight   int    // delivery.mqtt_inflight of the MQTT runs; 0: app-connect's default
 }
 
 func usage(w io.Writer) {
@@ -95,6 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 1, "GOMAXPROCS of app-connect (bench; 0: Go's default)")
 	fs.StringVar(&o.only, "only", "steady,floor,burst,drain", "bench parts to run (steady, floor, burst, drain, arm)")
 	fs.StringVar(&o.transports, "transports", "http,mqtt", "transports of the steady, burst and arm parts (http, mqtt; comma-separated)")
+	fs.IntVar(&o.inflight, "mqtt-inflight", 0, "delivery.mqtt_inflight of the MQTT runs (0: app-connect's default)")
 	fs.StringVar(&o.queues, "queues", "default,unlimited", "local broker queue limits of the burst part (default, unlimited; comma-separated)")
 	fs.StringVar(&o.floor, "floor", "build/bench-floor", "reference subscriber of the floor part (scripts/floor: paho + net/http, no storage)")
 	fs.StringVar(&o.armFloor, "arm-floor", "", "ARMv5 build of scripts/floor: the arm part runs it too, as a reference")
@@ -520,6 +522,8 @@ func (e *orchestrator) benchRun(ctx context.Context, mosq, dir string, r benchRu
 	if r.drain {
 		simArgs = append(simArgs, "-sink-down-while-publishing", "-sink-latency", "100ms")
 		yamlMore = "delivery:\n  retry_max: 1s\n" // the drain measures the lanes, not the outage's last backoff
+	} else if r.mqtt && e.o.inflight > 0 {
+		yamlMore = fmt.Sprintf("delivery:\n  mqtt_inflight: %d\n", e.o.inflight)
 	}
 	var env []string
 	var emulator, binary string
