@@ -19,6 +19,7 @@ const (
 	connReadBuffer   = 4 << 10  // bytes read from the socket at once
 	connWritePending = 64 << 10 // bytes a writer may queue before it waits for the flush
 	connCloseFlush   = 2 * time.Second
+	connBusy         = time.Millisecond // a flush this soon after the last one waits for the writers ready
 )
 
 // dialBuffered opens the connection to the remote broker for paho (plain TCP
@@ -54,8 +55,8 @@ func dialBuffered(brokerURL string) (fn paho.OpenConnectionFunc, ok bool) {
 // system calls for a PUBACK) and writes every packet with a system call of
 // its own; under a burst that is most of the transport's CPU. Reads come from
 // a buffer; a write is queued and a flusher goroutine writes everything
-// queued with one system call, after letting the goroutines that are ready
-// to write do so. Nothing changes for delivery: a row is acknowledged only by
+// queued with one system call (under load, after letting the goroutines that
+// are ready to write do so; an isolated packet goes at once). Nothing changes for delivery: a row is acknowledged only by
 // its PUBACK, read from the socket. A failed flush closes the connection (paho
 // then reports it lost) and fails every later write.
 type bufferedConn struct {
@@ -106,6 +107,7 @@ func (b *bufferedConn) Write(p []byte) (int, error) {
 
 func (b *bufferedConn) flusher() {
 	defer close(b.flushed)
+	var last time.Time // when the last flush ended
 	for {
 		select {
 		case <-b.kick:
@@ -113,12 +115,16 @@ func (b *bufferedConn) flusher() {
 			b.flush()
 			return
 		}
-		// The goroutines ready to write (the publisher, paho's writer) run
-		// first and queue theirs: one system call for all of it.
-		runtime.Gosched()
+		// Under load (the last flush just ended) the goroutines ready to
+		// write, the publisher and paho's writer, run first and queue theirs:
+		// one system call for all of it. An isolated packet goes at once.
+		if time.Since(last) < connBusy {
+			runtime.Gosched()
+		}
 		if !b.flush() {
 			return
 		}
+		last = time.Now()
 	}
 }
 
