@@ -26,6 +26,9 @@ type DB struct {
 	// the connections run synchronous=NORMAL and durable() does the commit's
 	// fsync. nil: synchronous=FULL, SQLite syncs in the commit.
 	wal *walSyncer
+	// syncs shares the WAL's syncs between commits close in time
+	// (syncgroup.go); nil without wal.
+	syncs *syncGroups
 }
 
 // migrations are applied in order, each once; never edit a released one, append.
@@ -178,6 +181,9 @@ func openChecked(ctx context.Context, path string, log *slog.Logger) (*DB, error
 	sdb.SetMaxOpenConns(4)
 	sdb.SetConnMaxIdleTime(0)
 	db := &DB{sql: sdb, path: path, log: log, wal: wal}
+	if wal != nil {
+		db.syncs = newSyncGroups(wal.sync, time.Now, syncDelay)
+	}
 	if err := db.check(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("cache: %s: %w", path, err)
@@ -271,6 +277,9 @@ func (db *DB) Path() string { return db.path }
 
 // Close closes the database.
 func (db *DB) Close() error {
+	if db.syncs != nil {
+		db.syncs.close() // what waits is synced first
+	}
 	err := db.sql.Close()
 	if db.wal != nil {
 		db.wal.close()
@@ -279,12 +288,22 @@ func (db *DB) Close() error {
 }
 
 // durable returns once every transaction committed so far survives a power
-// cut (see DB.wal).
+// cut (see DB.wal): it syncs at once, with whatever commits wait.
 func (db *DB) durable() error {
-	if db.wal == nil {
+	if db.syncs == nil {
 		return nil
 	}
-	return db.wal.sync()
+	return db.syncs.wait()
+}
+
+// syncSoon returns when the transactions committed so far survive a power
+// cut; the sync is shared with the commits that follow within syncDelay.
+// weight is how many acknowledgements wait on it.
+func (db *DB) syncSoon(weight int) Synced {
+	if db.syncs == nil {
+		return Synced{}
+	}
+	return db.syncs.join(weight, false)
 }
 
 // SQLiteVersion is the version of the SQLite library linked in.

@@ -3,10 +3,12 @@
 // application and device tables, the join attempts of the join proxy (never
 // keys), and recovery from a corrupt file.
 //
-// The outbox is a write-ahead log: Append commits a group of rows in one
+// The outbox is a write-ahead log: Commit stores a group of rows in one
 // transaction (statements prepared once), hands them to their application's
-// Feed in memory and returns once the WAL is synced (walsync_linux.go: an
-// fdatasync on a thread of its own, SQLite at synchronous=NORMAL); a Feed reads the database only when cold
+// Feed in memory and returns a Synced that is done once the WAL is synced
+// (walsync_linux.go: an fdatasync on a thread of its own, SQLite at
+// synchronous=NORMAL; syncgroup.go: one sync shared by the commits of up to
+// 100 ms); Append is Commit and the wait. A Feed reads the database only when cold
 // (start-up, Rewind, overflow of its window). Delete and DeadLetter are lazy:
 // forgotten rows are removed in bulk with the next transaction, or by one of
 // their own when no append came for a second.

@@ -233,18 +233,36 @@ func (o *Outbox) app(eui string) *AppStats {
 }
 
 // Append stores rows in one transaction and returns once they are durable
-// (they survive a power cut), with their IDs filled in. They are handed to
-// their applications' feeds as soon as they are committed, before the sync
-// ends. Rows dropped to respect the caps are reported per application.
-// Deletions waiting for a transaction ride on this one. While the file
-// system is full the rows are refused with ErrStorageFull (the deletions are
-// committed all the same).
+// (they survive a power cut), with their IDs filled in: Commit, then Wait.
 func (o *Outbox) Append(ctx context.Context, rows []Row) (dropped map[string]int, err error) {
+	dropped, synced, err := o.Commit(ctx, rows, len(rows))
+	if err != nil {
+		return nil, err
+	}
+	if err := synced.Wait(ctx); err != nil {
+		return nil, err
+	}
+	return dropped, nil
+}
+
+// Commit stores rows in one transaction, with their IDs filled in, and hands
+// them to their applications' feeds at once. The rows are durable (they
+// survive a power cut) once synced is done without error: the WAL's sync is
+// shared with the commits of the next moments (syncgroup.go), so delivery
+// overlaps the flash write and one fdatasync covers several commits. Should
+// the power fail before it ends, the broker still holds the messages (they
+// are acknowledged only once synced) and sends them again: a duplicate,
+// never a loss. acks is how many acknowledgements wait on synced (it bounds
+// how long the sync may wait). Rows dropped to respect the caps are reported
+// per application. Deletions waiting for a transaction ride on this one.
+// While the file system is full the rows are refused with ErrStorageFull
+// (the deletions are committed all the same).
+func (o *Outbox) Commit(ctx context.Context, rows []Row, acks int) (dropped map[string]int, synced Synced, err error) {
 	if len(rows) == 0 {
-		return nil, nil
+		return nil, Synced{}, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, Synced{}, err
 	}
 	now := o.now()
 	for i := range rows {
@@ -255,21 +273,14 @@ func (o *Outbox) Append(ctx context.Context, rows []Row) (dropped map[string]int
 	o.wmu.Lock()
 	defer o.wmu.Unlock()
 	if o.closed {
-		return nil, ErrClosed
+		return nil, Synced{}, ErrClosed
 	}
 	droppedBy, err := o.write(rows, nil)
 	if err != nil {
-		return nil, err
+		return nil, Synced{}, err
 	}
-	// The rows go to their feeds at once, while the WAL is synced: delivery
-	// overlaps the flash write. What the caller acknowledges waits for the
-	// sync; should the power fail before it ends, the broker still holds the
-	// messages and sends them again (a duplicate, never a loss).
 	o.handOff(rows)
-	if err := o.db.durable(); err != nil {
-		o.db.log.Error("outbox commit not confirmed durable; local messages stay unacknowledged", "err", err, "rows", len(rows))
-		return nil, err
-	}
+	synced = o.db.syncSoon(acks)
 	for app, n := range droppedBy {
 		if n > 0 {
 			if dropped == nil {
@@ -278,7 +289,7 @@ func (o *Outbox) Append(ctx context.Context, rows []Row) (dropped map[string]int
 			dropped[app] = n
 		}
 	}
-	return dropped, nil
+	return dropped, synced, nil
 }
 
 // handOff gives committed rows to their applications' feeds; o.wmu is held,

@@ -184,7 +184,8 @@ type statusDoc struct {
 		EventsReceived uint64 `json:"events_received"`
 	} `json:"local"`
 	Intake struct {
-		Stored uint64 `json:"stored"`
+		Stored       uint64 `json:"stored"`
+		Acknowledged uint64 `json:"acknowledged"`
 	} `json:"intake"`
 	Storage      cache.StorageStatus `json:"storage"`
 	Goroutines   int                 `json:"goroutines"`

@@ -5,8 +5,10 @@
 // application (Router, kept by the Manager), groups everything that arrived
 // meanwhile into one outbox transaction (while messages arrive less than 3 ms
 // apart a small group may wait that long for company, never when the broker's
-// in-flight window is full) and
-// acknowledges the local messages only after that commit.
+// in-flight window is full) and goes on with the next group; a goroutine of
+// its own acknowledges the local messages once the commit is durable (the
+// outbox shares one fdatasync between the commits of up to 100 ms,
+// cache.Synced), and a batch whose sync failed is committed again.
 //
 // The outbox (cache.Outbox) is the write-ahead log: the rows a commit stored
 // are handed to their application's cache.Feed in memory; an application

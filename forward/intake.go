@@ -12,9 +12,17 @@ import (
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
-// Appender is the outbox's write side as the intake uses it.
+// Appender is the outbox's write side as a re-routing uses it: it returns
+// once the rows are durable.
 type Appender interface {
 	Append(ctx context.Context, rows []cache.Row) (dropped map[string]int, err error)
+}
+
+// Committer is the outbox's write side as the intake uses it: Commit hands
+// the rows to their applications at once and tells through synced when they
+// are durable (acks acknowledgements wait on it).
+type Committer interface {
+	Commit(ctx context.Context, rows []cache.Row, acks int) (dropped map[string]int, synced cache.Synced, err error)
 }
 
 // DeviceStore remembers devices (DevEUI → AppEUI, JoinEUI, last seen).
@@ -26,6 +34,7 @@ type DeviceStore interface {
 type IntakeStats struct {
 	Received uint64 // messages taken from the local broker
 	Stored   uint64 // rows committed to the outbox
+	Acked    uint64 // messages acknowledged to the local broker, their rows durable
 	Unrouted uint64 // messages no application takes
 	Ignored  uint64 // messages the application's protocol does not forward (moved over HTTP)
 	Commits  uint64 // outbox transactions
@@ -42,10 +51,13 @@ type Resolver interface {
 // single committer: every message that arrived while the previous commit ran
 // goes into the next one, and a commit starts at once, or after at most
 // lingerMax while more messages are likely to share it (see fill). A message
-// is acknowledged only after its commit. Routing happens
-// in the committer, so the broker's callback never waits on lora-query.
+// is acknowledged only once its commit is durable: the committer goes on with
+// the next batch while the outbox syncs (the sync is shared between commits,
+// cache.Synced), and a goroutine of its own acknowledges each batch when its
+// sync ends. Routing happens in the committer, so the broker's callback
+// never waits on lora-query.
 type Intake struct {
-	out      Appender
+	out      Committer
 	devices  DeviceStore
 	router   *Router
 	resolver Resolver // may be nil
@@ -54,7 +66,7 @@ type Intake struct {
 	// MaxBatch bounds one commit.
 	MaxBatch int
 
-	received, stored, unrouted, ignored, commits atomic.Uint64
+	received, stored, acked, unrouted, ignored, commits atomic.Uint64
 
 	mu       sync.Mutex
 	cond     sync.Cond // signalled when pending shrinks or the committer stops
@@ -68,6 +80,9 @@ type Intake struct {
 	lastArrival time.Time
 	gap         time.Duration
 
+	synced   chan syncedBatch // commits waiting for their sync, to the acknowledger
+	unsynced atomic.Int64     // batches sent on synced and not yet acknowledged or queued again
+
 	seen         map[string]deviceSeen // owned by Run's goroutine
 	failing      int                   // failed commit attempts in a row; owned by Run's goroutine
 	failLogged   time.Time             // when a failure streak was last logged; owned by Run's goroutine
@@ -77,20 +92,27 @@ type Intake struct {
 	unrouteLo    map[string]bool // devices already logged as unrouted
 }
 
+// syncedBatch is a committed batch whose messages are acknowledged once
+// synced is done.
+type syncedBatch struct {
+	synced cache.Synced
+	msgs   []Message
+}
+
 type deviceSeen struct {
 	app      string
 	lastSave time.Time
 }
 
 // NewIntake builds the intake.
-func NewIntake(out Appender, devices DeviceStore, router *Router, resolver Resolver, log *slog.Logger) *Intake {
+func NewIntake(out Committer, devices DeviceStore, router *Router, resolver Resolver, log *slog.Logger) *Intake {
 	if log == nil {
 		log = slog.Default()
 	}
 	in := &Intake{
 		out: out, devices: devices, router: router, resolver: resolver, log: log, now: time.Now,
 		MaxBatch: 1000, seen: map[string]deviceSeen{}, unrouteLo: map[string]bool{},
-		wake: make(chan struct{}, 1), maxQueue: 4096,
+		wake: make(chan struct{}, 1), maxQueue: 4096, synced: make(chan syncedBatch, 64),
 	}
 	in.cond.L = &in.mu
 	return in
@@ -99,7 +121,7 @@ func NewIntake(out Appender, devices DeviceStore, router *Router, resolver Resol
 // Stats returns the counters.
 func (in *Intake) Stats() IntakeStats {
 	return IntakeStats{
-		Received: in.received.Load(), Stored: in.stored.Load(), Unrouted: in.unrouted.Load(),
+		Received: in.received.Load(), Stored: in.stored.Load(), Acked: in.acked.Load(), Unrouted: in.unrouted.Load(),
 		Ignored: in.ignored.Load(), Commits: in.commits.Load(),
 	}
 }
@@ -144,12 +166,16 @@ func (in *Intake) queue(m Message, block bool) {
 // closed. Messages not yet committed when it returns are not acknowledged:
 // the broker keeps them.
 func (in *Intake) Run(ctx context.Context, msgs <-chan Message) {
+	acked := make(chan struct{})
+	go in.acknowledge(ctx, acked)
 	defer func() {
 		in.mu.Lock()
 		in.stopped = true
 		in.pending = nil
 		in.cond.Broadcast()
 		in.mu.Unlock()
+		close(in.synced)
+		<-acked
 	}()
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
@@ -158,7 +184,9 @@ func (in *Intake) Run(ctx context.Context, msgs <-chan Message) {
 		in.fill(ctx, linger)
 		batch := in.take()
 		if len(batch) == 0 {
-			if closed {
+			// What a failed sync gives back is queued before its batch
+			// leaves unsynced: seen after the count, the queue is final.
+			if closed && in.unsynced.Load() == 0 && in.queued() == 0 {
 				return
 			}
 			select {
@@ -168,7 +196,8 @@ func (in *Intake) Run(ctx context.Context, msgs <-chan Message) {
 				continue
 			case m, ok := <-msgs:
 				if !ok {
-					return
+					msgs, closed = nil, true
+					continue
 				}
 				in.queue(m, false)
 			drain:
@@ -234,6 +263,13 @@ func (in *Intake) fill(ctx context.Context, t *time.Timer) {
 	}
 }
 
+// queued is how many messages wait for the committer.
+func (in *Intake) queued() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.pending)
+}
+
 // take moves up to MaxBatch waiting messages into the committer's batch.
 func (in *Intake) take() []Message {
 	in.mu.Lock()
@@ -251,7 +287,8 @@ func (in *Intake) take() []Message {
 	return batch
 }
 
-// commit stores one batch, retrying until it is durable or ctx ends.
+// commit stores one batch, retrying until it is committed or ctx ends, and
+// hands its messages to acknowledge, which acknowledges them once durable.
 func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 	in.received.Add(uint64(len(batch)))
 	rows := make([]cache.Row, 0, len(batch))
@@ -291,8 +328,16 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 		woken[app]++
 	}
 	b := backoff.New(100*time.Millisecond, 5*time.Second)
+	acks := 0
+	for _, m := range batch {
+		if m.Ack != nil {
+			acks++
+		}
+	}
+	var synced cache.Synced
 	for {
-		dropped, err := in.out.Append(ctx, rows)
+		dropped, s, err := in.out.Commit(ctx, rows, acks)
+		synced = s
 		if err == nil {
 			in.logDropped(dropped)
 			if in.failing > 0 {
@@ -318,9 +363,13 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 	}
 	in.commits.Add(1)
 	in.stored.Add(uint64(len(rows)))
-	for _, m := range batch {
-		if m.Ack != nil {
-			m.Ack()
+	if acks > 0 {
+		in.unsynced.Add(1)
+		select {
+		case in.synced <- syncedBatch{synced, append([]Message(nil), batch...)}:
+		case <-ctx.Done():
+			in.unsynced.Add(-1)
+			return false // not acknowledged: the broker sends them again
 		}
 	}
 	for app, n := range woken {
@@ -332,6 +381,63 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 		}
 	}
 	return true
+}
+
+// acknowledge acknowledges each committed batch once its sync ended, in
+// commit order, until in.synced is closed or ctx ends (then the broker keeps
+// what was not acknowledged and sends it again). A batch whose sync failed is
+// queued again ahead of what waits: it is not known whether its rows reached
+// the flash, so they are committed once more (their first copies were handed
+// to their applications already: a duplicate, never a loss).
+func (in *Intake) acknowledge(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	var failed int
+	var failLogged time.Time
+	for b := range in.synced {
+		select {
+		case <-b.synced.Done():
+		case <-ctx.Done():
+			for range in.synced {
+			}
+			return
+		}
+		if err := b.synced.Err(); err != nil {
+			if failed += len(b.msgs); time.Since(failLogged) > time.Minute {
+				in.log.Error("outbox commit not confirmed durable; local messages stay unacknowledged and are committed again", "err", err, "messages", failed)
+				failLogged, failed = time.Now(), 0
+			}
+			in.requeue(b.msgs)
+		} else {
+			for _, m := range b.msgs {
+				if m.Ack != nil {
+					m.Ack()
+					in.acked.Add(1)
+				}
+			}
+		}
+		if in.unsynced.Add(-1) == 0 {
+			select { // a committer waiting to end checks again
+			case in.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// requeue puts messages back at the head of the queue for the next commit.
+func (in *Intake) requeue(msgs []Message) {
+	in.mu.Lock()
+	if in.stopped {
+		in.mu.Unlock()
+		return
+	}
+	in.pending = append(msgs, in.pending...)
+	in.mu.Unlock()
+	in.received.Add(^uint64(len(msgs) - 1)) // counted again by their next commit
+	select {
+	case in.wake <- struct{}{}:
+	default:
+	}
 }
 
 // logDropped logs rows dropped by the outbox caps at most once a minute per

@@ -35,7 +35,7 @@ func newScriptedAppender() *scriptedAppender {
 		committed: map[string]bool{}, acked: map[string]int{}, ackedAt1: -1}
 }
 
-func (s *scriptedAppender) Append(ctx context.Context, rows []cache.Row) (map[string]int, error) {
+func (s *scriptedAppender) Commit(ctx context.Context, rows []cache.Row, _ int) (map[string]int, cache.Synced, error) {
 	s.mu.Lock()
 	s.calls++
 	call := s.calls
@@ -53,18 +53,18 @@ func (s *scriptedAppender) Append(ctx context.Context, rows []cache.Row) (map[st
 		select {
 		case <-s.release:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, cache.Synced{}, ctx.Err()
 		}
-		return nil, errors.New("disk I/O error (injected, after blocking)")
+		return nil, cache.Synced{}, errors.New("disk I/O error (injected, after blocking)")
 	case 2:
-		return nil, errors.New("database is locked (injected)")
+		return nil, cache.Synced{}, errors.New("database is locked (injected)")
 	}
 	s.mu.Lock()
 	for _, r := range rows {
 		s.committed[string(r.Body)] = true
 	}
 	s.mu.Unlock()
-	return nil, nil
+	return nil, cache.Synced{}, nil
 }
 
 // ack is a message's acknowledgement to the local broker.
@@ -200,5 +200,86 @@ func TestIntakeStoppedDuringFailingCommitAcknowledgesNothing(t *testing.T) {
 	defer ap.mu.Unlock()
 	if len(ap.acked) != 0 {
 		t.Fatalf("acknowledged without a commit: %v", ap.acked)
+	}
+}
+
+// syncFailingAppender commits every batch, but the sync of its first commit
+// fails: those rows may not have reached the flash.
+type syncFailingAppender struct {
+	mu      sync.Mutex
+	calls   int
+	durable map[string]int // body → commits whose sync succeeded
+	acked   map[string]int
+	early   []string // acknowledged before a durable commit held them
+}
+
+func (s *syncFailingAppender) Commit(_ context.Context, rows []cache.Row, _ int) (map[string]int, cache.Synced, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	if s.calls == 1 {
+		return nil, cache.SyncResult(errors.New("fdatasync: input/output error (injected)")), nil
+	}
+	for _, r := range rows {
+		s.durable[string(r.Body)]++
+	}
+	return nil, cache.SyncResult(nil), nil
+}
+
+func (s *syncFailingAppender) ack(body string) func() {
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.durable[body] == 0 {
+			s.early = append(s.early, body)
+		}
+		s.acked[body]++
+	}
+}
+
+// A batch whose sync failed is neither acknowledged nor forgotten: it is
+// committed again, and acknowledged once a commit holding it is durable.
+func TestIntakeRecommitsWhatASyncFailed(t *testing.T) {
+	const appEUI = "16-16-16-16-16-16-16-18"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	m := runManager(ctx, t, newOutbox(t), nil, log)
+	m.Apply(ctx, Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
+		URL: "http://127.0.0.1:1/app", Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
+	defer m.Stop(context.Background())
+	ap := &syncFailingAppender{durable: map[string]int{}, acked: map[string]int{}}
+	in := NewIntake(ap, nil, m.Router(), nil, log)
+	in.MaxBatch = 2
+	const n = 5
+	msgs := make(chan Message, n)
+	var bodies []string
+	for i := range n {
+		body := fmt.Sprintf(`{"i":%d}`, i)
+		bodies = append(bodies, body)
+		msgs <- Message{Kind: lnsbridge.KindUp, DevEUI: "00-00-00-00-00-00-00-01", AppEUI: appEUI, FCnt: uint32(i), Body: []byte(body), Ack: ap.ack(body)}
+	}
+	close(msgs)
+	done := make(chan struct{})
+	go func() { defer close(done); in.Run(ctx, msgs) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the intake did not end")
+	}
+	// Run returned after msgs closed: the re-commit may still be due.
+	ap.mu.Lock()
+	defer ap.mu.Unlock()
+	if len(ap.early) > 0 {
+		t.Fatalf("acknowledged before a durable commit held them: %v", ap.early)
+	}
+	for _, b := range bodies {
+		if ap.acked[b] > 1 {
+			t.Fatalf("message %s acknowledged %d times", b, ap.acked[b])
+		}
+	}
+	if ap.acked[bodies[0]] != 1 || ap.durable[bodies[0]] != 1 {
+		t.Fatalf("message of the failed sync: durable in %d commits, acknowledged %d times; want committed again and acknowledged once",
+			ap.durable[bodies[0]], ap.acked[bodies[0]])
 	}
 }

@@ -21,7 +21,9 @@
 //
 // Each Join Server has its own bound on requests in flight and a circuit
 // breaker (guard.go); Proxy.Stats exports them with the header-warning counts.
-// Join attempts are recorded after the answer, from a bounded queue.
+// Join attempts are recorded after the answer, from a bounded queue, through
+// the caller's Recorder (internal/joins stores them in the cache and counts
+// them: this package does not know the cache).
 //
 // It must not know about uplink forwarding, must not log keys, passwords or
 // header values, and keeps no package-level mutable state: everything hangs off

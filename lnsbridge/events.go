@@ -29,7 +29,7 @@ type Event struct {
 	Kind    Kind
 	Topic   string
 	DevEUI  string // dashed lowercase
-	AppEUI  string // the device's AppEUI (dashed lowercase); empty for moved
+	AppEUI  string // the device's AppEUI (dashed lowercase): the topic's for up and moved, the payload's for joined
 	JoinEUI string // when the LNS gives it
 	FCnt    uint32 // uplinks only
 	Port    int    // uplinks only, -1 when absent

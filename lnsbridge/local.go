@@ -83,6 +83,7 @@ func NewLocal(opts LocalOptions) *Local {
 		SetMaxReconnectInterval(30 * time.Second).
 		SetWriteTimeout(10 * time.Second).
 		SetDefaultPublishHandler(l.handle).
+		SetCustomOpenConnectionFn(dialLocal). // conn.go
 		SetOnConnectHandler(l.onConnect).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			l.connected.Store(false)

@@ -18,7 +18,7 @@ type Builder struct {
 	Started      time.Time // time.Now() at start: uptime is measured on its monotonic reading
 	DatabasePath string    // SQLite file: its size (with -wal, -shm) and its file system's free space
 	// Redact cleans an application's last error before it is reported
-	// (the same redaction as the logs); nil leaves it as it is.
+	// (RedactSecrets with the configured secrets); nil leaves it as it is.
 	Redact func(string) string
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time

@@ -7,7 +7,8 @@
 //
 // It holds no secret, key or session data by construction: the report has no
 // field that could carry one, and the one free-text field (an application's
-// last error) goes through the caller's redaction and is truncated.
+// last error) goes through the caller's redaction (RedactSecrets with the
+// configured secrets) and is truncated.
 //
 // It imports no project package and no SQLite, so the exporter
 // (cmd/fleet-exporter) links it without the gateway's dependencies.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,21 +22,8 @@ import (
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/admin"
+	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 )
-
-func httpGet(t *testing.T, url string) (int, string, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
-}
 
 // A known traffic pattern: 10 devices, each a joined event and 20 uplinks,
 // one uplink refused for good. /status, /metrics and `app-connect status`
@@ -75,7 +61,7 @@ func TestAdminEndpointsCountTheTraffic(t *testing.T) {
 		t.Fatalf("status %+v", d)
 	}
 
-	code, ctype, body := httpGet(t, base+"/metrics")
+	code, ctype, body := testpeer.HTTPGet(t, base+"/metrics")
 	if code != 200 || ctype != "text/plain; version=0.0.4; charset=utf-8" {
 		t.Fatalf("/metrics %d %q", code, ctype)
 	}
@@ -107,7 +93,7 @@ func TestAdminEndpointsCountTheTraffic(t *testing.T) {
 
 	// app-connect status prints the same figures for a person, and as JSON.
 	var out, errb bytes.Buffer
-	if code := printStatus(ctx, h.cfg.Admin.Listen, statusOptions{}, &out, &errb); code != 0 {
+	if code := admin.PrintStatus(ctx, h.cfg.Admin.Listen, admin.PrintOptions{}, &out, &errb); code != 0 {
 		t.Fatalf("status: %d %s", code, errb.String())
 	}
 	for _, s := range []string{"local broker: connected, events received 210, malformed 0, unrouted 0", "application default (" + config.CatchAll + "): up",
@@ -117,43 +103,13 @@ func TestAdminEndpointsCountTheTraffic(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if code := printStatus(ctx, h.cfg.Admin.Listen, statusOptions{json: true}, &out, &errb); code != 0 {
+	if code := admin.PrintStatus(ctx, h.cfg.Admin.Listen, admin.PrintOptions{JSON: true}, &out, &errb); code != 0 {
 		t.Fatalf("status --json: %d %s", code, errb.String())
 	}
 	var js admin.Status
 	if err := json.Unmarshal(out.Bytes(), &js); err != nil || len(js.Applications) != 1 || js.Applications[0].EventsForwarded != 209 {
 		t.Fatalf("status --json %v:\n%s", err, out.String())
 	}
-}
-
-// `status --watch` redraws the view until interrupted, also while the
-// program is not (yet) answering.
-func TestStatusWatch(t *testing.T) {
-	addr := freeLoopbackAddr(t)
-	st := admin.NewState("v9", nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out, errb syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- printStatus(ctx, addr, statusOptions{watch: true, every: 20 * time.Millisecond}, &out, &errb)
-	}()
-	waitFor(t, 10*time.Second, "a screen saying nothing answers", func() (struct{}, bool) {
-		return struct{}{}, strings.Contains(out.String(), "is app-connect running?")
-	})
-	srv, err := admin.Serve(ctx, addr, admin.Handler(st, "", slog.New(slog.DiscardHandler)), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Startup.Step("opening the database")
-	waitFor(t, 10*time.Second, "a redraw with the status", func() (struct{}, bool) {
-		return struct{}{}, strings.Count(out.String(), "\x1b[H\x1b[2J") >= 3 && strings.Contains(out.String(), "start-up: opening the database")
-	})
-	cancel()
-	if code := <-done; code != 0 || errb.String() != "" {
-		t.Fatalf("exit %d: %s", code, errb.String())
-	}
-	srv.Wait()
 }
 
 // After a downgrade the database refuses to open: /status, `app-connect
@@ -192,7 +148,7 @@ func TestStartupStepVisibleWithADowngradedDatabase(t *testing.T) {
 		t.Fatalf("last error %q", st.Startup.LastError)
 	}
 	var out, errb bytes.Buffer
-	if code := printStatus(ctx, h.cfg.Admin.Listen, statusOptions{}, &out, &errb); code != 0 {
+	if code := admin.PrintStatus(ctx, h.cfg.Admin.Listen, admin.PrintOptions{}, &out, &errb); code != 0 {
 		t.Fatalf("status: exit %d: %s", code, errb.String())
 	}
 	if !strings.Contains(out.String(), "start-up: opening the database (since ") || !strings.Contains(out.String(), "downgrade refused") {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/claimcli"
+	"github.com/lorawan-gateway/app-connect/internal/joins"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
 
@@ -32,12 +33,7 @@ func (c claimCommand) run(ctx context.Context, args []string, stdout, stderr io.
 	return claimcli.Command{
 		Stdin: c.stdin, ReadFile: c.readFile, Version: version,
 		HomeNetID: func(ctx context.Context, cfg config.Config, log *slog.Logger) (string, error) {
-			return joinNetIDFromMPower(ctx, lnsbridge.NewMPower(cfg.MPower.API, 3*time.Second, log), cfg.Join)
+			return joins.NetIDFromMPower(ctx, lnsbridge.NewMPower(cfg.MPower.API, 3*time.Second, log), cfg.Join)
 		},
 	}.Run(ctx, args, stdout, stderr)
-}
-
-// checkClaimConfig is check-config's part for claiming.
-func checkClaimConfig(cfg config.Config, stdout io.Writer) error {
-	return claimcli.CheckConfig(cfg, stdout)
 }

@@ -329,7 +329,7 @@ func TestPermanentRefusalDeadLettersOneUplink(t *testing.T) {
 	base := "http://" + h.cfg.Admin.Listen
 	var dead, forwarded float64
 	waitUntil(t, "/metrics counting the dead letter", 30*time.Second, func() bool {
-		_, _, body := httpGet(t, base+"/metrics")
+		_, _, body := testpeer.HTTPGet(t, base+"/metrics")
 		var ok1, ok2 bool
 		dead, ok1 = metricValue(body, "appconnect_events_dead_lettered_total", "ff-ff-ff-ff-ff-ff-ff-ff")
 		forwarded, ok2 = metricValue(body, "appconnect_events_forwarded_total", "ff-ff-ff-ff-ff-ff-ff-ff")
@@ -338,7 +338,7 @@ func TestPermanentRefusalDeadLettersOneUplink(t *testing.T) {
 	if dead != 1 || forwarded != total-1 {
 		t.Fatalf("/metrics: dead-lettered %v, forwarded %v; want 1 and %d", dead, forwarded, total-1)
 	}
-	_, _, body := httpGet(t, base+"/status")
+	_, _, body := testpeer.HTTPGet(t, base+"/status")
 	var st struct {
 		Applications []map[string]any `json:"applications"`
 	}

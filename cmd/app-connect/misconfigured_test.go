@@ -13,6 +13,7 @@ import (
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/admin"
 	"github.com/lorawan-gateway/app-connect/internal/sim"
+	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 )
 
 // mPower's Default App with an API version this build does not speak is
@@ -46,7 +47,7 @@ func TestInvalidDefaultAppSettingsQueueUntilFixed(t *testing.T) {
 
 			base := "http://" + h.cfg.Admin.Listen
 			st := waitFor(t, 30*time.Second, "every event queued under the misconfigured default app", func() (admin.Status, bool) {
-				_, _, body := httpGet(t, base+"/status")
+				_, _, body := testpeer.HTTPGet(t, base+"/status")
 				var st admin.Status
 				if err := json.Unmarshal([]byte(body), &st); err != nil {
 					t.Fatalf("/status: %v\n%s", err, body)
@@ -71,7 +72,7 @@ func TestInvalidDefaultAppSettingsQueueUntilFixed(t *testing.T) {
 			if s := h.sink.Stats(); s.Duplicates != 0 || s.Unique != ps.Uplinks {
 				t.Fatalf("sink %+v, want %d unique", s, ps.Uplinks)
 			}
-			_, _, body := httpGet(t, base+"/status")
+			_, _, body := testpeer.HTTPGet(t, base+"/status")
 			var after admin.Status
 			if err := json.Unmarshal([]byte(body), &after); err != nil || len(after.Applications) != 1 || after.Applications[0].State != "up" {
 				t.Fatalf("/status after the fix: %v\n%s", err, body)
@@ -81,7 +82,7 @@ func TestInvalidDefaultAppSettingsQueueUntilFixed(t *testing.T) {
 			// (not "keeping the current one"), events queue, a fix delivers them.
 			h.mpower.SetDefaultApp(sim.DefaultAppWith(srv.URL+"/tenant", tc.version, config.CatchAll, tc.extra))
 			waitFor(t, 30*time.Second, "the live change to misconfigured", func() (string, bool) {
-				_, _, body := httpGet(t, base+"/status")
+				_, _, body := testpeer.HTTPGet(t, base+"/status")
 				var st admin.Status
 				json.Unmarshal([]byte(body), &st)
 				return body, len(st.Applications) == 1 && st.Applications[0].State == "misconfigured" &&
@@ -89,7 +90,7 @@ func TestInvalidDefaultAppSettingsQueueUntilFixed(t *testing.T) {
 			})
 			more := h.publish(ctx, 5)
 			waitFor(t, 30*time.Second, "the new uplinks queued", func() (string, bool) {
-				_, _, body := httpGet(t, base+"/status")
+				_, _, body := testpeer.HTTPGet(t, base+"/status")
 				var st admin.Status
 				json.Unmarshal([]byte(body), &st)
 				return body, len(st.Applications) == 1 && st.Applications[0].QueueRows >= more.Uplinks

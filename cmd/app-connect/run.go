@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -12,34 +11,10 @@ import (
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/forward"
 	"github.com/lorawan-gateway/app-connect/internal/admin"
-	"github.com/lorawan-gateway/app-connect/internal/backoff"
+	"github.com/lorawan-gateway/app-connect/internal/joins"
 	"github.com/lorawan-gateway/app-connect/internal/logging"
 	"github.com/lorawan-gateway/app-connect/lnsbridge"
 )
-
-// retry calls f until it succeeds or ctx ends, with backoff (0.5 s doubling
-// to 30 s, jittered), logging the first failure and every tenth: no start-up
-// step ends the process. The step and its last error are shown by /status, `app-connect status` and AppInfo.
-func retry[T any](ctx context.Context, d *daemon, what string, f func(context.Context) (T, error)) (T, error) {
-	d.step(what)
-	b := backoff.New(500*time.Millisecond, 30*time.Second)
-	for attempt := 1; ; attempt++ {
-		v, err := f(ctx)
-		if err == nil {
-			return v, nil
-		}
-		if ctx.Err() != nil {
-			return v, fmt.Errorf("%s: %w", what, ctx.Err())
-		}
-		d.failed(err)
-		if attempt == 1 || attempt%10 == 0 {
-			d.log.Error(what+" failed, retrying", "attempt", attempt, "err", err)
-		}
-		if !b.Sleep(ctx) {
-			return v, fmt.Errorf("%s: %w", what, ctx.Err())
-		}
-	}
-}
 
 // daemon is what the run command builds before run: the logger with its
 // live level, the status state and mPower's status file.
@@ -93,14 +68,14 @@ func (d *daemon) stopAdmin() {
 	}
 }
 
-// step records the start-up step in progress and shows it at once.
-func (d *daemon) step(what string) {
+// Step records the start-up step in progress and shows it at once (admin.Progress).
+func (d *daemon) Step(what string) {
 	d.state.Startup.Step(what)
 	d.statusFile.Refresh()
 }
 
-// failed records a failed attempt of the step in progress.
-func (d *daemon) failed(err error) {
+// Failed records a failed attempt of the step in progress and shows it at once.
+func (d *daemon) Failed(err error) {
 	d.state.Startup.Failed(err)
 	d.statusFile.Refresh()
 }
@@ -142,7 +117,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	}
 	defer d.stopAdmin()
 
-	db, err := retry(ctx, d, "opening the database", func(ctx context.Context) (*cache.DB, error) {
+	db, err := admin.RetryStep(ctx, d, log, "opening the database", func(ctx context.Context) (*cache.DB, error) {
 		return cache.Open(ctx, cfg.Storage.Database, cache.Options{Logger: log})
 	})
 	if err != nil {
@@ -155,7 +130,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	}
 	defer outbox.Close()
 
-	ident, err := retry(ctx, d, "reading the gateway identity", func(context.Context) (lnsbridge.Identity, error) {
+	ident, err := admin.RetryStep(ctx, d, log, "reading the gateway identity", func(context.Context) (lnsbridge.Identity, error) {
 		return lnsbridge.ReadIdentity(cfg.Gateway.SysfsRoot)
 	})
 	if err != nil {
@@ -166,7 +141,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	// as the start-up step's last error.
 	mp := lnsbridge.NewMPower(cfg.MPower.API, cfg.MPower.Timeout, slog.New(admin.StartupErrors(log.Handler(), d.state.Startup)))
 	lq := lnsbridge.LoraQuery{Path: cfg.Gateway.LoraQuery}
-	d.step("reading mPower's LoRa network settings")
+	d.Step("reading mPower's LoRa network settings")
 	ln := forward.LoadLoraNetwork(ctx, mp, db, cfg.MPower.BootWait, log)
 	gwEUIs := forward.GatewayEUIs(ctx, mp, lq, ln, log)
 	var defApp config.DefaultApp
@@ -177,7 +152,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 		// queued); a document whose enabled flag cannot be read says nothing
 		// about routing, so it is read again until it can be: meanwhile the
 		// local broker is not connected and keeps every event.
-		if defApp, err = retry(ctx, d, "reading mPower's Default App settings", func(ctx context.Context) (config.DefaultApp, error) {
+		if defApp, err = admin.RetryStep(ctx, d, log, "reading mPower's Default App settings", func(ctx context.Context) (config.DefaultApp, error) {
 			return forward.LoadDefaultApp(ctx, mp, db, cfg.MPower.BootWait, log)
 		}); err != nil {
 			return nilIfCancelled(ctx, err)
@@ -189,22 +164,22 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 		appnets = forward.LoadAppnets(ctx, lq, db, log)
 	}
 
-	d.step("starting join forwarding")
+	d.Step("starting join forwarding")
 	if cfg.Join.Enabled {
-		if cfg.Join.NetID, err = joinNetIDFromMPower(ctx, mp, cfg.Join); err != nil {
+		if cfg.Join.NetID, err = joins.NetIDFromMPower(ctx, mp, cfg.Join); err != nil {
 			log.Error("join forwarding not started", "err", err)
 			cfg.Join.Enabled = false
 		}
 	}
-	joins := newJoinCounts()
-	stopJoin, err := startJoin(ctx, cfg, db, log, joins)
+	joinProxy, err := joins.Start(ctx, cfg.Join, joins.Options{Store: db, Counts: d.state.Joins, Latency: d.state.JoinLatency,
+		Log: log, UserAgent: "app-connect/" + version})
 	if err != nil {
 		return err
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(life, 5*time.Second)
 		defer cancel()
-		stopJoin(sctx)
+		joinProxy.Stop(sctx)
 	}()
 
 	clientID := cfg.LNS.ClientID
@@ -215,7 +190,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 		Broker: cfg.LNS.Broker, ClientID: clientID, Username: cfg.LNS.Username, Password: cfg.LNS.Password, Logger: log,
 	})
 
-	downlinks, requests, deliveryLatency, joinLatency := d.state.Downlinks, d.state.Requests, d.state.DeliveryLatency, d.state.JoinLatency
+	downlinks, requests, deliveryLatency := d.state.Downlinks, d.state.Requests, d.state.DeliveryLatency
 	mgr := forward.NewManager(outbox, local, log, forward.ManagerOptions{
 		Latency: deliveryLatency, Downlinks: downlinks, AppVersion: version,
 		Requests: &forward.Requests{Policy: cfg.RemoteRequests, LNS: ln.LNSAvailable(), Lora: lq, API: mp, Log: log,
@@ -231,7 +206,6 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	delivering.Add(1)
 	go func() { defer delivering.Done(); mgr.Run(deliverCtx) }()
 	defer func() { stopDelivery(); delivering.Wait() }()
-	joins.latency = joinLatency
 	id := forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, Serial: ident.Serial, GatewayEUIs: gwEUIs}
 	apps := forward.NewApps(ctx, forward.AppsOptions{Config: cfg, Manager: mgr, MPower: mp, Lora: lq, Store: db, LNS: ln.LNSAvailable(),
 		Default: defApp, Appnets: appnets, Log: log, Identity: id,
@@ -241,8 +215,8 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	router := mgr.Router()
 	intake := forward.NewIntake(outbox, db, router, apps.Resolver(), log)
 
-	d.state.Attach(statusSources(local, intake, db, outbox, router, joins))
-	startStatusReports(pollCtx, cfg, d.state, router, outbox, id, ln.LNSAvailable(), log)
+	d.state.Attach(admin.NewSources(admin.Parts{Local: local, Intake: intake, Storage: db, Queues: outbox, Applications: router, JoinProxy: joinProxy}))
+	admin.StartStatusReports(pollCtx, cfg, d.state, router, outbox, id, ln.LNSAvailable(), log)
 
 	var pollDone sync.WaitGroup
 	pollDone.Add(1)
@@ -255,7 +229,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	intakeDone.Add(1)
 	go func() { defer intakeDone.Done(); intake.Run(intakeCtx, nil) }()
 	local.SetHandler(intake.HandleEvent) // the broker's callback hands each event straight to the committer
-	d.step("connecting to the local broker")
+	d.Step("connecting to the local broker")
 	if err := local.Start(ctx); err != nil {
 		return err
 	}
@@ -308,8 +282,5 @@ func nilIfCancelled(ctx context.Context, err error) error {
 // applyMPowerLogLevel applies defaultApp.log.level live when app-connect.yml
 // leaves log.level unset.
 func (d *daemon) applyMPowerLogLevel(cfg config.Config, def config.DefaultApp) {
-	if cfg.Log.Level != "" || def.Log == (config.AppLog{}) || d.level == nil {
-		return
-	}
-	d.level.Set(logging.MPowerLevel(def.Log.Level))
+	logging.ApplyMPowerLevel(d.level, cfg.Log, def.Log)
 }

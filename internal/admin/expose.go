@@ -20,6 +20,7 @@ func WriteMetrics(w io.Writer, d Status, proc *metrics.Process) error {
 	m.Single("appconnect_local_events_received_total", metrics.Counter, "Valid events taken from the local broker.", float64(d.Local.EventsReceived))
 	m.Single("appconnect_local_malformed_total", metrics.Counter, "Local payloads refused as malformed.", float64(d.Local.Malformed))
 	m.Single("appconnect_unrouted_total", metrics.Counter, "Local events no application takes.", float64(d.Intake.Unrouted))
+	m.Single("appconnect_local_acknowledged_total", metrics.Counter, "Local events acknowledged to the broker once their commit was durable.", float64(d.Intake.Acknowledged))
 	m.Single("appconnect_outbox_commits_total", metrics.Counter, "Outbox transactions.", float64(d.Intake.Commits))
 	writeStorageMetrics(m, d.Storage)
 

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 )
 
 // The README's tables name every series /metrics writes, and no other
@@ -22,7 +24,7 @@ func TestREADMENamesEveryMetric(t *testing.T) {
 	readme := string(b)
 	srv := httptest.NewServer(Handler(hostileState(t), "/proc", discard))
 	defer srv.Close()
-	_, _, body := get(t, srv.URL+"/metrics")
+	_, _, body := testpeer.HTTPGet(t, srv.URL+"/metrics")
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(strings.NewReader(body))
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,22 +19,9 @@ import (
 	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/logging"
+	"github.com/lorawan-gateway/app-connect/internal/testpeer"
 	"github.com/lorawan-gateway/app-connect/joinclient"
 )
-
-func get(t *testing.T, url string) (int, string, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
-}
 
 // hostileState is a state whose applications have names no exposition
 // written with strconv.Quote survives (a tab, quotes, backslashes, a line
@@ -58,6 +44,7 @@ func hostileState(t *testing.T) *State {
 		st.DeliveryLatency.Observe(d)
 	}
 	st.JoinLatency.Observe(300 * time.Millisecond)
+	st.Joins.Add(`js "one"`, "Success")
 	for range 12 {
 		log.Error("remote unreachable", "err", errors.New("dial"))
 	}
@@ -70,7 +57,6 @@ func hostileState(t *testing.T) *State {
 				{EUI: "01-02-03-04-05-06-07-08", Name: "quote\" back\\slash\nline \xff", State: "retrying", QueueRows: 4, QueueBytes: 400},
 			}
 		},
-		Joins: func() []JoinCount { return []JoinCount{{JoinServer: `js "one"`, Result: "Success", Count: 1}} },
 		JoinProxy: func() *joinclient.ProxyStats {
 			return &joinclient.ProxyStats{JoinServers: []joinclient.JoinServerState{{JoinServer: "js\t\"two\"", Breaker: joinclient.BreakerOpen,
 				HeaderWarnings: map[string]uint64{"receiver_nsid": 2}}}}
@@ -88,7 +74,7 @@ func hostileState(t *testing.T) *State {
 func TestMetricsParseWithPrometheusParser(t *testing.T) {
 	srv := httptest.NewServer(Handler(hostileState(t), "/proc", discard))
 	defer srv.Close()
-	code, ctype, body := get(t, srv.URL+"/metrics")
+	code, ctype, body := testpeer.HTTPGet(t, srv.URL+"/metrics")
 	if code != 200 || ctype != "text/plain; version=0.0.4; charset=utf-8" {
 		t.Fatalf("/metrics %d %q", code, ctype)
 	}
@@ -177,7 +163,7 @@ func TestMetricsParseWithPrometheusParser(t *testing.T) {
 func TestStatusJSONIsSnakeCase(t *testing.T) {
 	srv := httptest.NewServer(Handler(hostileState(t), "", discard))
 	defer srv.Close()
-	code, ctype, body := get(t, srv.URL+"/status")
+	code, ctype, body := testpeer.HTTPGet(t, srv.URL+"/status")
 	if code != 200 || ctype != "application/json" {
 		t.Fatalf("/status %d %q", code, ctype)
 	}
@@ -195,7 +181,7 @@ func TestStatusJSONIsSnakeCase(t *testing.T) {
 			t.Errorf("/status has no %q", k)
 		}
 	}
-	if _, _, body := get(t, srv.URL+"/healthz"); body != "ok\n" {
+	if _, _, body := testpeer.HTTPGet(t, srv.URL+"/healthz"); body != "ok\n" {
 		t.Errorf("/healthz %q", body)
 	}
 }
@@ -231,7 +217,7 @@ func TestServeRetriesABusyPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
-	var logs syncBuf
+	var logs testpeer.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	srv, err := Serve(ctx, addr, Handler(NewState("v1", nil), "", discard), slog.New(slog.NewTextHandler(&logs, nil)))
@@ -261,11 +247,3 @@ func TestServeRetriesABusyPort(t *testing.T) {
 	}
 	s.Wait() // disabled: returns at once
 }
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

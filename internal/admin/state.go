@@ -1,8 +1,10 @@
 package admin
 
 import (
+	"cmp"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,10 +47,13 @@ type LocalStatus struct {
 
 // IntakeStatus is the path from the local broker into the outbox.
 type IntakeStatus struct {
-	Stored   uint64 `json:"stored"`   // rows committed to the outbox
-	Unrouted uint64 `json:"unrouted"` // events no application takes
-	Ignored  uint64 `json:"ignored"`  // events the application's protocol does not forward
-	Commits  uint64 `json:"commits"`  // outbox transactions
+	Stored uint64 `json:"stored"` // rows committed to the outbox
+	// Acknowledged: local messages acknowledged to the broker, once the
+	// commit that holds their rows was durable (a power cut keeps them).
+	Acknowledged uint64 `json:"acknowledged"`
+	Unrouted     uint64 `json:"unrouted"` // events no application takes
+	Ignored      uint64 `json:"ignored"`  // events the application's protocol does not forward
+	Commits      uint64 `json:"commits"`  // outbox transactions
 }
 
 // AppStatus is one application. Events are uplinks and the other forwarded
@@ -74,14 +79,50 @@ type JoinCount struct {
 	Count      uint64 `json:"count"`
 }
 
-// Sources are the running daemon's parts, read on every status request.
-// They are attached once start-up has built them; a nil function reads as
-// zero.
+// JoinCounts counts join attempts by Join Server and result. Safe for
+// concurrent use; a nil *JoinCounts counts nothing.
+type JoinCounts struct {
+	mu sync.Mutex
+	by map[[2]string]uint64
+}
+
+// NewJoinCounts returns an empty counter set.
+func NewJoinCounts() *JoinCounts { return &JoinCounts{by: map[[2]string]uint64{}} }
+
+// Add counts one attempt.
+func (c *JoinCounts) Add(joinServer, result string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.by[[2]string{joinServer, result}]++
+	c.mu.Unlock()
+}
+
+// Snapshot lists the counts sorted by Join Server and result (never nil).
+func (c *JoinCounts) Snapshot() []JoinCount {
+	out := []JoinCount{}
+	if c == nil {
+		return out
+	}
+	c.mu.Lock()
+	for k, v := range c.by {
+		out = append(out, JoinCount{JoinServer: k[0], Result: k[1], Count: v})
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b JoinCount) int {
+		return cmp.Or(cmp.Compare(a.JoinServer, b.JoinServer), cmp.Compare(a.Result, b.Result))
+	})
+	return out
+}
+
+// Sources are the running daemon's parts, read on every status request
+// (NewSources builds them from the parts). They are attached once start-up
+// has built them; a nil function reads as zero.
 type Sources struct {
 	Local        func() LocalStatus
 	Intake       func() IntakeStatus
 	Applications func() []AppStatus
-	Joins        func() []JoinCount
 	Storage      func() cache.StorageStatus
 	JoinProxy    func() *joinclient.ProxyStats
 }
@@ -94,6 +135,7 @@ type State struct {
 	Started time.Time
 	Startup *Startup
 
+	Joins           *JoinCounts               // join attempts by Join Server and result
 	Downlinks       *metrics.Outcomes         // downlinks by outcome (queued, sent, refused, …)
 	Requests        *metrics.Outcomes         // remote requests (api_req, lora_req, log_req) by outcome
 	DeliveryLatency *metrics.LatencyHistogram // outbox commit → remote acknowledgement
@@ -107,7 +149,7 @@ type State struct {
 // NewState creates the state with every counter, start-up in progress.
 func NewState(version string, errs *logging.ErrorRing) *State {
 	return &State{Version: version, Started: time.Now(), Startup: NewStartup(),
-		Downlinks: metrics.NewOutcomes(), Requests: metrics.NewOutcomes(),
+		Joins: NewJoinCounts(), Downlinks: metrics.NewOutcomes(), Requests: metrics.NewOutcomes(),
 		DeliveryLatency: metrics.NewLatencyHistogram(), JoinLatency: metrics.NewLatencyHistogram(), errors: errs}
 }
 
@@ -132,7 +174,7 @@ func (s *State) Status() Status {
 	d := Status{
 		Version: s.Version, PID: os.Getpid(), Started: s.Started.UTC().Truncate(time.Second),
 		Uptime: up.Round(time.Second).String(), UptimeSeconds: int64(up / time.Second),
-		Startup: s.Startup.Snapshot(), Applications: []AppStatus{}, Joins: []JoinCount{},
+		Startup: s.Startup.Snapshot(), Applications: []AppStatus{}, Joins: s.Joins.Snapshot(),
 		Downlinks: s.Downlinks.Snapshot(), Requests: s.Requests.Snapshot(),
 		DeliveryLatency: s.DeliveryLatency.Snapshot(), JoinLatency: s.JoinLatency.Snapshot(),
 	}
@@ -150,11 +192,6 @@ func (s *State) Status() Status {
 	if src.Applications != nil {
 		if a := src.Applications(); a != nil {
 			d.Applications = a
-		}
-	}
-	if src.Joins != nil {
-		if j := src.Joins(); j != nil {
-			d.Joins = j
 		}
 	}
 	if src.Storage != nil {

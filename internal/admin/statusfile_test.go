@@ -58,9 +58,9 @@ func TestStatusFileContent(t *testing.T) {
 		t.Fatalf("while starting %+v", d)
 	}
 	st.Started = time.Now().Add(-(3*time.Hour + 12*time.Minute + 5*time.Second))
-	st.Attach(Sources{Joins: func() []JoinCount {
-		return []JoinCount{{"remote/js", "Success", 2}, {"remote/js", "UnknownDevEUI", 1}}
-	}})
+	st.Joins.Add("remote/js", "Success")
+	st.Joins.Add("remote/js", "UnknownDevEUI")
+	st.Joins.Add("remote/js", "Success")
 	st.Startup.Running()
 	sf.Refresh()
 	d := readStatusFile(t, path)

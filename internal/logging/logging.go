@@ -1,6 +1,8 @@
 // Package logging builds app-connect's logger: syslog over the local socket,
 // a size-capped rotating file or stderr, with a live level, secret-named
-// attributes redacted and the last error records kept for /status.
+// attributes redacted and the last error records kept for /status; the
+// settings app-connect.yml leaves unset come from mPower's defaultApp.log
+// (ReadMPower, ApplyMPower, ApplyMPowerLevel).
 package logging
 
 import (

@@ -1,6 +1,7 @@
 // Package settings compares two configurations setting by setting, by the
-// names app-connect.yml uses, so a reload can say exactly what it applied
-// and what needs a restart (never the values: some are secrets).
+// names app-connect.yml uses, and reloads app-connect.yml (SIGHUP): it
+// applies what can change live and says exactly what it applied and what
+// needs a restart (never the values: some are secrets).
 package settings
 
 import (

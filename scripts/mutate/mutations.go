@@ -49,8 +49,8 @@ func mutations() []Mutation {
 		{Name: "rebuild-cuts-request-in-flight", Tests: []Target{fwd}, Edits: one("forward/router.go",
 			"\t\tapp.flight = flight\n", "")},
 		{Name: "intake-commit-error-ignored", Tests: []Target{fwd}, Edits: one("forward/intake.go",
-			"\t\tdropped, err := in.out.Append(ctx, rows)\n",
-			"\t\tdropped, err := in.out.Append(ctx, rows)\n\t\terr = nil\n")},
+			"\t\tdropped, s, err := in.out.Commit(ctx, rows, acks)\n",
+			"\t\tdropped, s, err := in.out.Commit(ctx, rows, acks)\n\t\terr = nil\n")},
 		{Name: "http-permanent-retried-forever", Tests: []Target{fwd}, Edits: one("forward/http_transport.go",
 			"return result{err: err, refused: IsPermanent(err)}",
 			"return result{err: err, refused: false && IsPermanent(err)}")},
@@ -83,8 +83,8 @@ func mutations() []Mutation {
 		// The commit's fsync skipped: rows acknowledged to the broker live only in
 		// the page cache until SQLite's next checkpoint (a power cut loses them).
 		{Name: "outbox-append-not-synced", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/outbox.go",
-			"\tif err := o.db.durable(); err != nil {\n\t\to.db.log.Error(\"outbox commit not confirmed durable",
-			"\tif err := error(nil); err != nil {\n\t\to.db.log.Error(\"outbox commit not confirmed durable")},
+			"\tsynced = o.db.syncSoon(acks)\n",
+			"\tsynced = Synced{}\n")},
 		// The WAL syncer keeps a descriptor of a WAL file SQLite deleted and
 		// recreated: the syncs reach the old file.
 		{Name: "walsync-keeps-deleted-file", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/walsync_linux.go",

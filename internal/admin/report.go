@@ -1,42 +1,45 @@
-package main
+package admin
 
 import (
 	"context"
 	"log/slog"
-	"regexp"
 	"strings"
 	"time"
 
-	"github.com/lorawan-gateway/app-connect/cache"
 	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/forward"
-	"github.com/lorawan-gateway/app-connect/internal/admin"
 	"github.com/lorawan-gateway/app-connect/statusreport"
 )
 
-// startStatusReports runs the opt-in status report sender (status_report.*)
+// OldestQueued says when an application's oldest queued row was stored (cache.Outbox).
+type OldestQueued interface {
+	OldestQueued(ctx context.Context, app string) (time.Time, bool, error)
+}
+
+// StartStatusReports runs the opt-in status report sender (status_report.*)
 // until ctx ends: every interval one report, built from the same state as
-// /status, goes out of band to each application that carries it.
-func startStatusReports(ctx context.Context, cfg config.Config, st *admin.State, router *forward.Router, outbox *cache.Outbox, id forward.Identity, lnsAvailable bool, log *slog.Logger) {
+// /status, goes out of band to each application that carries it. Off, it
+// starts nothing.
+func StartStatusReports(ctx context.Context, cfg config.Config, st *State, apps Applications, outbox OldestQueued, id forward.Identity, lnsAvailable bool, log *slog.Logger) {
 	sr := cfg.StatusReport
 	if !sr.Enabled {
 		return
 	}
 	b := &statusreport.Builder{
 		Gateway:      statusreport.Gateway{UUID: id.UUID, Serial: id.Serial, EUIs: id.GatewayEUIs},
-		Version:      version,
+		Version:      st.Version,
 		Started:      st.Started,
 		DatabasePath: cfg.Storage.Database,
-		Redact:       func(s string) string { return redactSecrets(s, configuredSecrets(cfg, router)) },
+		Redact:       func(s string) string { return statusreport.RedactSecrets(s, configuredSecrets(cfg, apps)) },
 	}
 	s := &statusreport.Sender{
 		Interval: sr.Interval,
 		Report: func() ([]byte, error) {
-			return b.Build(statusSnapshot(ctx, st.Status(), outbox, lnsAvailable)).Encode()
+			return b.Build(reportSnapshot(ctx, st.Status(), outbox, lnsAvailable)).Encode()
 		},
 		Targets: func() []statusreport.Target {
 			var out []statusreport.Target
-			for _, a := range router.Applications() {
+			for _, a := range apps.Applications() {
 				if sr.Carries(a.Settings.EUI, a.Settings.Source) {
 					out = append(out, statusreport.Target{App: a.Settings.EUI, Publisher: a})
 				}
@@ -49,8 +52,9 @@ func startStatusReports(ctx context.Context, cfg config.Config, st *admin.State,
 	go s.Run(ctx)
 }
 
-// statusSnapshot maps /status's document to the report's counters.
-func statusSnapshot(ctx context.Context, d admin.Status, outbox *cache.Outbox, lnsAvailable bool) statusreport.Snapshot {
+// reportSnapshot maps /status's document to the report's counters; outbox
+// (nil: none) gives the age of each application's oldest queued row.
+func reportSnapshot(ctx context.Context, d Status, outbox OldestQueued, lnsAvailable bool) statusreport.Snapshot {
 	snap := statusreport.Snapshot{
 		LocalBroker: statusreport.LocalBroker{Connected: d.Local.Connected, Received: d.Local.EventsReceived, Malformed: d.Local.Malformed},
 		LNS:         statusreport.LNS{Available: lnsAvailable},
@@ -84,31 +88,11 @@ func statusSnapshot(ctx context.Context, d admin.Status, outbox *cache.Outbox, l
 }
 
 // configuredSecrets are the configured secret values a last error could quote.
-func configuredSecrets(cfg config.Config, router *forward.Router) []string {
+func configuredSecrets(cfg config.Config, apps Applications) []string {
 	out := []string{cfg.LNS.Password}
-	for _, a := range router.Applications() {
+	for _, a := range apps.Applications() {
 		o := a.Settings.Options
 		out = append(out, o.Password, o.APIKey)
 	}
 	return out
-}
-
-// urlPassword is the password of a URL's user information.
-var urlPassword = regexp.MustCompile(`(://[^/\s:@]*):[^/\s@]*@`)
-
-// sasSignature is an Azure shared access signature's sig (and the whole
-// SharedAccessSignature token).
-var sasSignature = regexp.MustCompile(`(?i)(SharedAccessSignature\s+\S+|sig=[^&\s"]+)`)
-
-// redactSecrets removes from text every configured secret value, URL
-// passwords and SAS signatures: an error string can quote a URL or a
-// server's answer.
-func redactSecrets(text string, secrets []string) string {
-	for _, s := range secrets {
-		if len(s) >= 4 {
-			text = strings.ReplaceAll(text, s, "[redacted]")
-		}
-	}
-	text = urlPassword.ReplaceAllString(text, "$1:[redacted]@")
-	return sasSignature.ReplaceAllString(text, "[redacted]")
 }

@@ -1,4 +1,4 @@
-package main
+package statusreport
 
 import (
 	"strings"
@@ -14,12 +14,12 @@ func TestRedactSecrets(t *testing.T) {
 		{`SharedAccessSignature sr=hub%2Fdevices%2Fgw&sig=Zm9vYmFy%3D&se=1700000000`, "Zm9vYmFy"},
 	}
 	for _, tc := range tests {
-		got := redactSecrets(tc.in, secrets)
+		got := RedactSecrets(tc.in, secrets)
 		if strings.Contains(got, tc.gone) || !strings.Contains(got, "[redacted]") {
-			t.Errorf("redactSecrets(%q) = %q", tc.in, got)
+			t.Errorf("RedactSecrets(%q) = %q", tc.in, got)
 		}
 	}
-	if got := redactSecrets("HTTP 503 from abc.example", secrets); got != "HTTP 503 from abc.example" {
+	if got := RedactSecrets("HTTP 503 from abc.example", secrets); got != "HTTP 503 from abc.example" {
 		t.Errorf("short secrets must not blank ordinary text: %q", got)
 	}
 }

@@ -1,0 +1,76 @@
+package lnsbridge
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"syscall"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// The connection to the local broker.
+//
+// app-connect acknowledges a local message only once its commit is durable,
+// and the commits of a few tens of milliseconds share one fdatasync
+// (cache.Synced), so a PUBACK may leave well after its PUBLISH arrived.
+// Mosquitto does not set TCP_NODELAY by default (set_tcp_nodelay false): its
+// next PUBLISH waits (Nagle) until the previous one's TCP acknowledgement
+// arrives, and the kernel delays that acknowledgement by up to 40 ms while no
+// data goes back. So after each read the connection asks the kernel to
+// acknowledge at once (TCP_QUICKACK, which is not sticky: set after every
+// read). Reads are buffered as well: paho reads a packet's fixed header byte
+// by byte, a system call each.
+
+// localConnBuffer is the read buffer: a burst of uplinks in one read.
+const localConnBuffer = 16 << 10
+
+// localConn buffers reads and acknowledges them at once.
+type localConn struct {
+	net.Conn
+	r   *bufio.Reader
+	raw syscall.RawConn // nil: no quick acknowledgements (not TCP)
+}
+
+func (c *localConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// socketReader reads from the socket for the buffer and acknowledges what it
+// read.
+type socketReader struct{ c *localConn }
+
+func (s socketReader) Read(b []byte) (int, error) {
+	n, err := s.c.Conn.Read(b)
+	if n > 0 && s.c.raw != nil {
+		quickAck(s.c.raw)
+	}
+	return n, err
+}
+
+// dialLocal opens the local broker's connection (tcp:// or mqtt://, the
+// schemes config accepts for it); paho calls it on every (re)connect.
+func dialLocal(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+	switch uri.Scheme {
+	case "tcp", "mqtt":
+	default:
+		return nil, fmt.Errorf("lnsbridge: local broker scheme %q: want tcp or mqtt", uri.Scheme)
+	}
+	d := net.Dialer{Timeout: o.ConnectTimeout}
+	c, err := d.DialContext(context.Background(), "tcp", uri.Host)
+	if err != nil {
+		return nil, err
+	}
+	return newLocalConn(c), nil
+}
+
+func newLocalConn(c net.Conn) *localConn {
+	lc := &localConn{Conn: c}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			lc.raw = raw
+		}
+	}
+	lc.r = bufio.NewReaderSize(socketReader{lc}, localConnBuffer)
+	return lc
+}
