@@ -35,9 +35,9 @@
 // run one lane whose deliver calls keep up to delivery.mqtt_inflight
 // publishes awaiting their PUBACK, and own the inbound side (downlinks,
 // clears, remote requests, direct methods); over TCP and TLS paho's
-// connection reads through a buffer and groups its writes (mqtt_conn.go). An enabled application whose
-// settings are invalid is kept in the state misconfigured: its events queue
-// until the setting is fixed.
+// connection reads through a buffer and groups its writes (mqtt_conn.go).
+// An enabled application whose settings are invalid is kept in the state
+// misconfigured: its events queue until the setting is fixed.
 //
 // It never talks to the local broker itself: events come in as Messages and
 // downlinks leave through the DownlinkSink interface.
