@@ -94,7 +94,7 @@ type Delivery struct {
 	// on lanes chosen by DevEUI (each device's order kept); 0: 16.
 	HTTPLanes int `yaml:"http_lanes"`
 	// MQTTInflight is how many MQTT publishes one application may have
-	// awaiting their PUBACK; 0: 20.
+	// awaiting their PUBACK; 0: 100.
 	MQTTInflight int `yaml:"mqtt_inflight"`
 }
 

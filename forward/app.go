@@ -124,15 +124,10 @@ type Application struct {
 	feed      *cache.Feed
 	tr        transport // HTTP(S) (http_transport.go) or MQTT(S)/WSS/Azure (mqtt*.go); nil when misconfigured
 	transport string
-	gateways  []string
-	sink      DownlinkSink
 	poll      *PollList
 
-	latency      Observer                           // may be nil
-	downlinks    OutcomeCounter                     // may be nil
-	requests     *Requests                          // remote requests (default app only); may be nil
-	owner        func(devEUI string) string         // EUI of the application a device routes to, "" when unknown; may be nil
-	deviceAppEUI func(devEUI string) (string, bool) // a known device's AppEUI; may be nil
+	latency Observer      // may be nil
+	down    *downlinkPath // downlinks of remote answers to the local broker
 
 	// flight outlives Run's ctx by a grace period when the Manager stops the
 	// application: the request in flight finishes and its rows are settled.
@@ -162,10 +157,28 @@ const (
 	maxBatchElement = 700
 )
 
-// NewApplication builds an application; Run delivers its rows. Settings it
-// cannot use (URL, scheme, certificate, ...) are an error: the Manager then
-// keeps the application misconfigured, its rows queued until they are fixed.
-func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll *PollList, counters *Counters, log *slog.Logger) (*Application, error) {
+// AppServices are what an application shares with the rest of the program;
+// every field may be left zero.
+type AppServices struct {
+	// Latency observes delivery latencies, Downlinks downlink outcomes.
+	Latency   Observer
+	Downlinks OutcomeCounter
+	// Requests serves remote requests on the application's connection (MQTT;
+	// the default app only).
+	Requests *Requests
+	// Owner is the EUI of the application a device routes to, "" when
+	// unknown: a downlink or clear for another application's device is refused.
+	Owner func(devEUI string) string
+	// DeviceAppEUI is a known device's AppEUI (the catch-all subscribes per
+	// device at start-up with it).
+	DeviceAppEUI func(devEUI string) (string, bool)
+}
+
+// NewApplication builds an application complete with its transport (and
+// svc: at most one AppServices); Run delivers its rows. Settings it cannot
+// use (URL, scheme, certificate, ...) are an error: the Manager then keeps
+// the application misconfigured, its rows queued until they are fixed.
+func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll *PollList, counters *Counters, log *slog.Logger, svc ...AppServices) (*Application, error) {
 	ep, err := config.ParseEndpoint(s.URL)
 	if err != nil {
 		return nil, err
@@ -182,18 +195,23 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 	if s.Delivery.MaxDownlinkPayload <= 0 {
 		s.Delivery.MaxDownlinkPayload = MaxDownlinkPayload
 	}
+	var sv AppServices
+	if len(svc) > 0 {
+		sv = svc[0]
+	}
 	a := &Application{
 		Settings: s,
 		Counters: counters,
 		log:      log.With("app", s.EUI),
 		queue:    q,
 
-		gateways:  id.GatewayEUIs,
 		state:     StateStarting,
-		sink:      sink,
 		poll:      poll,
 		transport: ep.Transport,
+		latency:   sv.Latency,
 	}
+	a.down = &downlinkPath{app: s.EUI, encodeHex: s.EncodeHex, maxPayload: s.Delivery.MaxDownlinkPayload, sink: sink,
+		owner: sv.Owner, counters: counters, outcomes: sv.Downlinks, log: a.log}
 	if q != nil {
 		a.feed = q.Feed(s.EUI)
 	}
@@ -211,7 +229,7 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 			return nil, err
 		}
 		h := &httpTransport{c: c, app: s.EUI, paths: httpPaths{app: s.EUI, gw: gw}, gateways: id.GatewayEUIs,
-			encodeHex: s.EncodeHex, lanes: DefaultHTTPLanes, poll: poll, log: a.log, downlinks: a.handleDownlinks,
+			encodeHex: s.EncodeHex, lanes: DefaultHTTPLanes, poll: poll, log: a.log, downlinks: a.down.reply,
 			batchMax: maxBatch, pollInterval: 30 * time.Second}
 		if s.Delivery.HTTPLanes > 0 {
 			h.lanes = s.Delivery.HTTPLanes
@@ -220,7 +238,8 @@ func NewApplication(s AppSettings, id Identity, q Queue, sink DownlinkSink, poll
 		h.batching.Store(true)
 		a.tr = h
 	case config.TransportMQTT:
-		t, err := newMQTTTransport(a, ep, id)
+		t, err := newMQTTTransport(s, ep, id, mqttDeps{log: a.log, poll: poll, queue: q, feed: a.feed, down: a.down,
+			requests: sv.Requests, deviceAppEUI: sv.DeviceAppEUI})
 		if err != nil {
 			return nil, err
 		}
@@ -242,7 +261,7 @@ func newMisconfigured(s AppSettings, id Identity, q Queue, poll *PollList, count
 	if counters == nil {
 		counters = &Counters{}
 	}
-	a := &Application{Settings: s, Counters: counters, log: log.With("app", s.EUI), queue: q, gateways: id.GatewayEUIs,
+	a := &Application{Settings: s, Counters: counters, log: log.With("app", s.EUI), queue: q,
 		poll: poll, state: StateMisconfigured, lastError: reason.Error()}
 	if q != nil {
 		a.feed = q.Feed(s.EUI)
@@ -286,9 +305,6 @@ func (a *Application) State() (state, lastError string) {
 	return a.state, a.lastError
 }
 
-// body is what is sent for a row: the LNS bytes, or their encodeHex form.
-func (a *Application) body(r cache.Row) []byte { return rowBody(r, a.Settings.EncodeHex) }
-
 // rowBody is what is sent for a row: the LNS bytes, or for an uplink under
 // encodeHex their hex form.
 func rowBody(r cache.Row, encodeHex bool) []byte {
@@ -300,37 +316,80 @@ func rowBody(r cache.Row, encodeHex bool) []byte {
 	return r.Body
 }
 
-// handleDownlinks validates and publishes the downlinks of a remote answer.
-func (a *Application) handleDownlinks(ctx context.Context, reply []byte, from string) {
+// downlinkPath takes the downlinks and clears an application's remote side
+// sends to the local broker: validated with the application's settings,
+// refused for a device another application owns, counted. Its transport
+// shares it with the application (the counters).
+type downlinkPath struct {
+	app        string // the application's EUI
+	encodeHex  bool
+	maxPayload int
+	sink       DownlinkSink               // nil: every downlink fails
+	owner      func(devEUI string) string // may be nil
+	counters   *Counters
+	outcomes   OutcomeCounter // may be nil
+	log        *slog.Logger
+}
+
+// reply validates and publishes the downlinks of a remote answer.
+func (d *downlinkPath) reply(ctx context.Context, reply []byte, from string) {
 	for _, raw := range SplitDownlinks(reply) {
-		dl, err := ValidateDownlink(raw, "", a.Settings.EncodeHex, a.Settings.Delivery.MaxDownlinkPayload)
+		dl, err := d.validate(raw, "")
 		if err != nil {
-			a.countDownlink("refused")
-			a.log.Warn("downlink refused", "from", from, "reason", err.Error())
+			d.count("refused")
+			d.log.Warn("downlink refused", "from", from, "reason", err.Error())
 			continue
 		}
-		if a.sink == nil {
-			a.countDownlink("failed")
+		if d.sink == nil {
+			d.count("failed")
 			continue
 		}
-		if err := a.sink.Publish(ctx, dl.DevEUI, dl.Payload); err != nil {
-			a.countDownlink("failed")
-			a.log.Warn("downlink not published", "deveui", dl.DevEUI, "err", err)
+		if err := d.sink.Publish(ctx, dl.DevEUI, dl.Payload); err != nil {
+			d.count("failed")
+			d.log.Warn("downlink not published", "deveui", dl.DevEUI, "err", err)
 			continue
 		}
-		a.countDownlink("sent")
-		a.log.Debug("downlink published", "deveui", dl.DevEUI, "from", from)
+		d.count("sent")
+		d.log.Debug("downlink published", "deveui", dl.DevEUI, "from", from)
 	}
 }
 
-// countDownlink counts a downlink outcome: sent, refused (validation) or failed (local broker).
-func (a *Application) countDownlink(outcome string) {
+// validate checks a downlink with the application's settings.
+func (d *downlinkPath) validate(raw []byte, topicDev string) (Downlink, error) {
+	return ValidateDownlink(raw, topicDev, d.encodeHex, d.maxPayload)
+}
+
+// count counts a downlink outcome: sent, refused (validation) or failed (local broker).
+func (d *downlinkPath) count(outcome string) {
 	if outcome != "sent" {
-		a.Counters.DownlinksRefused.Add(1)
+		d.counters.DownlinksRefused.Add(1)
 	}
-	if a.downlinks != nil {
-		a.downlinks.Add(outcome)
+	if d.outcomes != nil {
+		d.outcomes.Add(outcome)
 	}
+}
+
+// foreignOwner reports the application a device routes to when that is
+// another application (conduit.md §7.5 step 6).
+func (d *downlinkPath) foreignOwner(dev string) (string, bool) {
+	if d.owner == nil {
+		return "", false
+	}
+	o := d.owner(dev)
+	return o, o != "" && o != d.app
+}
+
+// refuseForeign refuses, logs and counts a downlink or clear for a device
+// routed to another application; it returns the reason, "" when allowed.
+func (d *downlinkPath) refuseForeign(dev, from string) string {
+	o, foreign := d.foreignOwner(dev)
+	if !foreign {
+		return ""
+	}
+	reason := "device " + dev + " belongs to another application (" + o + ")"
+	d.count("refused")
+	d.log.Warn("downlink refused", "from", from, "deveui", dev, "reason", reason)
+	return reason
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -58,8 +58,9 @@ type AppsOptions struct {
 	Log          *slog.Logger
 }
 
-// NewApps builds the application set and applies its configuration once.
-func NewApps(o AppsOptions) *Apps {
+// NewApps builds the application set and applies its configuration once
+// (the Manager's Run starts the applications).
+func NewApps(ctx context.Context, o AppsOptions) *Apps {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -68,7 +69,7 @@ func NewApps(o AppsOptions) *Apps {
 	if o.LNS {
 		c.resolv = &appnetResolver{lq: o.Lora, apps: c, db: o.Store, log: o.Log, tried: map[string]time.Time{}}
 	}
-	c.apply()
+	c.apply(ctx)
 	return c
 }
 
@@ -82,22 +83,22 @@ func (c *Apps) Resolver() Resolver {
 }
 
 // apply hands the current configuration to the manager.
-func (c *Apps) apply() {
+func (c *Apps) apply(ctx context.Context) {
 	c.mu.Lock()
 	d := BuildDesired(c.def, c.cfg.DefaultAppOverride, c.cfg.MPower.DefaultAppWhenDisabled, c.appnets, c.cfg.Delivery, c.id, c.log)
 	c.mu.Unlock()
-	c.mgr.Apply(d)
+	c.mgr.Apply(ctx, d)
 }
 
 // SetDefaultOverride replaces the YAML file's default_app block (SIGHUP) and
 // applies it live: an unchanged application keeps running, a changed one is
 // rebuilt on the same queue. nil hands the default app back to mPower's
 // settings, read again at the next poll.
-func (c *Apps) SetDefaultOverride(o *config.DefaultApp) {
+func (c *Apps) SetDefaultOverride(ctx context.Context, o *config.DefaultApp) {
 	c.mu.Lock()
 	c.cfg.DefaultAppOverride = o
 	c.mu.Unlock()
-	c.apply()
+	c.apply(ctx)
 }
 
 // overridden tells whether the YAML file's default_app block replaces mPower's settings.
@@ -108,7 +109,7 @@ func (c *Apps) overridden() bool {
 }
 
 // addAppnet adds (or replaces) one appnet and applies.
-func (c *Apps) addAppnet(a config.Appnet) {
+func (c *Apps) addAppnet(ctx context.Context, a config.Appnet) {
 	c.mu.Lock()
 	out := c.appnets[:0:0]
 	for _, x := range c.appnets {
@@ -118,7 +119,7 @@ func (c *Apps) addAppnet(a config.Appnet) {
 	}
 	c.appnets = append(out, a)
 	c.mu.Unlock()
-	c.apply()
+	c.apply(ctx)
 }
 
 // Run re-reads defaultApp, the appnets and the gateway list every poll
@@ -192,7 +193,7 @@ func (c *Apps) Run(ctx context.Context, drop Dropper) {
 			}
 		}
 		if changed {
-			c.apply()
+			c.apply(ctx)
 		}
 		c.mgr.DropExpired(ctx, drop, c.cfg.Delivery.RemovedAppGrace)
 	}
@@ -316,9 +317,9 @@ func (r *appnetResolver) Resolve(ctx context.Context, appEUI string) *Applicatio
 	}
 	r.tried[appEUI] = time.Now()
 	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	a, found, err := r.lq.Appnet(ctx, appEUI)
+	a, found, err := r.lq.Appnet(qctx, appEUI)
 	if err != nil {
 		r.log.Warn("appnet get failed", "appeui", appEUI, "err", err)
 		return nil
@@ -327,7 +328,7 @@ func (r *appnetResolver) Resolve(ctx context.Context, appEUI string) *Applicatio
 		return nil
 	}
 	r.log.Info("new appnet", "app", a.EUI, "app_net_id", a.AppNetID)
-	r.apps.addAppnet(a)
+	r.apps.addAppnet(ctx, a)
 	return r.apps.mgr.Router().Route(Message{AppEUI: appEUI})
 }
 

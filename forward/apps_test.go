@@ -13,14 +13,14 @@ import (
 func TestAppsSetDefaultOverrideAppliesLive(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mgr := NewManager(ctx, newOutbox(t), nil, testLogger(t, nil))
+	mgr := runManager(ctx, t, newOutbox(t), nil, testLogger(t, nil))
 	defer mgr.Stop(context.Background())
 	override := func(url string) *config.DefaultApp {
 		return &config.DefaultApp{Enabled: true, EUI: config.CatchAll, APIVersion: config.API11, URL: url}
 	}
 	cfg := config.Default()
 	cfg.DefaultAppOverride = override("http://127.0.0.1:1/a")
-	apps := NewApps(AppsOptions{Config: cfg, Manager: mgr, Default: *cfg.DefaultAppOverride, Log: testLogger(t, nil), Identity: tIdentity})
+	apps := NewApps(ctx, AppsOptions{Config: cfg, Manager: mgr, Default: *cfg.DefaultAppOverride, Log: testLogger(t, nil), Identity: tIdentity})
 	only := func() *Application {
 		t.Helper()
 		as := mgr.Router().Applications()
@@ -33,11 +33,11 @@ func TestAppsSetDefaultOverrideAppliesLive(t *testing.T) {
 	if first.Settings.URL != "http://127.0.0.1:1/a" {
 		t.Fatalf("URL %s", first.Settings.URL)
 	}
-	apps.SetDefaultOverride(override("http://127.0.0.1:1/a"))
+	apps.SetDefaultOverride(ctx, override("http://127.0.0.1:1/a"))
 	if only() != first {
 		t.Fatal("an unchanged default_app block rebuilt the application")
 	}
-	apps.SetDefaultOverride(override("http://127.0.0.1:1/b"))
+	apps.SetDefaultOverride(ctx, override("http://127.0.0.1:1/b"))
 	if a := only(); a == first || a.Settings.URL != "http://127.0.0.1:1/b" {
 		t.Fatalf("after the change: same instance %v, URL %s", a == first, a.Settings.URL)
 	}

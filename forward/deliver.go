@@ -105,6 +105,7 @@ func (a *Application) Run(ctx context.Context) {
 func (a *Application) Close(ctx context.Context) {
 	if a.tr != nil {
 		a.tr.close(ctx)
+		a.setState(StateStopped, nil)
 	}
 }
 

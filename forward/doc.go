@@ -16,6 +16,13 @@
 // its bounded window overflowed. Delivered rows are forgotten lazily and
 // removed in bulk with the next commit (at-least-once: a crash resends them).
 //
+// The Manager builds the applications from the configuration (Apply: set up,
+// rebuilt or stopped as it changes; Apps polls the sources) and runs their
+// delivery loops under the context passed to its Run. Each application is
+// built complete: its transport is made from its settings, its logger and
+// what it shares with the application (the feed, the counters, the downlink
+// path to the local broker, the remote requests), and owns its state.
+//
 // Each Application's delivery loop (deliver.go) drives its transport through
 // one interface: open (HTTP init; MQTT connect, subscribe, init), deliver a
 // lane's head rows (how many leading rows were acknowledged; whether the next
@@ -27,9 +34,10 @@
 // posting one message or a batch; MQTT(S)/WSS and Azure IoT Hub (mqtt*.go)
 // run one lane whose deliver calls keep up to delivery.mqtt_inflight
 // publishes awaiting their PUBACK, and own the inbound side (downlinks,
-// clears, remote requests, direct methods). An enabled application whose
-// settings are invalid is kept in the state misconfigured: its events queue
-// until the setting is fixed.
+// clears, remote requests, direct methods); over TCP and TLS paho's
+// connection reads through a buffer and groups its writes (mqtt_conn.go).
+// An enabled application whose settings are invalid is kept in the state
+// misconfigured: its events queue until the setting is fixed.
 //
 // It never talks to the local broker itself: events come in as Messages and
 // downlinks leave through the DownlinkSink interface.

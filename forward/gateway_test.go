@@ -89,17 +89,19 @@ func (h *gateway) start() (stop func()) {
 	}
 	local := lnsbridge.NewLocal(lnsbridge.LocalOptions{Broker: cfg.LNS.Broker, ClientID: lnsbridge.ClientIDFor(ident), Logger: log})
 	deliverCtx, stopDelivery := context.WithCancel(context.Background())
-	mgr := NewManager(deliverCtx, outbox, local, log, ManagerOptions{AppVersion: "test",
+	mgr := NewManager(outbox, local, log, ManagerOptions{AppVersion: "test",
 		DeviceAppEUI: func(dev string) (string, bool) {
 			app, ok, err := db.DeviceAppEUI(context.Background(), dev)
 			return app, ok && err == nil
 		}})
 	id := Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, Serial: ident.Serial, GatewayEUIs: GatewayEUIs(ctx, mp, lq, ln, log)}
-	apps := NewApps(AppsOptions{Config: cfg, Manager: mgr, MPower: mp, Lora: lq, Store: db, LNS: ln.LNSAvailable(),
+	apps := NewApps(ctx, AppsOptions{Config: cfg, Manager: mgr, MPower: mp, Lora: lq, Store: db, LNS: ln.LNSAvailable(),
 		Default: defApp, Appnets: appnets, Log: log, Identity: id})
 	apps.LoadSessions(ctx)
 	intake := NewIntake(outbox, db, mgr.Router(), apps.Resolver(), log)
-	var wg sync.WaitGroup
+	var wg, delivering sync.WaitGroup
+	delivering.Add(1)
+	go func() { defer delivering.Done(); mgr.Run(deliverCtx) }()
 	wg.Add(2)
 	pollCtx, stopPolling := context.WithCancel(ctx)
 	go func() { defer wg.Done(); apps.Run(pollCtx, outbox) }()
@@ -120,6 +122,7 @@ func (h *gateway) start() (stop func()) {
 			mgr.Stop(flush)
 			cancelFlush()
 			stopDelivery()
+			delivering.Wait()
 			cancel()
 			outbox.Close()
 			db.Close()

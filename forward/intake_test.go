@@ -104,8 +104,8 @@ func TestIntakeAcknowledgesOnlyAfterCommit(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				log := slog.New(slog.DiscardHandler)
-				m := NewManager(ctx, newOutbox(t), nil, log) // a real, empty outbox: the rows go to the scripted appender
-				m.Apply(Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
+				m := runManager(ctx, t, newOutbox(t), nil, log) // a real, empty outbox: the rows go to the scripted appender
+				m.Apply(ctx, Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
 					URL: urls[scheme], Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
 				if len(m.Router().Applications()) != 1 {
 					t.Fatalf("application for %s not set up", urls[scheme])
@@ -180,8 +180,8 @@ func TestIntakeStoppedDuringFailingCommitAcknowledgesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
-	m := NewManager(ctx, newOutbox(t), nil, log) // a real, empty outbox: the rows go to the scripted appender
-	m.Apply(Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
+	m := runManager(ctx, t, newOutbox(t), nil, log) // a real, empty outbox: the rows go to the scripted appender
+	m.Apply(ctx, Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
 		URL: "http://127.0.0.1:1/app", Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
 	defer m.Stop(context.Background())
 	ap := newScriptedAppender()
@@ -244,8 +244,8 @@ func TestIntakeRecommitsWhatASyncFailed(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
-	m := NewManager(ctx, newOutbox(t), nil, log)
-	m.Apply(Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
+	m := runManager(ctx, t, newOutbox(t), nil, log)
+	m.Apply(ctx, Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
 		URL: "http://127.0.0.1:1/app", Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
 	defer m.Stop(context.Background())
 	ap := &syncFailingAppender{durable: map[string]int{}, acked: map[string]int{}}

@@ -53,13 +53,13 @@ func TestMisconfiguredApplicationQueuesUntilFixed(t *testing.T) {
 	defer cancel()
 	ob := newOutbox(t)
 	log := testLogger(t, nil)
-	mgr := NewManager(ctx, ob, nil, log)
+	mgr := runManager(ctx, t, ob, nil, log)
 	delivery := config.Delivery{RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, HTTPTimeout: 5 * time.Second}
 	def := func(url string) config.DefaultApp {
 		return config.DefaultApp{Enabled: true, EUI: config.CatchAll, APIVersion: config.API10, URL: url}
 	}
 	id := Identity{UUIDRaw: "U", UUID: "u"}
-	mgr.Apply(BuildDesired(def("htps://"+strings.TrimPrefix(srv.URL, "http://")), nil, false, nil, delivery, id, log))
+	mgr.Apply(ctx, BuildDesired(def("htps://"+strings.TrimPrefix(srv.URL, "http://")), nil, false, nil, delivery, id, log))
 
 	apps := mgr.Router().Applications()
 	if len(apps) != 1 {
@@ -87,7 +87,7 @@ func TestMisconfiguredApplicationQueuesUntilFixed(t *testing.T) {
 		t.Fatalf("intake %+v", st)
 	}
 
-	mgr.Apply(BuildDesired(def(srv.URL), nil, false, nil, delivery, id, log)) // fixed live
+	mgr.Apply(ctx, BuildDesired(def(srv.URL), nil, false, nil, delivery, id, log)) // fixed live
 	for ob.Stats(config.CatchAll).Rows > 0 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -106,7 +106,7 @@ func TestMisconfiguredApplicationQueuesUntilFixed(t *testing.T) {
 	mu.Unlock()
 
 	// No application at all takes an event: dropped and counted as unrouted.
-	mgr.Apply(BuildDesired(config.DefaultApp{}, nil, false, nil, delivery, id, log))
+	mgr.Apply(ctx, BuildDesired(config.DefaultApp{}, nil, false, nil, delivery, id, log))
 	in.Handle(Message{Kind: lnsbridge.KindUp, DevEUI: dev, AppEUI: "70-b3-d5-7e-d0-00-00-01", Body: []byte(`{}`), Ack: func() { acked.Add(1) }})
 	for acked.Load() < n+1 && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)

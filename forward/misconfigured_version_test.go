@@ -85,7 +85,7 @@ func TestUnknownAPIVersionQueuesThenRoutesPerRowOnceFixed(t *testing.T) {
 	defer cancel()
 	ob := newOutbox(t)
 	log := testLogger(t, nil)
-	mgr := NewManager(ctx, ob, nil, log)
+	mgr := runManager(ctx, t, ob, nil, log)
 	delivery := config.Delivery{RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, HTTPTimeout: 5 * time.Second}
 	id := Identity{UUIDRaw: "U", UUID: "u"}
 	const defEUI, netEUI, noneEUI = "16-ea-76-f6-ab-66-3d-80", "8b-6c-f0-8e-ee-df-1b-b6", "6c-4e-ef-66-f4-79-86-a6"
@@ -102,7 +102,7 @@ func TestUnknownAPIVersionQueuesThenRoutesPerRowOnceFixed(t *testing.T) {
 	if !ok {
 		t.Fatal("enabled flag not read")
 	}
-	mgr.Apply(BuildDesired(bad, nil, false, appnets, delivery, id, log))
+	mgr.Apply(ctx, BuildDesired(bad, nil, false, appnets, delivery, id, log))
 	apps := mgr.Router().Applications()
 	if len(apps) != 2 {
 		t.Fatalf("%d applications, want the default app and the appnet", len(apps))
@@ -152,8 +152,8 @@ func TestUnknownAPIVersionQueuesThenRoutesPerRowOnceFixed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgr.Apply(BuildDesired(fixed, nil, false, appnets, delivery, id, log)) // fixed live
-	send(n, 2*n)                                                           // the default app's and the appnet's go straight to them now
+	mgr.Apply(ctx, BuildDesired(fixed, nil, false, appnets, delivery, id, log)) // fixed live
+	send(n, 2*n)                                                                // the default app's and the appnet's go straight to them now
 	for (defRec.count() < 2*n || netRec.count() < 2*n) && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -200,9 +200,9 @@ func TestCatchAllRowsOfAnEarlierRunRoutedPerRow(t *testing.T) {
 	if _, err := ob.Append(ctx, rows); err != nil {
 		t.Fatal(err)
 	}
-	mgr := NewManager(ctx, ob, nil, log)
+	mgr := runManager(ctx, t, ob, nil, log)
 	delivery := config.Delivery{RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, HTTPTimeout: 5 * time.Second}
-	mgr.Apply(BuildDesired(config.DefaultApp{Enabled: true, EUI: appEUI, APIVersion: config.API10, URL: srv.URL}, nil, false, nil, delivery, Identity{UUIDRaw: "U", UUID: "u"}, log))
+	mgr.Apply(ctx, BuildDesired(config.DefaultApp{Enabled: true, EUI: appEUI, APIVersion: config.API10, URL: srv.URL}, nil, false, nil, delivery, Identity{UUIDRaw: "U", UUID: "u"}, log))
 	for rec.count() < 20 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -235,13 +235,13 @@ func TestMovedQueuedWhileMisconfiguredNotPostedOverHTTP(t *testing.T) {
 	defer cancel()
 	ob := newOutbox(t)
 	log := testLogger(t, nil)
-	mgr := NewManager(ctx, ob, nil, log)
+	mgr := runManager(ctx, t, ob, nil, log)
 	delivery := config.Delivery{RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, HTTPTimeout: 5 * time.Second}
 	id := Identity{UUIDRaw: "U", UUID: "u"}
 	def := func(url string) config.DefaultApp {
 		return config.DefaultApp{Enabled: true, EUI: config.CatchAll, APIVersion: config.API11, URL: url}
 	}
-	mgr.Apply(BuildDesired(def("htps://example.com"), nil, false, nil, delivery, id, log))
+	mgr.Apply(ctx, BuildDesired(def("htps://example.com"), nil, false, nil, delivery, id, log))
 	in := NewIntake(ob, nil, mgr.Router(), nil, log)
 	go in.Run(ctx, nil)
 	const dev, app = "00-00-00-00-00-00-00-01", "16-ea-76-f6-ab-66-3d-80"
@@ -258,7 +258,7 @@ func TestMovedQueuedWhileMisconfiguredNotPostedOverHTTP(t *testing.T) {
 	if s := ob.Stats(config.CatchAll); s.Rows != 11 {
 		t.Fatalf("queued %d rows, want 11", s.Rows)
 	}
-	mgr.Apply(BuildDesired(def(srv.URL), nil, false, nil, delivery, id, log))
+	mgr.Apply(ctx, BuildDesired(def(srv.URL), nil, false, nil, delivery, id, log))
 	for ob.Stats(config.CatchAll).Rows > 0 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,7 +22,7 @@ import (
 
 // MQTT delivery limits.
 const (
-	mqttWindow         = 20               // rows in flight (published, PUBACK pending) unless delivery.mqtt_inflight says otherwise
+	mqttWindow         = 100              // rows in flight (published, PUBACK pending) unless delivery.mqtt_inflight says otherwise
 	mqttKeepAlive      = 60 * time.Second // conduit.md §7.1
 	mqttConnectTimeout = 30 * time.Second
 	mqttAckTimeout     = 90 * time.Second // a PUBACK later than this: the connection is dead
@@ -33,8 +35,27 @@ const (
 // mqttTransport is an application's connection to its remote MQTT broker
 // (conduit.md §7): one paho client per connection, so a lost connection's
 // unacknowledged rows are simply resent from the outbox on the next one.
+// It is built from the application's settings and identity (mqttDeps: what it
+// shares with the application) and owns its state.
 type mqttTransport struct {
-	a         *Application
+	log          *slog.Logger
+	poll         *PollList                          // devices subscribed per device at connect
+	queue        Queue                              // read by the backhaul scan
+	feed         *cache.Feed                        // the application's: new rows wake the backhaul scan
+	down         *downlinkPath                      // downlinks and clears to the local broker, counted
+	requests     *Requests                          // remote requests (default app only); nil: refused
+	lookupAppEUI func(devEUI string) (string, bool) // a known device's AppEUI (device table); may be nil
+
+	// From the settings and the identity.
+	gateways       []string // gateway EUIs, in init and the {gweui} topics
+	apiVersion     string   // in init ("" is 1.0)
+	appVersion     string   // in init
+	encodeHex      bool     // uplinks sent in their hex form
+	cleanSession   bool
+	username       string
+	password       string
+	requestOptions config.RequestOptions // request topics subscribed
+
 	brokerURL string
 	clientID  string
 	tls       *tls.Config
@@ -57,9 +78,11 @@ type mqttTransport struct {
 
 	// Owned by the delivery loop's goroutine (open, then its one lane's
 	// deliver calls, then the outage waits, in turn).
-	conn           *mqttConn // the connection open gave the loop
-	q              []pending // rows published on conn, PUBACK pending, in outbox order
-	seen           int64     // last row published
+	conn           *mqttConn   // the connection open gave the loop
+	q              []pending   // rows published on conn, PUBACK pending, in outbox order (a window of qbuf)
+	qbuf           []pending   // q's buffer, reused
+	ackTimer       *time.Timer // deliver's PUBACK timeout
+	seen           int64       // last row published
 	everConnected  bool
 	backhaul       config.BackhaulDetect
 	backhaulCursor int64
@@ -90,10 +113,26 @@ type inbound struct {
 	ack      func() // nil in tests
 }
 
-func newMQTTTransport(a *Application, ep config.Endpoint, id Identity) (*mqttTransport, error) {
-	s := a.Settings
+// mqttDeps are what an MQTT transport shares with its application.
+type mqttDeps struct {
+	log          *slog.Logger
+	poll         *PollList
+	queue        Queue
+	feed         *cache.Feed
+	down         *downlinkPath
+	requests     *Requests                          // nil: no remote requests served
+	deviceAppEUI func(devEUI string) (string, bool) // may be nil
+}
+
+func newMQTTTransport(s AppSettings, ep config.Endpoint, id Identity, d mqttDeps) (*mqttTransport, error) {
+	if d.poll == nil {
+		d.poll = NewPollList()
+	}
 	t := &mqttTransport{
-		a: a, table: tableFor(s.APIVersion), window: mqttWindow, ackTimeout: mqttAckTimeout,
+		log: d.log, poll: d.poll, queue: d.queue, feed: d.feed, down: d.down, requests: d.requests, lookupAppEUI: d.deviceAppEUI,
+		gateways: id.GatewayEUIs, apiVersion: s.APIVersion, appVersion: s.AppVersion, encodeHex: s.EncodeHex,
+		cleanSession: s.Options.CleanSession, username: s.Options.Username, password: s.Options.Password, requestOptions: s.RequestOptions,
+		table: tableFor(s.APIVersion), window: mqttWindow, ackTimeout: mqttAckTimeout,
 		inbox: make(chan inbound, mqttInbox), reqs: make(chan requestJob, mqttRequestQueue), backhaulLast: map[string]time.Time{},
 		subs: map[string]*subEntry{}, devSubs: map[string][]string{}, devApp: map[string]string{}, cleared: map[string]time.Time{},
 	}
@@ -130,7 +169,7 @@ func newMQTTTransport(a *Application, ep config.Endpoint, id Identity) (*mqttTra
 		t.tls = tc
 	}
 	if strings.EqualFold(s.Options.CloudService, "AZURE") {
-		return t, t.setupAzure()
+		return t, t.setupAzure(s)
 	}
 	t.customUp = customTemplate(s, t.table.uplinkDefault, func(o config.AppOptions) string { return o.UplinkTopic })
 	t.customDown = customTemplate(s, t.table.downlinkDefault, func(o config.AppOptions) string { return o.DownlinkTopic })
@@ -170,10 +209,9 @@ func (t *mqttTransport) shape() (lanes, rows int) { return 1, t.window }
 // ends. lost is closed when the connection fails: the next connection
 // resends every row not acknowledged.
 func (t *mqttTransport) open(ctx context.Context) (<-chan struct{}, error) {
-	a := t.a
 	t.start.Do(func() {
 		t.setupRequests()
-		if a.requests != nil {
+		if t.requests != nil {
 			go t.requestLoop(ctx)
 		}
 		go t.dispatchLoop(ctx)
@@ -187,9 +225,9 @@ func (t *mqttTransport) open(ctx context.Context) (<-chan struct{}, error) {
 		return nil, err
 	}
 	if t.everConnected {
-		a.log.Info("remote broker connected again", "broker", t.brokerURL)
+		t.log.Info("remote broker connected again", "broker", t.brokerURL)
 	} else {
-		a.log.Info("remote broker connected", "broker", t.brokerURL, "client_id", t.clientID)
+		t.log.Info("remote broker connected", "broker", t.brokerURL, "client_id", t.clientID)
 	}
 	t.everConnected = true
 	t.conn, t.q = conn, nil
@@ -219,12 +257,11 @@ func (c *mqttConn) lostErr() error {
 // everything, then publishes init (once per application instance, before
 // anything else) and connected (1.1.1).
 func (t *mqttTransport) connect(ctx context.Context) (*mqttConn, error) {
-	s := t.a.Settings
 	conn := &mqttConn{lost: make(chan struct{})}
 	o := paho.NewClientOptions().
 		AddBroker(t.brokerURL).
 		SetClientID(t.clientID).
-		SetCleanSession(s.Options.CleanSession).
+		SetCleanSession(t.cleanSession).
 		SetProtocolVersion(4).
 		SetKeepAlive(mqttKeepAlive).
 		SetPingTimeout(10 * time.Second).
@@ -245,11 +282,14 @@ func (t *mqttTransport) connect(ctx context.Context) (*mqttConn, error) {
 	if !t.azure {
 		o.SetBinaryWill(t.vars.fill(t.table.disconnected), []byte{}, 1, false)
 	}
-	if s.Options.Username != "" || s.Options.Password != "" {
-		o.SetUsername(s.Options.Username).SetPassword(s.Options.Password)
+	if t.username != "" || t.password != "" {
+		o.SetUsername(t.username).SetPassword(t.password)
 	}
 	if t.tls != nil {
 		o.SetTLSConfig(t.tls.Clone())
+	}
+	if fn, ok := dialBuffered(t.brokerURL); ok {
+		o.SetCustomOpenConnectionFn(fn)
 	}
 	c := paho.NewClient(o)
 	conn.client = c
@@ -272,7 +312,7 @@ func (t *mqttTransport) connect(ctx context.Context) (*mqttConn, error) {
 	}
 	// Subscriptions: the application's, and every device known to route here.
 	if t.perDevice() {
-		for _, dev := range t.a.Poll().List() {
+		for _, dev := range t.poll.List() {
 			t.subscribeDevice(dev, t.knownAppEUI(dev), false)
 		}
 	}
@@ -357,15 +397,11 @@ type initMessage struct {
 }
 
 func (t *mqttTransport) initPayload() []byte {
-	gws := t.a.gateways
+	gws := t.gateways
 	if gws == nil {
 		gws = []string{}
 	}
-	v := t.a.Settings.APIVersion
-	if v == "" {
-		v = config.API10
-	}
-	b, _ := json.Marshal(initMessage{GatewaysEUIs: gws, Time: utcMicro(time.Now()), APIVersion: v, AppVersion: cmp.Or(t.a.Settings.AppVersion, ProtocolAppVersion)})
+	b, _ := json.Marshal(initMessage{GatewaysEUIs: gws, Time: utcMicro(time.Now()), APIVersion: cmp.Or(t.apiVersion, config.API10), AppVersion: cmp.Or(t.appVersion, ProtocolAppVersion)})
 	return b
 }
 
@@ -374,9 +410,10 @@ func utcMicro(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.0
 
 // pending is a row published on the current connection, PUBACK pending.
 type pending struct {
-	row  cache.Row
-	toks []paho.Token
-	dead error // the row cannot be published: dead-letter it in turn
+	id   int64        // the row's
+	toks []paho.Token // its publishes (one, or two for a v1.0 joined)
+	dead error        // the row cannot be published: dead-letter it in turn
+	one  [1]paho.Token
 }
 
 // deliver publishes the rows offered that are not yet published on this
@@ -390,15 +427,25 @@ func (t *mqttTransport) deliver(ctx context.Context, rows []cache.Row) result {
 	if conn == nil {
 		return result{err: errConnectionLost}
 	}
-	if len(t.q) > len(rows) || (len(t.q) > 0 && t.q[0].row.ID != rows[0].ID) {
-		t.q = nil // not the rows published: start again from what is offered
+	if len(t.q) > len(rows) || (len(t.q) > 0 && t.q[0].id != rows[0].ID) {
+		t.q = t.q[:0] // not the rows published: start again from what is offered
+	}
+	if len(t.q) < len(rows) && cap(t.q)-len(t.q) < len(rows)-len(t.q) {
+		// The acknowledged rows left room at the front of the buffer: move
+		// the pending ones there instead of growing it.
+		t.q = append(t.qbuf[:0], t.q...)
+		if cap(t.q) < len(rows) {
+			t.q = slices.Grow(t.q, len(rows)-len(t.q))
+		}
+		t.qbuf = t.q
 	}
 	for _, r := range rows[len(t.q):] {
-		t.q = append(t.q, t.publishRow(conn.client, r))
+		t.q = append(t.q, pending{})
+		t.publishRow(conn.client, r, &t.q[len(t.q)-1])
 		t.seen = r.ID
 	}
-	for _, tok := range t.q[0].toks {
-		if err := t.waitToken(ctx, conn, tok); err != nil {
+	for _, tok := range t.q[0].tokens() {
+		if err := t.waitAck(ctx, conn, tok); err != nil {
 			if ctx.Err() == nil {
 				t.drop(conn) // disconnects it (unless already lost)
 				conn.setLost(err)
@@ -407,16 +454,55 @@ func (t *mqttTransport) deliver(ctx context.Context, rows []cache.Row) result {
 		}
 	}
 	if p := t.q[0]; p.dead != nil {
+		clear(t.q[:1])
 		t.q = t.q[1:]
 		return result{err: fmt.Errorf("row cannot be published: %w", p.dead), refused: true}
 	}
 	// The head is acknowledged; so may be the rows behind it.
 	n := 0
-	for n < len(t.q) && t.q[n].dead == nil && done(t.q[n].toks) {
+	for n < len(t.q) && t.q[n].dead == nil && done(t.q[n].tokens()) {
 		n++
 	}
+	clear(t.q[:n]) // the tokens are not kept alive by the buffer
 	t.q = t.q[n:]
 	return result{acked: n}
+}
+
+// tokens are the row's publishes.
+func (p *pending) tokens() []paho.Token {
+	switch {
+	case p.toks != nil:
+		return p.toks
+	case p.one[0] != nil:
+		return p.one[:]
+	}
+	return nil // nothing published (Azure: joined and moved)
+}
+
+// waitAck is waitToken for the PUBACKs deliver waits for, on one timer kept
+// for the life of the transport (deliver runs on the delivery loop's goroutine).
+func (t *mqttTransport) waitAck(ctx context.Context, conn *mqttConn, tok paho.Token) error {
+	select {
+	case <-tok.Done(): // already answered: no timer
+		return tok.Error()
+	default:
+	}
+	if t.ackTimer == nil {
+		t.ackTimer = time.NewTimer(t.ackTimeout)
+	} else {
+		t.ackTimer.Reset(t.ackTimeout)
+	}
+	defer t.ackTimer.Stop()
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-conn.lost:
+		return conn.lostErr()
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.ackTimer.C:
+		return errors.New("no answer from the broker")
+	}
 }
 
 func done(toks []paho.Token) bool {
@@ -433,24 +519,28 @@ func done(toks []paho.Token) bool {
 	return true
 }
 
-// publishRow publishes the messages of one row (QoS 1).
-func (t *mqttTransport) publishRow(c paho.Client, r cache.Row) pending {
+// publishRow publishes the messages of one row (QoS 1) and records them in p.
+func (t *mqttTransport) publishRow(c paho.Client, r cache.Row, p *pending) {
+	p.id = r.ID
 	appEUI, dev := r.AppEUI.String(), r.DevEUI.String()
 	msgs, err := t.rowMessages(r, appEUI, dev)
 	if err != nil {
-		return pending{row: r, dead: err}
+		p.dead = err
+		return
 	}
 	if rowKind(r) != lnsbridge.KindMoved && t.perDevice() {
 		t.subscribeDevice(dev, t.deviceAppEUI(appEUI), true)
 	}
-	p := pending{row: r}
-	for _, m := range msgs {
-		p.toks = append(p.toks, c.Publish(m.topic, 1, t.retainEvents, m.payload))
+	if len(msgs) == 1 {
+		p.one[0] = c.Publish(msgs[0].topic, 1, t.retainEvents, msgs[0].payload)
+	} else {
+		for _, m := range msgs {
+			p.toks = append(p.toks, c.Publish(m.topic, 1, t.retainEvents, m.payload))
+		}
 	}
 	if rowKind(r) == lnsbridge.KindMoved && t.perDevice() {
 		t.unsubscribeDevice(dev)
 	}
-	return p
 }
 
 type pubMsg struct {
@@ -470,7 +560,7 @@ func (t *mqttTransport) rowMessages(r cache.Row, appEUI, dev string) ([]pubMsg, 
 	}
 	switch rowKind(r) {
 	case lnsbridge.KindUp:
-		body = t.a.body(r)
+		body = rowBody(r, t.encodeHex)
 		if topic, ok := t.customUplink(body); ok {
 			return []pubMsg{{topic, body}}, nil
 		}
@@ -509,7 +599,7 @@ func (t *mqttTransport) customUplink(body []byte) (string, bool) {
 		err = errors.New("the filled topic is empty")
 	}
 	if err != nil {
-		t.a.log.Warn("uplinkTopic template not applicable to this uplink", "template", t.customUp, "err", err, "standard_topic", !t.azure)
+		t.log.Warn("uplinkTopic template not applicable to this uplink", "template", t.customUp, "err", err, "standard_topic", !t.azure)
 		return "", false
 	}
 	return topic, true
@@ -547,8 +637,8 @@ func (t *mqttTransport) knownAppEUI(dev string) string {
 	t.mu.Lock()
 	ae := t.devApp[dev]
 	t.mu.Unlock()
-	if ae == "" && t.a.deviceAppEUI != nil {
-		if v, ok := t.a.deviceAppEUI(dev); ok {
+	if ae == "" && t.lookupAppEUI != nil {
+		if v, ok := t.lookupAppEUI(dev); ok {
 			ae = v
 		}
 	}
@@ -565,7 +655,7 @@ func (t *mqttTransport) deviceFilters(dev, appEUI string) map[string]subEntry {
 			continue // learnt with the device's first row
 		}
 		if strings.Contains(tm, "{gweui}") {
-			for _, g := range t.a.gateways {
+			for _, g := range t.gateways {
 				v.gwEUI = g
 				out[v.fill(tm)] = subEntry{event: lastLevel(tm), devEUI: dev}
 			}
@@ -585,7 +675,7 @@ func (t *mqttTransport) deviceFilters(dev, appEUI string) map[string]subEntry {
 		f, err := fillTemplate(t.customDown, keys)
 		switch {
 		case err != nil:
-			t.a.log.Debug("downlinkTopic template not applicable to this device", "deveui", dev, "template", t.customDown, "err", err)
+			t.log.Debug("downlinkTopic template not applicable to this device", "deveui", dev, "template", t.customDown, "err", err)
 		case f != "":
 			if _, std := out[f]; !std {
 				e := subEntry{event: "down", custom: true}
@@ -674,8 +764,6 @@ func (t *mqttTransport) unsubscribeLocked(dev string) []string {
 // close publishes close (empty, retained, QoS 1, at most 2 s) on the
 // application's own connection, then disconnects.
 func (t *mqttTransport) close(ctx context.Context) {
-	a := t.a
-	defer a.setState(StateStopped, nil)
 	t.conn, t.q = nil, nil
 	t.mu.Lock()
 	c := t.client
@@ -688,7 +776,7 @@ func (t *mqttTransport) close(ctx context.Context) {
 		return
 	}
 	if c == nil || !c.IsConnectionOpen() {
-		a.log.Warn("close notice not sent: the remote broker is not connected", "broker", t.brokerURL)
+		t.log.Warn("close notice not sent: the remote broker is not connected", "broker", t.brokerURL)
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, mqttCloseTimeout)
@@ -697,10 +785,10 @@ func (t *mqttTransport) close(ctx context.Context) {
 	select {
 	case <-tok.Done():
 		if err := tok.Error(); err != nil {
-			a.log.Warn("close notice not delivered", "err", err)
+			t.log.Warn("close notice not delivered", "err", err)
 		}
 	case <-ctx.Done():
-		a.log.Warn("close notice not acknowledged in time", "timeout", mqttCloseTimeout)
+		t.log.Warn("close notice not acknowledged in time", "timeout", mqttCloseTimeout)
 	}
 	c.Disconnect(250)
 }

@@ -26,8 +26,7 @@ const (
 // uplinks go to the events topic, C2D messages and direct methods are
 // subscribed, and nothing else is published (no init, joined, moved, close,
 // connected or will).
-func (t *mqttTransport) setupAzure() error {
-	s := t.a.Settings
+func (t *mqttTransport) setupAzure(s AppSettings) error {
 	if s.Options.ClientID == "" {
 		return errors.New("forward: Azure IoT Hub: client_id (the device id) is empty")
 	}
@@ -57,7 +56,7 @@ func (t *mqttTransport) azureMessages(r cache.Row) ([]pubMsg, error) {
 	if rowKind(r) != lnsbridge.KindUp {
 		return nil, nil
 	}
-	body := t.a.body(r)
+	body := rowBody(r, t.encodeHex)
 	topic, ok := t.customUplink(body)
 	if !ok {
 		return nil, errors.New("uplinkTopic template not applicable to this uplink (no standard topic under Azure)")
@@ -70,7 +69,7 @@ func (t *mqttTransport) azureMessages(r cache.Row) ([]pubMsg, error) {
 func (t *mqttTransport) azureMethod(ctx context.Context, in inbound) string {
 	method, rid, ok := parseAzureMethod(in.topic)
 	if !ok {
-		t.a.log.Warn("direct method topic not understood; ignored", "topic", in.topic)
+		t.log.Warn("direct method topic not understood; ignored", "topic", in.topic)
 		return "ignored: method topic"
 	}
 	var reply map[string]any
@@ -103,25 +102,25 @@ func methodError(reason string) map[string]any {
 
 // azureDownlink schedules the downlink of the direct method downlink.
 func (t *mqttTransport) azureDownlink(ctx context.Context, payload []byte) map[string]any {
-	a := t.a
-	dl, err := ValidateDownlink(payload, "", a.Settings.EncodeHex, a.Settings.Delivery.MaxDownlinkPayload)
+	d := t.down
+	dl, err := d.validate(payload, "")
 	if err != nil {
-		a.countDownlink("refused")
-		a.log.Warn("downlink refused", "from", "direct method", "reason", err.Error())
+		d.count("refused")
+		t.log.Warn("downlink refused", "from", "direct method", "reason", err.Error())
 		return methodError(err.Error())
 	}
-	if reason := a.refuseForeign(dl.DevEUI, "direct method"); reason != "" {
+	if reason := d.refuseForeign(dl.DevEUI, "direct method"); reason != "" {
 		return methodError(reason)
 	}
-	if a.sink == nil {
-		a.countDownlink("failed")
+	if d.sink == nil {
+		d.count("failed")
 		return methodError("no local broker")
 	}
-	if err := a.sink.Publish(ctx, dl.DevEUI, dl.Payload); err != nil {
-		a.countDownlink("failed")
+	if err := d.sink.Publish(ctx, dl.DevEUI, dl.Payload); err != nil {
+		d.count("failed")
 		return methodError(err.Error())
 	}
-	a.countDownlink("sent")
+	d.count("sent")
 	return map[string]any{"result": "queued", "deveui": dl.DevEUI}
 }
 

@@ -20,7 +20,7 @@ const backhaulScanBatch = 500
 // device per timeout, the configured hex payload sent as those bytes
 // (conduit.md §8.3, §15 #3).
 func (t *mqttTransport) outageWait(ctx context.Context, d time.Duration) bool {
-	if !t.backhaul.Enabled || t.a.sink == nil {
+	if !t.backhaul.Enabled || t.down.sink == nil {
 		return sleep(ctx, d)
 	}
 	timer := time.NewTimer(d)
@@ -32,7 +32,7 @@ func (t *mqttTransport) outageWait(ctx context.Context, d time.Duration) bool {
 			return true
 		case <-ctx.Done():
 			return false
-		case <-t.a.feed.Wake(): // new rows: the delivery loop reads the outbox again anyway after reconnecting
+		case <-t.feed.Wake(): // new rows: the delivery loop reads the outbox again anyway after reconnecting
 		}
 	}
 }
@@ -40,11 +40,10 @@ func (t *mqttTransport) outageWait(ctx context.Context, d time.Duration) bool {
 // backhaulScan reads the rows queued since the last scan (or since delivery
 // last read the outbox) and schedules the backhaul downlinks.
 func (t *mqttTransport) backhaulScan(ctx context.Context) {
-	a := t.a
 	payload, err := hex.DecodeString(strings.TrimSpace(t.backhaul.Payload))
 	if err != nil {
 		if !t.backhaulBad {
-			a.log.Error("backhaulDetect payload is not hex; no backhaul downlinks", "err", err)
+			t.log.Error("backhaulDetect payload is not hex; no backhaul downlinks", "err", err)
 			t.backhaulBad = true
 		}
 		return
@@ -62,7 +61,7 @@ func (t *mqttTransport) backhaulScan(ctx context.Context) {
 		}
 	}
 	for {
-		rows, err := a.queue.Peek(ctx, a.Settings.EUI, t.backhaulCursor, backhaulScanBatch)
+		rows, err := t.queue.Peek(ctx, t.vars.app, t.backhaulCursor, backhaulScanBatch)
 		if err != nil || len(rows) == 0 {
 			return
 		}
@@ -76,13 +75,13 @@ func (t *mqttTransport) backhaulScan(ctx context.Context) {
 				continue
 			}
 			t.backhaulLast[dev] = now
-			if err := a.sink.Publish(ctx, dev, body); err != nil {
-				a.countDownlink("failed")
-				a.log.Warn("backhaul downlink not published", "deveui", dev, "err", err)
+			if err := t.down.sink.Publish(ctx, dev, body); err != nil {
+				t.down.count("failed")
+				t.log.Warn("backhaul downlink not published", "deveui", dev, "err", err)
 				continue
 			}
-			a.countDownlink("sent")
-			a.log.Info("remote broker unreachable: backhaul downlink sent", "deveui", dev, "port", t.backhaul.Port)
+			t.down.count("sent")
+			t.log.Info("remote broker unreachable: backhaul downlink sent", "deveui", dev, "port", t.backhaul.Port)
 		}
 		if len(rows) < backhaulScanBatch {
 			return

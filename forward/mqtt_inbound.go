@@ -29,7 +29,7 @@ func (t *mqttTransport) dispatchLoop(ctx context.Context) {
 // cleared first; down → downlink validation → local publish; clear → local
 // clear. It returns what was done, for tests and logs.
 func (t *mqttTransport) dispatch(ctx context.Context, in inbound) string {
-	a := t.a
+	d := t.down
 	now := time.Now()
 	t.mu.Lock()
 	for topic, at := range t.cleared {
@@ -58,7 +58,7 @@ func (t *mqttTransport) dispatch(ctx context.Context, in inbound) string {
 		c.Publish(in.topic, 1, true, []byte{})
 	}
 	if !ok {
-		a.log.Debug("message on a topic no subscription explains; ignored", "topic", in.topic)
+		t.log.Debug("message on a topic no subscription explains; ignored", "topic", in.topic)
 		return "ignored: unknown topic"
 	}
 	switch e.event {
@@ -69,45 +69,45 @@ func (t *mqttTransport) dispatch(ctx context.Context, in inbound) string {
 	case "clear":
 		dev, err := clearDevEUI(in.payload, e.devEUI)
 		if err != nil {
-			a.countDownlink("refused")
-			a.log.Warn("clear refused", "topic", in.topic, "reason", err.Error())
+			d.count("refused")
+			t.log.Warn("clear refused", "topic", in.topic, "reason", err.Error())
 			return "refused: " + err.Error()
 		}
-		if reason := a.refuseForeign(dev, in.topic); reason != "" {
+		if reason := d.refuseForeign(dev, in.topic); reason != "" {
 			return "refused: " + reason
 		}
-		if a.sink == nil {
-			a.countDownlink("failed")
+		if d.sink == nil {
+			d.count("failed")
 			return "refused: no local broker"
 		}
-		if err := a.sink.Clear(ctx, dev); err != nil {
-			a.countDownlink("failed")
-			a.log.Warn("clear not published", "deveui", dev, "err", err)
+		if err := d.sink.Clear(ctx, dev); err != nil {
+			d.count("failed")
+			t.log.Warn("clear not published", "deveui", dev, "err", err)
 			return "refused: " + err.Error()
 		}
-		a.log.Debug("downlink queue cleared", "deveui", dev, "topic", in.topic)
+		t.log.Debug("downlink queue cleared", "deveui", dev, "topic", in.topic)
 		return "clear " + dev
 	default:
-		dl, err := ValidateDownlink(in.payload, e.devEUI, a.Settings.EncodeHex, a.Settings.Delivery.MaxDownlinkPayload)
+		dl, err := d.validate(in.payload, e.devEUI)
 		if err != nil {
-			a.countDownlink("refused")
-			a.log.Warn("downlink refused", "topic", in.topic, "reason", err.Error())
+			d.count("refused")
+			t.log.Warn("downlink refused", "topic", in.topic, "reason", err.Error())
 			return "refused: " + err.Error()
 		}
-		if reason := a.refuseForeign(dl.DevEUI, in.topic); reason != "" {
+		if reason := d.refuseForeign(dl.DevEUI, in.topic); reason != "" {
 			return "refused: " + reason
 		}
-		if a.sink == nil {
-			a.countDownlink("failed")
+		if d.sink == nil {
+			d.count("failed")
 			return "refused: no local broker"
 		}
-		if err := a.sink.Publish(ctx, dl.DevEUI, dl.Payload); err != nil {
-			a.countDownlink("failed")
-			a.log.Warn("downlink not published", "deveui", dl.DevEUI, "err", err)
+		if err := d.sink.Publish(ctx, dl.DevEUI, dl.Payload); err != nil {
+			d.count("failed")
+			t.log.Warn("downlink not published", "deveui", dl.DevEUI, "err", err)
 			return "refused: " + err.Error()
 		}
-		a.countDownlink("sent")
-		a.log.Debug("downlink published", "deveui", dl.DevEUI, "topic", in.topic)
+		d.count("sent")
+		t.log.Debug("downlink published", "deveui", dl.DevEUI, "topic", in.topic)
 		return "down " + dl.DevEUI
 	}
 }

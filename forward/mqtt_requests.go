@@ -28,10 +28,10 @@ type requestJob struct {
 // only when its requestOptions flag is on (conduit.md §7.2, §7.3). Under Azure
 // requests arrive as direct methods instead. Called before the first connect.
 func (t *mqttTransport) setupRequests() {
-	if t.a.requests == nil || t.azure {
+	if t.requests == nil || t.azure {
 		return
 	}
-	on := t.a.Settings.RequestOptions
+	on := t.requestOptions
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for kind, enabled := range map[string]bool{RequestAPI: on.API, RequestLora: on.Lora, RequestLog: on.Log} {
@@ -58,7 +58,7 @@ func isRequestKind(event string) bool {
 // enqueueRequest hands a request to the request worker without waiting; when
 // the queue is full the request gets an error reply at once (conduit.md §9).
 func (t *mqttTransport) enqueueRequest(ctx context.Context, job requestJob) string {
-	if t.a.requests == nil {
+	if t.requests == nil {
 		return t.sendReply(ctx, job, errorReply(job.kind, refused("remote requests are not enabled on this connection (default application only)"), ridOf(job.payload)), false)
 	}
 	select {
@@ -67,8 +67,8 @@ func (t *mqttTransport) enqueueRequest(ctx context.Context, job requestJob) stri
 	default:
 	}
 	reason := "busy: too many requests queued, try again later"
-	t.a.log.Warn("remote request refused", "kind", job.kind, "topic", job.from, "reason", reason)
-	t.a.requests.count(job.kind, "refused")
+	t.log.Warn("remote request refused", "kind", job.kind, "topic", job.from, "reason", reason)
+	t.requests.count(job.kind, "refused")
 	return t.sendReply(ctx, job, errorReply(job.kind, failed("%s", reason), ridOf(job.payload)), false)
 }
 
@@ -96,7 +96,7 @@ func (t *mqttTransport) requestLoop(ctx context.Context) {
 
 // serveRequest answers one request on its reply topic and returns what was sent.
 func (t *mqttTransport) serveRequest(ctx context.Context, job requestJob) string {
-	out := t.a.requests.Handle(ctx, job.kind, job.from, job.payload)
+	out := t.requests.Handle(ctx, job.kind, job.from, job.payload)
 	return t.sendReply(ctx, job, out, true)
 }
 
@@ -113,7 +113,7 @@ func (t *mqttTransport) sendReply(ctx context.Context, job requestJob, body []by
 	c := t.client
 	t.mu.Unlock()
 	if c == nil {
-		t.a.log.Warn("remote request reply not sent: the remote broker is not connected", "kind", job.kind, "topic", topic)
+		t.log.Warn("remote request reply not sent: the remote broker is not connected", "kind", job.kind, "topic", topic)
 		return "reply lost " + topic
 	}
 	tok := c.Publish(topic, 1, false, body)
@@ -130,7 +130,7 @@ func (t *mqttTransport) sendReply(ctx context.Context, job requestJob, body []by
 			err = errors.New("no PUBACK in time")
 		}
 		if err != nil {
-			t.a.log.Warn("remote request reply not delivered", "kind", job.kind, "topic", topic, "err", err)
+			t.log.Warn("remote request reply not delivered", "kind", job.kind, "topic", topic, "err", err)
 		}
 	}
 	return "reply " + topic + " " + string(body)
@@ -150,27 +150,4 @@ func withRID(body []byte, rid string) []byte {
 		return body
 	}
 	return out
-}
-
-// foreignOwner reports the application a device routes to when that is
-// another application than a (conduit.md §7.5 step 6).
-func (a *Application) foreignOwner(dev string) (string, bool) {
-	if a.owner == nil {
-		return "", false
-	}
-	o := a.owner(dev)
-	return o, o != "" && o != a.Settings.EUI
-}
-
-// refuseForeign refuses, logs and counts a downlink or clear for a device
-// routed to another application; it returns the reason, "" when allowed.
-func (a *Application) refuseForeign(dev, from string) string {
-	o, foreign := a.foreignOwner(dev)
-	if !foreign {
-		return ""
-	}
-	reason := "device " + dev + " belongs to another application (" + o + ")"
-	a.countDownlink("refused")
-	a.log.Warn("downlink refused", "from", from, "deveui", dev, "reason", reason)
-	return reason
 }

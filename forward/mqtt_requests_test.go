@@ -74,7 +74,7 @@ func TestMQTTRemoteRequests(t *testing.T) {
 		t.Run(v.name, func(t *testing.T) {
 			obs := newObserver(t, mq.URL(), "observer-req-"+v.name)
 			r := startMQTTApp(t, AppSettings{EUI: v.eui, Name: "default", Source: "default", APIVersion: v.version,
-				URL: "mqtt://" + mq.Addr(), RequestOptions: all}, nil, nil, func(a *Application) { a.requests = e.q })
+				URL: "mqtt://" + mq.Addr(), RequestOptions: all}, nil, nil, AppServices{Requests: e.q})
 			obs.wait(t, "init", has(v.prefix+"/init")) // this version's own init: the other one's is retained on the broker
 			for i, c := range cases {
 				obs.reset()
@@ -109,7 +109,7 @@ func TestMQTTRemoteRequestsFlagsOff(t *testing.T) {
 
 	obs := newObserver(t, mq.URL(), "observer-off")
 	r := startMQTTApp(t, AppSettings{EUI: config.CatchAll, Source: "default", APIVersion: config.API111, URL: "mqtt://" + mq.Addr()},
-		nil, nil, func(a *Application) { a.requests = e.q })
+		nil, nil, AppServices{Requests: e.q})
 	obs.wait(t, "init", has(prefix+"/init"))
 	calls := len(e.calls())
 	for _, k := range []string{RequestAPI, RequestLora, RequestLog} {
@@ -120,7 +120,7 @@ func TestMQTTRemoteRequestsFlagsOff(t *testing.T) {
 
 	obs.reset()
 	startMQTTApp(t, AppSettings{EUI: config.CatchAll, Source: "default", APIVersion: config.API111, URL: "mqtt://" + mq.Addr(),
-		RequestOptions: config.RequestOptions{API: true, Lora: true, Log: true}}, nil, nil, func(a *Application) { a.requests = e.q })
+		RequestOptions: config.RequestOptions{API: true, Lora: true, Log: true}}, nil, nil, AppServices{Requests: e.q})
 	obs.wait(t, "connected", has(prefix+"/connected"))
 	want := map[string]string{
 		RequestAPI:  `{"code":403,"error":"api requests are not enabled on this gateway (mPower requestOptions)","rid":3,"status":"fail"}`,
@@ -165,7 +165,7 @@ func TestMQTTRemoteRequestsQueue(t *testing.T) {
 	q := &Requests{Policy: policy, Enabled: config.RequestOptions{Lora: true}, LNS: true, Lora: g}
 	obs := newObserver(t, mq.URL(), "observer-queue")
 	r := startMQTTApp(t, AppSettings{EUI: config.CatchAll, Source: "default", APIVersion: config.API11, URL: "mqtt://" + mq.Addr(),
-		RequestOptions: config.RequestOptions{Lora: true}}, nil, nil, func(a *Application) { a.requests = q })
+		RequestOptions: config.RequestOptions{Lora: true}}, nil, nil, AppServices{Requests: q})
 	prefix := "lorawan/" + tUUID
 	obs.wait(t, "init", has(prefix+"/init"))
 	req := func(rid int) {
@@ -224,7 +224,7 @@ func TestMQTTDownlinkForAnotherApplicationRefused(t *testing.T) {
 	t.Run("mqtt", func(t *testing.T) {
 		obs := newObserver(t, mq.URL(), "observer-foreign")
 		r := startMQTTApp(t, AppSettings{EUI: tAppEUI, APIVersion: config.API10, URL: "mqtt://" + mq.Addr()}, nil, nil,
-			func(a *Application) { a.owner = owner })
+			AppServices{Owner: owner})
 		app := "lorawan/" + tAppEUI + "/" + tUUIDRaw
 		obs.wait(t, "init", has(app+"/init"))
 		obs.publish(t, app+"/down", down(theirs), false)
@@ -242,7 +242,7 @@ func TestMQTTDownlinkForAnotherApplicationRefused(t *testing.T) {
 	t.Run("azure", func(t *testing.T) {
 		obs := newObserver(t, mq.URL(), "observer-foreign-az")
 		r := startMQTTApp(t, AppSettings{EUI: tAppEUI, APIVersion: config.API111, URL: "mqtt://" + mq.Addr(),
-			Options: config.AppOptions{CloudService: "AZURE", ClientID: "gw-2"}}, nil, nil, func(a *Application) { a.owner = owner })
+			Options: config.AppOptions{CloudService: "AZURE", ClientID: "gw-2"}}, nil, nil, AppServices{Owner: owner})
 		waitConnected(t, r.app, true)
 		time.Sleep(200 * time.Millisecond)
 		obs.publish(t, "devices/gw-2/messages/devicebound/x", down(theirs), false)
@@ -268,7 +268,7 @@ func TestMQTTAzureRequests(t *testing.T) {
 	obs := newObserver(t, mq.URL(), "observer-az-req")
 	r := startMQTTApp(t, AppSettings{EUI: config.CatchAll, Source: "default", APIVersion: config.API111, URL: "mqtt://" + mq.Addr(),
 		Options:        config.AppOptions{CloudService: "AZURE", ClientID: "gw-3"},
-		RequestOptions: config.RequestOptions{API: true, Lora: true, Log: true}}, nil, nil, func(a *Application) { a.requests = e.q })
+		RequestOptions: config.RequestOptions{API: true, Lora: true, Log: true}}, nil, nil, AppServices{Requests: e.q})
 	waitConnected(t, r.app, true)
 	time.Sleep(200 * time.Millisecond)
 	for _, c := range []struct{ method, rid, payload, want string }{
@@ -304,9 +304,7 @@ func TestMQTTCatchAllStartupAppEUI(t *testing.T) {
 	obs := newObserver(t, mq.URL(), "observer-startup")
 	r := startMQTTApp(t, AppSettings{EUI: config.CatchAll, APIVersion: config.API10, URL: "mqtt://" + mq.Addr(),
 		Options: config.AppOptions{DownlinkTopic: "acme/%(appeui)s/%(deveui)s/cmd"}}, poll, nil,
-		func(a *Application) {
-			a.deviceAppEUI = func(d string) (string, bool) { return devApp, d == dev }
-		})
+		AppServices{DeviceAppEUI: func(d string) (string, bool) { return devApp, d == dev }})
 	obs.wait(t, "init", has("lorawan/"+config.CatchAll+"/"+tUUIDRaw+"/init"))
 	for _, topic := range []string{"lorawan/" + devApp + "/" + dev + "/down", "acme/" + devApp + "/" + dev + "/cmd"} {
 		obs.publish(t, topic, `{"data":"QA=="}`, false)

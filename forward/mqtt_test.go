@@ -204,7 +204,7 @@ type runningApp struct {
 	done   chan struct{}
 }
 
-func startMQTTApp(t *testing.T, s AppSettings, poll *PollList, log *slog.Logger, prep ...func(*Application)) *runningApp {
+func startMQTTApp(t *testing.T, s AppSettings, poll *PollList, log *slog.Logger, svc ...AppServices) *runningApp {
 	t.Helper()
 	if s.Delivery.RetryMin == 0 {
 		s.Delivery = config.Delivery{RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond}
@@ -213,14 +213,11 @@ func startMQTTApp(t *testing.T, s AppSettings, poll *PollList, log *slog.Logger,
 		log = testLogger(t, nil)
 	}
 	r := &runningApp{ob: newOutbox(t), sink: &fakeSink{}, done: make(chan struct{})}
-	app, err := NewApplication(s, tIdentity, r.ob, r.sink, poll, nil, log)
+	app, err := NewApplication(s, tIdentity, r.ob, r.sink, poll, nil, log, svc...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.app = app
-	for _, p := range prep {
-		p(app)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	go func() { defer close(r.done); app.Run(ctx) }()
@@ -619,10 +616,8 @@ func TestMQTTBrokerRestartLosesNothing(t *testing.T) {
 		Extra: []string{"persistence true", "persistence_location " + dir + "/"}})
 	obs := newObserver(t, mq.URL(), "observer")
 	r := startMQTTApp(t, AppSettings{EUI: config.CatchAll, APIVersion: config.API11, URL: "mqtt://" + mq.Addr(),
-		Delivery: config.Delivery{RetryMin: 100 * time.Millisecond, RetryMax: time.Second}}, nil, nil,
-		func(a *Application) {
-			mqttOf(a).backhaul = config.BackhaulDetect{Enabled: true, Port: 7, Payload: "69B71D", Timeout: 600}
-		})
+		Delivery: config.Delivery{RetryMin: 100 * time.Millisecond, RetryMax: time.Second},
+		Backhaul: config.BackhaulDetect{Enabled: true, Port: 7, Payload: "69B71D", Timeout: 600}}, nil, nil)
 	obs.wait(t, "init", has("lorawan/"+tUUID+"/init"))
 	devs := []string{"00-00-00-00-00-00-00-01", "00-00-00-00-00-00-00-02"}
 	const rate = 50
@@ -804,8 +799,9 @@ func TestMQTTWebSocketDefaultPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &Application{Settings: AppSettings{EUI: config.CatchAll, APIVersion: config.API11}, log: testLogger(t, nil)}
-	tr, err := newMQTTTransport(a, ep, tIdentity)
+	s := AppSettings{EUI: config.CatchAll, APIVersion: config.API11}
+	d := mqttDeps{log: testLogger(t, nil)}
+	tr, err := newMQTTTransport(s, ep, tIdentity, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -813,7 +809,7 @@ func TestMQTTWebSocketDefaultPath(t *testing.T) {
 		t.Fatalf("url %s tls %v", tr.brokerURL, tr.tls)
 	}
 	ep, _ = config.ParseEndpoint("mqtts://broker.example.net")
-	if tr, _ = newMQTTTransport(a, ep, tIdentity); tr.brokerURL != "ssl://broker.example.net:8883" || tr.tls == nil {
+	if tr, _ = newMQTTTransport(s, ep, tIdentity, d); tr.brokerURL != "ssl://broker.example.net:8883" || tr.tls == nil {
 		t.Fatalf("mqtts url %s", tr.brokerURL)
 	}
 }

@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -19,7 +20,7 @@ import (
 func TestManagerRebuildsOnlyTheChangedApplication(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	m := NewManager(ctx, newOutbox(t), nil, testLogger(t, nil), ManagerOptions{AppVersion: "9.9.9-test"})
+	m := runManager(ctx, t, newOutbox(t), nil, testLogger(t, nil), ManagerOptions{AppVersion: "9.9.9-test"})
 	defer m.Stop(context.Background())
 	const euiA, euiB, euiD = "00-00-00-00-00-00-00-0a", "00-00-00-00-00-00-00-0b", "00-00-00-00-00-00-00-0d"
 	slow := config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}
@@ -33,7 +34,7 @@ func TestManagerRebuildsOnlyTheChangedApplication(t *testing.T) {
 		}
 	}
 	route := func(eui string) *Application { return m.Router().Route(Message{AppEUI: eui}) }
-	m.Apply(desired("http://127.0.0.1:1/b"))
+	m.Apply(ctx, desired("http://127.0.0.1:1/b"))
 	a1, b1, d1 := route(euiA), route(euiB), route(euiD)
 	if a1 == nil || b1 == nil || d1 == nil {
 		t.Fatal("applications not set up")
@@ -43,11 +44,11 @@ func TestManagerRebuildsOnlyTheChangedApplication(t *testing.T) {
 			t.Fatalf("%s runs with app version %q, want the program's", a.Settings.Name, a.Settings.AppVersion)
 		}
 	}
-	m.Apply(desired("http://127.0.0.1:1/b")) // unchanged
+	m.Apply(ctx, desired("http://127.0.0.1:1/b")) // unchanged
 	if route(euiA) != a1 || route(euiB) != b1 || route(euiD) != d1 {
 		t.Fatal("an unchanged configuration rebuilt applications")
 	}
-	m.Apply(desired("http://127.0.0.1:1/b2")) // only B changes
+	m.Apply(ctx, desired("http://127.0.0.1:1/b2")) // only B changes
 	if route(euiB) == b1 || route(euiB).Settings.URL != "http://127.0.0.1:1/b2" {
 		t.Fatal("appnet B was not rebuilt with its new URL")
 	}
@@ -111,7 +112,7 @@ func TestRebuildLetsTheRequestInFlightFinish(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ob := newOutbox(t)
-	m := NewManager(ctx, ob, nil, testLogger(t, nil))
+	m := runManager(ctx, t, ob, nil, testLogger(t, nil))
 	defer m.Stop(context.Background())
 	const eui = "00-00-00-00-00-00-00-0b"
 	old, next := newRecordingRemote(t, true), newRecordingRemote(t, false)
@@ -126,11 +127,11 @@ func TestRebuildLetsTheRequestInFlightFinish(t *testing.T) {
 		}
 		app.Notify()
 	}
-	m.Apply(settings(old.srv.URL))
+	m.Apply(ctx, settings(old.srv.URL))
 	add(`{"fcnt":1}`)
 	<-old.inFlight
 	applied := make(chan struct{})
-	go func() { defer close(applied); m.Apply(settings(next.srv.URL)) }()
+	go func() { defer close(applied); m.Apply(ctx, settings(next.srv.URL)) }()
 	// A stop that cuts the request shows within milliseconds; without a cut
 	// the held answer is released after this bound (correct code passes
 	// either way, only the cut can fail the test).
@@ -150,4 +151,16 @@ func TestRebuildLetsTheRequestInFlightFinish(t *testing.T) {
 	if o, n := old.got(), next.got(); len(o) != 1 || o[0] != `{"fcnt":1}` || len(n) != 1 || n[0] != `{"fcnt":2}` {
 		t.Fatalf("old URL answered %q, new URL %q; want fcnt 1 at the old one only, fcnt 2 at the new one", o, n)
 	}
+}
+
+// runManager builds a Manager and runs it until ctx ends; the cleanup ends it
+// and waits for Run to return.
+func runManager(ctx context.Context, t *testing.T, q Queue, sink DownlinkSink, log *slog.Logger, opts ...ManagerOptions) *Manager {
+	t.Helper()
+	m := NewManager(q, sink, log, opts...)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return m
 }

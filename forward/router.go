@@ -124,29 +124,32 @@ func BuildDesired(d config.DefaultApp, override *config.DefaultApp, whenDisabled
 	return out
 }
 
-// running is one live application instance.
+// running is one live application instance. Apply sets it up; Run starts
+// its delivery loop (started), under Run's context.
 type running struct {
 	app         *Application
 	fingerprint string
-	cancel      context.CancelFunc // ends the delivery loop
-	stopFlight  context.CancelFunc // ends the request in flight
-	done        chan struct{}
+	started     bool               // its delivery loop was started (m.mu)
+	cancel      context.CancelFunc // ends the delivery loop; set when started
+	stopFlight  context.CancelFunc // ends the request in flight; set when started
+	done        chan struct{}      // closed when the delivery loop returned
 }
 
 // stopGrace is how long a stopping application's request in flight may take.
 const stopGrace = 5 * time.Second
 
-// Manager owns the live applications: it starts, rebuilds and stops them as
-// the configuration changes, without losing or reordering queued rows, and
-// publishes the Router the intake uses.
+// Manager owns the live applications: Apply sets them up, rebuilds and stops
+// them as the configuration changes, without losing or reordering queued
+// rows, and publishes the Router the intake uses; Run runs their delivery
+// loops under the caller's context.
 type Manager struct {
 	queue Queue
 	sink  DownlinkSink
 	log   *slog.Logger
-	ctx   context.Context // delivery context: cancelled at shutdown
 
 	router Router
 	opts   ManagerOptions
+	wake   chan struct{} // Apply set up an application for Run to start
 
 	mu       sync.Mutex
 	apps     map[string]*running
@@ -176,13 +179,13 @@ type ManagerOptions struct {
 	DeviceAppEUI func(devEUI string) (string, bool)
 }
 
-// NewManager builds a manager whose delivery loops run until ctx ends,
-// complete with its options (at most one ManagerOptions).
-func NewManager(ctx context.Context, q Queue, sink DownlinkSink, log *slog.Logger, opts ...ManagerOptions) *Manager {
+// NewManager builds a manager complete with its options (at most one
+// ManagerOptions). Its applications deliver once Run runs.
+func NewManager(q Queue, sink DownlinkSink, log *slog.Logger, opts ...ManagerOptions) *Manager {
 	if log == nil {
 		log = slog.Default()
 	}
-	m := &Manager{queue: q, sink: sink, log: log, ctx: ctx,
+	m := &Manager{queue: q, sink: sink, log: log, wake: make(chan struct{}, 1),
 		apps: map[string]*running{}, counters: map[string]*Counters{}, polls: map[string]*PollList{}, removed: map[string]time.Time{},
 		reroute: map[string]bool{}}
 	if len(opts) > 0 {
@@ -194,6 +197,57 @@ func NewManager(ctx context.Context, q Queue, sink DownlinkSink, log *slog.Logge
 
 // Router is the current routing snapshot.
 func (m *Manager) Router() *Router { return &m.router }
+
+// Run runs the delivery loops of the applications until ctx ends: those
+// Apply set up before Run started and every one it sets up, rebuilds or
+// restores while Run runs. When ctx ends every loop ends (a request in
+// flight with it: Stop first for a drained stop with close notices); Run
+// returns once all have returned. Call it once.
+func (m *Manager) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		m.mu.Lock()
+		m.startLocked(ctx, &wg)
+		m.mu.Unlock()
+		select {
+		case <-m.wake:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// startLocked starts the delivery loops Apply set up since the last call,
+// each under ctx (m.mu held).
+func (m *Manager) startLocked(ctx context.Context, wg *sync.WaitGroup) {
+	var pending []*running
+	for _, r := range m.apps {
+		if !r.started {
+			pending = append(pending, r)
+		}
+	}
+	if len(pending) == 0 || ctx.Err() != nil {
+		return
+	}
+	// Deletions of the previous instances must be committed before the new
+	// ones read the queue, or they would resend them.
+	if err := m.queue.Sync(ctx); err != nil && ctx.Err() == nil {
+		m.log.Warn("outbox sync failed", "err", err)
+	}
+	for _, r := range pending {
+		app := r.app
+		// A stop (rebuild, removal) ends the loop at once but lets a request
+		// in flight finish for up to stopGrace: a rebuild is not a crash, an
+		// answered row must not be resent by the next instance.
+		flight, stopFlight := context.WithCancel(ctx)
+		actx, cancel := context.WithCancel(flight)
+		app.flight = flight
+		r.started, r.cancel, r.stopFlight = true, cancel, stopFlight
+		wg.Add(1)
+		go func() { defer wg.Done(); defer close(r.done); app.Run(actx) }()
+	}
+}
 
 // Poll returns the poll list of an application EUI (created on first use).
 func (m *Manager) Poll(eui string) *PollList {
@@ -219,11 +273,12 @@ func fingerprint(s AppSettings, id Identity) string {
 	return string(b)
 }
 
-// Apply makes the running applications match d. An unchanged application keeps
+// Apply makes the applications match d. An unchanged application keeps
 // running; a changed one is stopped (close sent on its own connection) and
-// started again on the same queue; a vanished one is stopped and its rows kept
-// for the grace period (see DropExpired).
-func (m *Manager) Apply(d Desired) {
+// set up again on the same queue; a vanished one is stopped and its rows kept
+// for the grace period (see DropExpired). Run starts the delivery loops of the
+// applications set up. ctx bounds the outbox reads of re-routing.
+func (m *Manager) Apply(ctx context.Context, d Desired) {
 	want := map[string]AppSettings{}
 	for _, a := range d.Appnets {
 		a.AppVersion = m.opts.AppVersion // part of the fingerprint: set before comparing
@@ -256,7 +311,7 @@ func (m *Manager) Apply(d Desired) {
 		if st, _ := r.app.State(); st == StateMisconfigured {
 			wasMisconfigured[eui] = true
 		}
-		m.stopLocked(r)
+		m.stopLocked(ctx, r)
 		delete(m.apps, eui)
 		if !keep {
 			if r.app.Settings.Invalid != "" && r.app.Settings.Source == "default" {
@@ -277,40 +332,30 @@ func (m *Manager) Apply(d Desired) {
 		if m.counters[eui] == nil {
 			m.counters[eui] = &Counters{}
 		}
+		svc := AppServices{Latency: m.opts.Latency, Downlinks: m.opts.Downlinks, Owner: m.owner, DeviceAppEUI: m.opts.DeviceAppEUI}
+		if s.Source == "default" && m.opts.Requests != nil {
+			r := m.opts.Requests
+			svc.Requests = &Requests{Policy: r.Policy, Enabled: s.RequestOptions, LNS: r.LNS, Lora: r.Lora, API: r.API, Log: r.Log, MaxDownlink: r.MaxDownlink, Outcomes: r.Outcomes}
+		}
 		var app *Application
 		var err error
 		if s.Invalid != "" {
 			err = errors.New(s.Invalid)
 		} else {
-			app, err = NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log)
+			app, err = NewApplication(s, d.Identity, m.queue, m.sink, m.pollLocked(eui), m.counters[eui], m.log, svc)
 		}
 		if err != nil {
 			m.log.Error("application misconfigured: its events are queued until the setting is fixed", "app", eui, "name", s.Name, "err", err)
 			app = newMisconfigured(s, d.Identity, m.queue, m.pollLocked(eui), m.counters[eui], err, m.log)
 		}
 		if wasMisconfigured[eui] && app.HTTP() {
-			m.dropMovedLocked(eui)
+			m.dropMovedLocked(ctx, eui)
 		}
-		app.latency, app.downlinks = m.opts.Latency, m.opts.Downlinks
-		app.deviceAppEUI, app.owner = m.opts.DeviceAppEUI, m.owner
-		if s.Source == "default" && m.opts.Requests != nil {
-			r := m.opts.Requests
-			app.requests = &Requests{Policy: r.Policy, Enabled: s.RequestOptions, LNS: r.LNS, Lora: r.Lora, API: r.API, Log: r.Log, MaxDownlink: r.MaxDownlink, Outcomes: r.Outcomes}
+		m.apps[eui] = &running{app: app, fingerprint: fingerprint(s, d.Identity), done: make(chan struct{})}
+		select { // Run starts it
+		case m.wake <- struct{}{}:
+		default:
 		}
-		// Deletions of the previous instance must be committed before the new
-		// one reads the queue, or it would resend them.
-		if err := m.queue.Sync(m.ctx); err != nil && m.ctx.Err() == nil {
-			m.log.Warn("outbox sync failed", "err", err)
-		}
-		// A stop (rebuild, removal) ends the loop at once but lets a request
-		// in flight finish for up to stopGrace: a rebuild is not a crash, an
-		// answered row must not be resent by the next instance.
-		flight, stopFlight := context.WithCancel(m.ctx)
-		ctx, cancel := context.WithCancel(flight)
-		app.flight = flight
-		r := &running{app: app, fingerprint: fingerprint(s, d.Identity), cancel: cancel, stopFlight: stopFlight, done: make(chan struct{})}
-		go func() { defer close(r.done); app.Run(ctx) }()
-		m.apps[eui] = r
 	}
 	rt := &routeTable{byEUI: map[string]*Application{}}
 	for eui, r := range m.apps {
@@ -326,7 +371,7 @@ func (m *Manager) Apply(d Desired) {
 	// configuration routes them, before the intake routes new events there:
 	// they precede every later row of their application.
 	for key := range m.reroute {
-		m.rerouteLocked(key, rt)
+		m.rerouteLocked(ctx, key, rt)
 	}
 	m.router.table.Store(rt)
 }
@@ -334,11 +379,11 @@ func (m *Manager) Apply(d Desired) {
 // dropMovedLocked deletes the moved events queued under key while its
 // application was misconfigured (its transport unknown, the intake queued
 // them): it turned out to speak HTTP, which sends nothing for moved.
-func (m *Manager) dropMovedLocked(key string) {
+func (m *Manager) dropMovedLocked(ctx context.Context, key string) {
 	var after int64
 	var moved []cache.Row
-	for m.ctx.Err() == nil {
-		rows, err := m.queue.Peek(m.ctx, key, after, rerouteChunk)
+	for ctx.Err() == nil {
+		rows, err := m.queue.Peek(ctx, key, after, rerouteChunk)
 		if err != nil || len(rows) == 0 {
 			break
 		}
@@ -376,12 +421,11 @@ const rerouteChunk = 500
 // counted like any removed application's rows. Rows committed under the old
 // key by an intake batch routed just before the change are moved by the next
 // pass (DropExpired, every poll).
-func (m *Manager) rerouteLocked(key string, rt *routeTable) {
+func (m *Manager) rerouteLocked(ctx context.Context, key string, rt *routeTable) {
 	ap, ok := m.queue.(Appender)
 	if !ok {
 		return
 	}
-	ctx := m.ctx
 	var after int64
 	moved, gone, stayed := 0, 0, 0
 	for ctx.Err() == nil {
@@ -443,8 +487,14 @@ func (t *routeTable) routeEUI(appEUI cache.EUI64) *Application {
 	return t.byEUI[appEUI.String()]
 }
 
-// stopLocked ends an instance's delivery loop and sends its close notice.
-func (m *Manager) stopLocked(r *running) {
+// stopLocked ends an instance's delivery loop and sends its close notice
+// (within 5 s, even when ctx has ended); an instance Run never started has
+// nothing to end nor close.
+func (m *Manager) stopLocked(ctx context.Context, r *running) {
+	if !r.started {
+		r.started = true // never to be started
+		return
+	}
 	r.cancel()
 	t := time.NewTimer(stopGrace)
 	select {
@@ -454,7 +504,7 @@ func (m *Manager) stopLocked(r *running) {
 	t.Stop()
 	r.stopFlight()
 	<-r.done
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	r.app.Close(ctx)
 }
@@ -491,7 +541,7 @@ func (m *Manager) DropExpired(ctx context.Context, d Dropper, grace time.Duratio
 	m.mu.Unlock()
 	m.mu.Lock()
 	for key := range m.reroute {
-		m.rerouteLocked(key, m.router.table.Load())
+		m.rerouteLocked(ctx, key, m.router.table.Load())
 	}
 	m.mu.Unlock()
 	for _, eui := range expired {
@@ -536,7 +586,7 @@ func (m *Manager) Stop(ctx context.Context) {
 	var wg sync.WaitGroup
 	for eui, r := range m.apps {
 		wg.Add(1)
-		go func() { defer wg.Done(); m.stopLocked(r) }()
+		go func() { defer wg.Done(); m.stopLocked(ctx, r) }()
 		delete(m.apps, eui)
 	}
 	wg.Wait()

@@ -70,12 +70,12 @@ func TestManagerRoutingAndRemovedGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ob.Close()
-	m := NewManager(ctx, ob, nil, slog.New(slog.DiscardHandler))
+	m := runManager(ctx, t, ob, nil, slog.New(slog.DiscardHandler))
 	delivery := config.Default().Delivery
 	a := AppSettings{EUI: "00-00-00-00-00-00-00-0a", Name: "A", APIVersion: "1.0", URL: srv.URL + "/a", Delivery: delivery}
 	d := AppSettings{EUI: "00-00-00-00-00-00-00-0d", Name: "D", APIVersion: "1.0", URL: srv.URL + "/d", Delivery: delivery}
 	def := AppSettings{EUI: "00-00-00-00-00-00-00-0d", Name: "default", APIVersion: "1.0", URL: srv.URL + "/def", Delivery: delivery}
-	m.Apply(Desired{Default: &def, Appnets: []AppSettings{a, d}})
+	m.Apply(ctx, Desired{Default: &def, Appnets: []AppSettings{a, d}})
 	r := m.Router()
 	if got := r.Route(Message{AppEUI: d.EUI}); got == nil || got.Settings.Name != "default" {
 		t.Fatalf("EUI of both the default app and an appnet went to %+v", got)
@@ -94,8 +94,8 @@ func TestManagerRoutingAndRemovedGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone := AppSettings{EUI: "gone", Name: "gone", APIVersion: "1.0", URL: "mqtt://127.0.0.1:1", Delivery: delivery}
-	m.Apply(Desired{Default: &def, Appnets: []AppSettings{a, gone}})
-	m.Apply(Desired{Default: &def, Appnets: []AppSettings{a}})
+	m.Apply(ctx, Desired{Default: &def, Appnets: []AppSettings{a, gone}})
+	m.Apply(ctx, Desired{Default: &def, Appnets: []AppSettings{a}})
 	m.DropExpired(ctx, ob, time.Hour)
 	if s := ob.Stats("gone"); s.Rows != 1 {
 		t.Fatalf("rows dropped before the grace period: %+v", s)

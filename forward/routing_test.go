@@ -26,9 +26,9 @@ func TestDefaultAppFilterOff(t *testing.T) {
 		t.Run(tc.api+" "+tc.eui, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			m := NewManager(ctx, newOutbox(t), nil, testLogger(t, nil))
+			m := runManager(ctx, t, newOutbox(t), nil, testLogger(t, nil))
 			defer m.Stop(context.Background())
-			m.Apply(Desired{Default: &AppSettings{EUI: tc.eui, Name: "default", Source: "default", APIVersion: tc.api,
+			m.Apply(ctx, Desired{Default: &AppSettings{EUI: tc.eui, Name: "default", Source: "default", APIVersion: tc.api,
 				URL: "http://127.0.0.1:1/d", Delivery: slow}})
 			def := m.Router().Route(Message{AppEUI: tc.eui})
 			if def == nil {

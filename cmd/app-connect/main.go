@@ -174,7 +174,7 @@ func runDaemon(ctx context.Context, cfgPath string, stderr io.Writer) int {
 		for {
 			select {
 			case <-hup:
-				next, err := settings.Reload(cfgPath, cur, log.Logger, log.Level, d.setDefaultApp)
+				next, err := settings.Reload(cfgPath, cur, log.Logger, log.Level, func(o *config.DefaultApp) bool { return d.setDefaultApp(ctx, o) })
 				if err != nil {
 					log.Error("reload: configuration not applied", "err", err)
 					continue

@@ -32,12 +32,12 @@ type daemon struct {
 
 // setDefaultApp applies the YAML file's default_app block live (SIGHUP);
 // false before the applications are built.
-func (d *daemon) setDefaultApp(o *config.DefaultApp) bool {
+func (d *daemon) setDefaultApp(ctx context.Context, o *config.DefaultApp) bool {
 	a := d.apps.Load()
 	if a == nil {
 		return false
 	}
-	a.SetDefaultOverride(o)
+	a.SetDefaultOverride(ctx, o)
 	return true
 }
 
@@ -191,7 +191,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	})
 
 	downlinks, requests, deliveryLatency := d.state.Downlinks, d.state.Requests, d.state.DeliveryLatency
-	mgr := forward.NewManager(deliverCtx, outbox, local, log, forward.ManagerOptions{
+	mgr := forward.NewManager(outbox, local, log, forward.ManagerOptions{
 		Latency: deliveryLatency, Downlinks: downlinks, AppVersion: version,
 		Requests: &forward.Requests{Policy: cfg.RemoteRequests, LNS: ln.LNSAvailable(), Lora: lq, API: mp, Log: log,
 			MaxDownlink: cfg.Delivery.MaxDownlinkPayload, Outcomes: requests},
@@ -202,8 +202,12 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 			return app, ok && err == nil
 		},
 	})
+	var delivering sync.WaitGroup
+	delivering.Add(1)
+	go func() { defer delivering.Done(); mgr.Run(deliverCtx) }()
+	defer func() { stopDelivery(); delivering.Wait() }()
 	id := forward.Identity{UUIDRaw: ident.UUIDRaw, UUID: ident.UUID, Serial: ident.Serial, GatewayEUIs: gwEUIs}
-	apps := forward.NewApps(forward.AppsOptions{Config: cfg, Manager: mgr, MPower: mp, Lora: lq, Store: db, LNS: ln.LNSAvailable(),
+	apps := forward.NewApps(ctx, forward.AppsOptions{Config: cfg, Manager: mgr, MPower: mp, Lora: lq, Store: db, LNS: ln.LNSAvailable(),
 		Default: defApp, Appnets: appnets, Log: log, Identity: id,
 		OnDefaultApp: func(def config.DefaultApp) { d.applyMPowerLogLevel(cfg, def) }})
 	d.apps.Store(apps)
@@ -256,6 +260,7 @@ func (d *daemon) run(ctx context.Context, cfg config.Config) error {
 	mgr.Stop(flushCtx)
 	cancelFlush()
 	stopDelivery()
+	delivering.Wait()
 	// 4. The outbox: the deletions of what was delivered are committed; what
 	// was not stays queued for the next start. The join proxy, the database
 	// and the admin endpoint follow (deferred).

@@ -59,6 +59,9 @@ type options struct {
 	qemu       string
 	floor      string // reference subscriber of the "floor" part (scripts/floor)
 	armFloor   string // the same for ARMv5, run by the "arm" part when set
+	transports string // "http,mqtt": the transports of the steady, burst and arm parts
+	queues     string // "default,unlimited": the local broker's queue limits of the burst part
+	inflight   int    // delivery.mqtt_inflight of the MQTT runs; 0: app-connect's default
 }
 
 func usage(w io.Writer) {
@@ -92,6 +95,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long the demo publishes")
 	fs.IntVar(&o.gomaxprocs, "gomaxprocs", 1, "GOMAXPROCS of app-connect (bench; 0: Go's default)")
 	fs.StringVar(&o.only, "only", "steady,floor,burst,drain", "bench parts to run (steady, floor, burst, drain, arm)")
+	fs.StringVar(&o.transports, "transports", "http,mqtt", "transports of the steady, burst and arm parts (http, mqtt; comma-separated)")
+	fs.IntVar(&o.inflight, "mqtt-inflight", 0, "delivery.mqtt_inflight of the MQTT runs (0: app-connect's default)")
+	fs.StringVar(&o.queues, "queues", "default,unlimited", "local broker queue limits of the burst part (default, unlimited; comma-separated)")
 	fs.StringVar(&o.floor, "floor", "build/bench-floor", "reference subscriber of the floor part (scripts/floor: paho + net/http, no storage)")
 	fs.StringVar(&o.armFloor, "arm-floor", "", "ARMv5 build of scripts/floor: the arm part runs it too, as a reference")
 	fs.StringVar(&o.arm, "arm", "build/app-connect-armv5", "ARMv5 app-connect binary for the arm part (make build-arm)")
@@ -362,17 +368,41 @@ func (e *orchestrator) bench(ctx context.Context, dir string) int {
 		e.log.Error("mosquitto not found (scripts/install-test-deps.sh installs it)", "err", err)
 		return 1
 	}
+	var mqs []bool
+	for _, tr := range strings.Split(e.o.transports, ",") {
+		switch strings.TrimSpace(tr) {
+		case "http":
+			mqs = append(mqs, false)
+		case "mqtt":
+			mqs = append(mqs, true)
+		default:
+			e.log.Error("unknown transport in -transports (http, mqtt)", "transport", tr)
+			return 2
+		}
+	}
+	var queues []brokerRun
+	for _, q := range strings.Split(e.o.queues, ",") {
+		switch strings.TrimSpace(q) {
+		case "default":
+			queues = append(queues, defaultQueues)
+		case "unlimited":
+			queues = append(queues, unlimitedQueues)
+		default:
+			e.log.Error("unknown queue limit in -queues (default, unlimited)", "queues", q)
+			return 2
+		}
+	}
 	var runs []benchRun
 	for _, part := range strings.Split(e.o.only, ",") {
 		switch strings.TrimSpace(part) {
 		case "steady":
-			for _, mq := range []bool{false, true} {
+			for _, mq := range mqs {
 				runs = append(runs, benchRun{part: "steady", name: "50 uplinks/s for 60 s, " + transportName(mq), broker: defaultQueues,
 					mqtt: mq, devices: 50, uplinks: 60, rate: 50})
 			}
 		case "burst":
-			for _, mq := range []bool{false, true} {
-				for _, br := range []brokerRun{defaultQueues, unlimitedQueues} {
+			for _, mq := range mqs {
+				for _, br := range queues {
 					runs = append(runs, benchRun{part: "burst", name: fmt.Sprintf("burst of %d from %d devices, %s, %s", e.o.devices*e.o.uplinks, e.o.devices, transportName(mq), br.name),
 						broker: br, mqtt: mq, devices: e.o.devices, uplinks: e.o.uplinks, rate: e.o.rate})
 				}
@@ -381,7 +411,7 @@ func (e *orchestrator) bench(ctx context.Context, dir string) int {
 			runs = append(runs, benchRun{part: "floor", name: "reference, not app-connect: paho subscriber + one net/http POST per uplink, no storage, 50 uplinks/s for 60 s, HTTP",
 				broker: defaultQueues, devices: 50, uplinks: 60, rate: 50, floor: true})
 		case "arm":
-			for _, mq := range []bool{false, true} {
+			for _, mq := range mqs {
 				runs = append(runs, benchRun{part: "arm", name: "ARMv5 binary under " + e.o.qemu + ", 20 uplinks/s for 60 s, " + transportName(mq),
 					broker: defaultQueues, mqtt: mq, devices: 20, uplinks: 60, rate: 20, arm: true})
 			}
@@ -492,6 +522,8 @@ func (e *orchestrator) benchRun(ctx context.Context, mosq, dir string, r benchRu
 	if r.drain {
 		simArgs = append(simArgs, "-sink-down-while-publishing", "-sink-latency", "100ms")
 		yamlMore = "delivery:\n  retry_max: 1s\n" // the drain measures the lanes, not the outage's last backoff
+	} else if r.mqtt && e.o.inflight > 0 {
+		yamlMore = fmt.Sprintf("delivery:\n  mqtt_inflight: %d\n", e.o.inflight)
 	}
 	var env []string
 	var emulator, binary string
