@@ -315,8 +315,8 @@ func TestIntakeAcknowledgesOnlyOnceSynced(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
-	m := NewManager(ctx, newOutbox(t), nil, log)
-	m.Apply(Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
+	m := runManager(ctx, t, newOutbox(t), nil, log)
+	m.Apply(ctx, Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
 		URL: "http://127.0.0.1:1/app", Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
 	defer m.Stop(context.Background())
 	ap := &slowSyncAppender{commits: make(chan struct{}, 16)}
