@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,7 +64,7 @@ func TestLoadErrorsNameFileLineAndKey(t *testing.T) {
 		want string // the whole error text, one line per problem
 	}{
 		{"unknown top-level key", "lnss:\n  broker: x\n",
-			"a.yml:1: lnss: unknown key (known: admin, claim, default_app, delivery, gateway, join, lns, log, mpower, remote_requests, status_report, storage)"},
+			"a.yml:1: lnss: unknown key (known: admin, claim, default_app, delivery, gateway, join, lns, log, memory, mpower, remote_requests, status_report, storage)"},
 		{"unknown nested key", "lns:\n  broker: tcp://h:1\n  brokr: x\n",
 			"a.yml:3: lns.brokr: unknown key (known: broker, client_id, password, username)"},
 		{"duplicate key", "lns:\n  broker: tcp://h:1\n  broker: tcp://h:2\n", "a.yml:3: lns.broker: given twice (first on line 2)"},
@@ -71,6 +72,9 @@ func TestLoadErrorsNameFileLineAndKey(t *testing.T) {
 		{"fraction for a number", "storage:\n  outbox_max_rows: 1.5\n", `a.yml:2: storage.outbox_max_rows: must be a whole number, got "1.5"`},
 		{"number for a duration", "delivery:\n  retry_min: 5\n", `a.yml:2: delivery.retry_min: must be a duration such as 5s, got "5"`},
 		{"word for a duration", "delivery:\n  retry_min: soon\n", `a.yml:2: delivery.retry_min: must be a duration such as 5s, got "soon"`},
+		{"GC percentage too low", "memory:\n  gc_percent: 5\n", "a.yml:2: memory.gc_percent: must be 10..1000, got 5"},
+		{"GC percentage too high", "memory:\n  gc_percent: 5000\n", "a.yml:2: memory.gc_percent: must be 10..1000, got 5000"},
+		{"GC percentage off", "memory:\n  gc_percent: off\n", `a.yml:2: memory.gc_percent: must be a whole number, got "off"`},
 		{"word for a flag", "delivery:\n  mqtt_retain_events: maybe\n", `a.yml:2: delivery.mqtt_retain_events: must be true or false, got "maybe"`},
 		{"list for a text", "lns:\n  broker: [a, b]\n", "a.yml:2: lns.broker: must be a single value, got a list"},
 		{"tab indentation", "lns:\n\tbroker: tcp://h:1\n", "a.yml:2: tabs are not allowed for indentation; use spaces"},
@@ -124,6 +128,20 @@ func TestLoadErrorsNameFileLineAndKey(t *testing.T) {
 		"a.yml:7: default_app.bogus: unknown key (known: apiVersion, backhaulDetect, enabled, encodeHex, eui, log, options, requestOptions, url)"
 	if err == nil || err.Error() != want {
 		t.Fatalf("errors of one run\n got %v\nwant %s", err, want)
+	}
+}
+
+// memory.gc_percent defaults to DefaultGCPercent (below Go's 100: README
+// "Resource budget") and takes any value in 10..1000.
+func TestMemoryGCPercent(t *testing.T) {
+	if got := Default().Memory.GCPercent; got != 50 {
+		t.Fatalf("default gc_percent = %d, want 50", got)
+	}
+	for _, v := range []int{10, 100, 1000} {
+		cfg, err := Parse("a.yml", fmt.Appendf(nil, "memory:\n  gc_percent: %d\n", v))
+		if err != nil || cfg.Memory.GCPercent != v {
+			t.Fatalf("gc_percent %d: got %d, %v", v, cfg.Memory.GCPercent, err)
+		}
 	}
 }
 

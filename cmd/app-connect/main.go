@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -135,6 +136,7 @@ func runDaemon(ctx context.Context, cfgPath string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
 	}
+	setGCPercent(cfg.Memory, os.Getenv)
 	// status.json and the admin endpoint first: everything after them can
 	// wait or fail, and shows there. Their lines go to stderr until the
 	// logger exists (it needs mPower's log settings).
@@ -193,6 +195,19 @@ func runDaemon(ctx context.Context, cfgPath string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// setGCPercent applies memory.gc_percent, unless the GOGC environment
+// variable is set (the Go runtime has applied it then). It returns the
+// setting in force (-1: off, only through GOGC).
+func setGCPercent(m config.Memory, getenv func(string) string) int {
+	if getenv("GOGC") != "" {
+		p := debug.SetGCPercent(100)
+		debug.SetGCPercent(p)
+		return p
+	}
+	debug.SetGCPercent(m.GCPercent)
+	return m.GCPercent
 }
 
 func selftest(stdout, stderr io.Writer) int {

@@ -6,9 +6,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
+	"github.com/lorawan-gateway/app-connect/config"
 	"github.com/lorawan-gateway/app-connect/internal/admin"
 	"github.com/lorawan-gateway/app-connect/internal/sim"
 	"github.com/lorawan-gateway/app-connect/internal/testpeer"
@@ -92,5 +94,32 @@ func TestCheckConfigWritesTheRefusal(t *testing.T) {
 	if err := json.Unmarshal(b, &d); err != nil || d.PID != 0 || d.AppInfo != "not started: "+strings.TrimSuffix(errb.String(), "\n") ||
 		!strings.HasPrefix(d.AppInfo, "not started: "+bad+":2: lns.brokr: unknown key") {
 		t.Fatalf("status.json %s (%v); check-config said %q", b, err, errb.String())
+	}
+}
+
+// memory.gc_percent is applied unless GOGC is set in the environment (the
+// Go runtime applied that one at start and it stays).
+func TestSetGCPercent(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "GOGC" {
+				return v
+			}
+			return ""
+		}
+	}
+	if got := setGCPercent(config.Memory{GCPercent: 30}, env("")); got != 30 {
+		t.Fatalf("setGCPercent = %d, want 30", got)
+	}
+	if got := debug.SetGCPercent(70); got != 30 {
+		t.Fatalf("GC percentage in force %d, want 30 (memory.gc_percent)", got)
+	}
+	// GOGC set: the runtime's setting (70 here) stays.
+	if got := setGCPercent(config.Memory{GCPercent: 30}, env("70")); got != 70 {
+		t.Fatalf("with GOGC set: setGCPercent = %d, want 70", got)
+	}
+	if got := debug.SetGCPercent(100); got != 70 {
+		t.Fatalf("with GOGC set: GC percentage in force %d, want 70", got)
 	}
 }
