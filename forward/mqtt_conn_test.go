@@ -91,10 +91,9 @@ func TestBufferedConnGroupsWrites(t *testing.T) {
 	release, waiting := sc.holdNext()
 	c := newBufferedConn(sc)
 	defer c.Close()
-	if _, err := c.Write([]byte("first.")); err != nil {
-		t.Fatal(err)
-	}
-	<-waiting // the flusher is in the socket's write
+	firstErr := make(chan error, 1)
+	go func() { _, err := c.Write([]byte("first.")); firstErr <- err }() // isolated: written by its caller
+	<-waiting // the first write is in the socket's write
 	var want strings.Builder
 	want.WriteString("first.")
 	for i := range 100 {
@@ -105,6 +104,9 @@ func TestBufferedConnGroupsWrites(t *testing.T) {
 		}
 	}
 	release()
+	if err := <-firstErr; err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		calls, all := sc.written()
@@ -118,6 +120,25 @@ func TestBufferedConnGroupsWrites(t *testing.T) {
 			t.Fatalf("written %q\nwant    %q", all, want.String())
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// An isolated packet is written by its caller before Write returns: no
+// hand-off to the flusher goroutine at a steady rate.
+func TestBufferedConnWritesAnIsolatedPacketAtOnce(t *testing.T) {
+	sc := &scriptedConn{in: bytes.NewReader(nil)}
+	c := newBufferedConn(sc)
+	defer c.Close()
+	for i, p := range []string{"one.", "two."} {
+		if i > 0 {
+			time.Sleep(2 * connBusy) // apart: each is isolated
+		}
+		if _, err := c.Write([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+		if calls, all := sc.written(); calls != i+1 || !strings.HasSuffix(all, p) {
+			t.Fatalf("after Write(%q) returned: %d system calls, written %q; want it written by the call", p, calls, all)
+		}
 	}
 }
 
@@ -148,9 +169,9 @@ func TestBufferedConnCloseFlushes(t *testing.T) {
 	sc := &scriptedConn{in: bytes.NewReader(nil)}
 	release, waiting := sc.holdNext()
 	c := newBufferedConn(sc)
-	c.Write([]byte("publish."))
+	go c.Write([]byte("publish.")) // isolated: written by its caller, held in the socket
 	<-waiting
-	c.Write([]byte("disconnect."))
+	c.Write([]byte("disconnect.")) // queued behind it
 	closed := make(chan struct{})
 	go func() { defer close(closed); c.Close() }()
 	release()
@@ -171,7 +192,8 @@ func TestBufferedConnWriteErrorClosesAndFails(t *testing.T) {
 	release, waiting := sc.holdNext()
 	c := newBufferedConn(sc)
 	defer c.Close()
-	c.Write([]byte("x"))
+	firstErr := make(chan error, 1)
+	go func() { _, err := c.Write([]byte("x")); firstErr <- err }() // isolated: written by its caller, held
 	<-waiting
 	big := make([]byte, connWritePending)
 	if _, err := c.Write(big); err != nil { // queued: the queue was empty
@@ -185,6 +207,9 @@ func TestBufferedConnWriteErrorClosesAndFails(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 	release()
+	if err := <-firstErr; err == nil || !strings.Contains(err.Error(), "broken pipe") {
+		t.Fatalf("the write held in the socket: %v, want the socket's error", err)
+	}
 	if err := <-blocked; err == nil || !strings.Contains(err.Error(), "broken pipe") {
 		t.Fatalf("waiting write: %v, want the socket's error", err)
 	}
