@@ -93,7 +93,7 @@ func TestBufferedConnGroupsWrites(t *testing.T) {
 	defer c.Close()
 	firstErr := make(chan error, 1)
 	go func() { _, err := c.Write([]byte("first.")); firstErr <- err }() // isolated: written by its caller
-	<-waiting // the first write is in the socket's write
+	<-waiting                                                            // the first write is in the socket's write
 	var want strings.Builder
 	want.WriteString("first.")
 	for i := range 100 {
