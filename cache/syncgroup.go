@@ -45,7 +45,9 @@ func (s Synced) Wait(ctx context.Context) error {
 // SyncResult is a Synced already done, with err: what a fake of the outbox
 // returns.
 func SyncResult(err error) Synced {
-	return Synced{&syncGroup{done: closedChan, err: err}}
+	s, end := NewSynced()
+	end(err)
+	return s
 }
 
 // NewSynced is a Synced that is done when end is called (once), with err:

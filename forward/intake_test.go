@@ -67,6 +67,18 @@ func (s *scriptedAppender) Commit(ctx context.Context, rows []cache.Row, _ int) 
 	return nil, cache.Synced{}, nil
 }
 
+// intakeRouter runs a Manager with one default application (appEUI at url,
+// retries an hour apart) on a real, empty outbox: the rows go to the test's
+// own outbox write side, the Manager only routes. It is stopped at cleanup.
+func intakeRouter(ctx context.Context, t *testing.T, appEUI, url string, log *slog.Logger) *Manager {
+	t.Helper()
+	m := runManager(ctx, t, newOutbox(t), nil, log)
+	m.Apply(ctx, Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
+		URL: url, Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
+	t.Cleanup(func() { m.Stop(context.Background()) })
+	return m
+}
+
 // ack is a message's acknowledgement to the local broker.
 func (s *scriptedAppender) ack(body string) func() {
 	return func() {
@@ -104,13 +116,10 @@ func TestIntakeAcknowledgesOnlyAfterCommit(t *testing.T) {
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				log := slog.New(slog.DiscardHandler)
-				m := runManager(ctx, t, newOutbox(t), nil, log) // a real, empty outbox: the rows go to the scripted appender
-				m.Apply(ctx, Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
-					URL: urls[scheme], Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
+				m := intakeRouter(ctx, t, appEUI, urls[scheme], log)
 				if len(m.Router().Applications()) != 1 {
 					t.Fatalf("application for %s not set up", urls[scheme])
 				}
-				defer m.Stop(context.Background())
 				ap := newScriptedAppender()
 				in := NewIntake(ap, nil, m.Router(), nil, log)
 				in.MaxBatch = batch
@@ -180,10 +189,7 @@ func TestIntakeStoppedDuringFailingCommitAcknowledgesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
-	m := runManager(ctx, t, newOutbox(t), nil, log) // a real, empty outbox: the rows go to the scripted appender
-	m.Apply(ctx, Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
-		URL: "http://127.0.0.1:1/app", Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
-	defer m.Stop(context.Background())
+	m := intakeRouter(ctx, t, appEUI, "http://127.0.0.1:1/app", log)
 	ap := newScriptedAppender()
 	in := NewIntake(ap, nil, m.Router(), nil, log)
 	msgs := make(chan Message, 3)
@@ -244,10 +250,7 @@ func TestIntakeRecommitsWhatASyncFailed(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
-	m := runManager(ctx, t, newOutbox(t), nil, log)
-	m.Apply(ctx, Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
-		URL: "http://127.0.0.1:1/app", Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
-	defer m.Stop(context.Background())
+	m := intakeRouter(ctx, t, appEUI, "http://127.0.0.1:1/app", log)
 	ap := &syncFailingAppender{durable: map[string]int{}, acked: map[string]int{}}
 	in := NewIntake(ap, nil, m.Router(), nil, log)
 	in.MaxBatch = 2
@@ -315,10 +318,7 @@ func TestIntakeAcknowledgesOnlyOnceSynced(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.DiscardHandler)
-	m := runManager(ctx, t, newOutbox(t), nil, log)
-	m.Apply(ctx, Desired{Default: &AppSettings{EUI: appEUI, Name: "default", Source: "default", APIVersion: config.API10,
-		URL: "http://127.0.0.1:1/app", Delivery: config.Delivery{RetryMin: time.Hour, RetryMax: time.Hour}}})
-	defer m.Stop(context.Background())
+	m := intakeRouter(ctx, t, appEUI, "http://127.0.0.1:1/app", log)
 	ap := &slowSyncAppender{commits: make(chan struct{}, 16)}
 	in := NewIntake(ap, nil, m.Router(), nil, log)
 	var mu sync.Mutex

@@ -353,6 +353,11 @@ func (t *mqttTransport) drop(conn *mqttConn) {
 func (t *mqttTransport) waitToken(ctx context.Context, conn *mqttConn, tok paho.Token) error {
 	timer := time.NewTimer(t.ackTimeout)
 	defer timer.Stop()
+	return awaitToken(ctx, conn, tok, timer.C)
+}
+
+// awaitToken waits for tok's answer, the connection's loss, ctx or expired.
+func awaitToken(ctx context.Context, conn *mqttConn, tok paho.Token, expired <-chan time.Time) error {
 	select {
 	case <-tok.Done():
 		return tok.Error()
@@ -360,7 +365,7 @@ func (t *mqttTransport) waitToken(ctx context.Context, conn *mqttConn, tok paho.
 		return conn.lostErr()
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-timer.C:
+	case <-expired:
 		return errors.New("no answer from the broker")
 	}
 }
@@ -493,16 +498,7 @@ func (t *mqttTransport) waitAck(ctx context.Context, conn *mqttConn, tok paho.To
 		t.ackTimer.Reset(t.ackTimeout)
 	}
 	defer t.ackTimer.Stop()
-	select {
-	case <-tok.Done():
-		return tok.Error()
-	case <-conn.lost:
-		return conn.lostErr()
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.ackTimer.C:
-		return errors.New("no answer from the broker")
-	}
+	return awaitToken(ctx, conn, tok, t.ackTimer.C)
 }
 
 func done(toks []paho.Token) bool {
