@@ -1,12 +1,11 @@
 package forward
 
 import (
-	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -44,38 +43,30 @@ const maxReply = 1 << 20
 
 // HTTPTransport speaks the original program's HTTP(S) protocol (conduit.md §6).
 type HTTPTransport struct {
-	base    string // scheme://host:port/prefix
-	client  *http.Client
+	client  *h1Client    // h1.go: keep-alive connections, one per lane
 	timeout atomic.Int64 // time.Duration: init's answer sets it while status reports may be posting
 }
 
 // NewHTTPTransport builds the transport for an http:// or https:// endpoint.
 func NewHTTPTransport(ep config.Endpoint, opts config.AppOptions, timeout time.Duration) (*HTTPTransport, error) {
-	tr := &http.Transport{
-		Proxy:               nil,              // a gateway talks to its cloud directly
-		MaxIdleConnsPerHost: DefaultHTTPLanes, // a keep-alive connection per lane
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 15 * time.Second,
-		ForceAttemptHTTP2:   false,
-	}
+	var tc *tls.Config
 	if ep.Scheme == "https" {
-		tc, err := TLSConfig(ep.Host, opts)
-		if err != nil {
+		var err error
+		if tc, err = TLSConfig(ep.Host, opts); err != nil {
 			return nil, fmt.Errorf("forward: %s: %w", ep.BaseURL(), err)
 		}
-		tr.TLSClientConfig = tc
 	}
-	h := &HTTPTransport{base: ep.BaseURL(), client: &http.Client{Transport: tr}}
+	c, err := newH1Client(ep.Scheme, ep.Address(), ep.Path, ep.Host, tc, DefaultHTTPLanes)
+	if err != nil {
+		return nil, fmt.Errorf("forward: %s: %w", ep.BaseURL(), err)
+	}
+	h := &HTTPTransport{client: c}
 	h.timeout.Store(int64(timeout))
 	return h, nil
 }
 
 // keepAlive sets how many idle connections are kept (one per lane).
-func (h *HTTPTransport) keepAlive(n int) {
-	if tr, ok := h.client.Transport.(*http.Transport); ok {
-		tr.MaxIdleConnsPerHost = n
-	}
-}
+func (h *HTTPTransport) keepAlive(n int) { h.client.setMaxIdle(n) }
 
 // Post sends body to path; a non-2xx status is a *StatusError. The reply body
 // (up to 1 MiB) is returned for 2xx answers.
@@ -87,28 +78,12 @@ func (h *HTTPTransport) do(ctx context.Context, method, path string, body []byte
 	if timeout <= 0 {
 		timeout = time.Duration(h.timeout.Load())
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, h.base+path, bytes.NewReader(body))
+	status, reply, err := h.client.do(ctx, method, path, body, timeout)
+	if status != 0 && (status < 200 || status > 299) {
+		return nil, &StatusError{Method: method, Path: path, Status: status}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "text/plain")
-	req.ContentLength = int64(len(body))
-	resp, err := h.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxReply))
-	// Drain a little more so the connection can be reused.
-	io.CopyN(io.Discard, resp.Body, 64<<10)
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, &StatusError{Method: method, Path: path, Status: resp.StatusCode}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: reading reply: %w", method, path, err)
 	}
 	return reply, nil
 }
@@ -125,7 +100,7 @@ func (h *HTTPTransport) Init(ctx context.Context, path string, gatewayEUIs []str
 // Close posts the close notice with a 5 s timeout.
 func (h *HTTPTransport) Close(ctx context.Context, path string) error {
 	_, err := h.Post(ctx, path, nil, 5*time.Second)
-	h.client.CloseIdleConnections()
+	h.client.closeIdle()
 	return err
 }
 
