@@ -360,6 +360,7 @@ type benchRun struct {
 	drain      bool
 	arm        bool // the ARMv5 binary under the emulator
 	floor      bool // scripts/floor instead of app-connect: the libraries' least CPU per uplink
+	floorRaw   bool // scripts/floor in its raw mode: one goroutine, no client libraries' machinery
 }
 
 func (e *orchestrator) bench(ctx context.Context, dir string) int {
@@ -409,7 +410,9 @@ func (e *orchestrator) bench(ctx context.Context, dir string) int {
 			}
 		case "floor":
 			runs = append(runs, benchRun{part: "floor", name: "reference, not app-connect: paho subscriber + one net/http POST per uplink, no storage, 50 uplinks/s for 60 s, HTTP",
-				broker: defaultQueues, devices: 50, uplinks: 60, rate: 50, floor: true})
+				broker: defaultQueues, devices: 50, uplinks: 60, rate: 50, floor: true},
+				benchRun{part: "floor", name: "reference, not app-connect: the raw floor, one goroutine relaying each uplink with its own MQTT packet loop and HTTP request writing, no storage, 50 uplinks/s for 60 s, HTTP",
+					broker: defaultQueues, devices: 50, uplinks: 60, rate: 50, floor: true, floorRaw: true})
 		case "arm":
 			for _, mq := range mqs {
 				runs = append(runs, benchRun{part: "arm", name: "ARMv5 binary under " + e.o.qemu + ", 20 uplinks/s for 60 s, " + transportName(mq),
@@ -417,7 +420,9 @@ func (e *orchestrator) bench(ctx context.Context, dir string) int {
 			}
 			if e.o.armFloor != "" {
 				runs = append(runs, benchRun{part: "arm", name: "reference, not app-connect: the floor (scripts/floor) for ARMv5 under " + e.o.qemu + ", 20 uplinks/s for 60 s, HTTP",
-					broker: defaultQueues, devices: 20, uplinks: 60, rate: 20, arm: true, floor: true})
+					broker: defaultQueues, devices: 20, uplinks: 60, rate: 20, arm: true, floor: true},
+					benchRun{part: "arm", name: "reference, not app-connect: the raw floor (scripts/floor, APPCONNECT_FLOOR=raw) for ARMv5 under " + e.o.qemu + ", 20 uplinks/s for 60 s, HTTP",
+						broker: defaultQueues, devices: 20, uplinks: 60, rate: 20, arm: true, floor: true, floorRaw: true})
 			}
 		case "drain":
 			runs = append(runs, benchRun{part: "drain", name: fmt.Sprintf("drain: %d queued while the remote was down, then 100 ms per answer, HTTP", e.o.devices*e.o.uplinks),
@@ -546,6 +551,9 @@ func (e *orchestrator) benchRun(ctx context.Context, mosq, dir string, r benchRu
 	}
 	if e.o.gomaxprocs > 0 {
 		env = append(env, fmt.Sprintf("GOMAXPROCS=%d", e.o.gomaxprocs))
+	}
+	if r.floorRaw {
+		env = append(env, "APPCONNECT_FLOOR=raw")
 	}
 	return e.runSession(ctx, session{
 		name:     r.name,

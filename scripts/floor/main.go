@@ -7,6 +7,10 @@
 // loses messages on any error: its CPU per uplink is a floor for app-connect's,
 // which adds the durable outbox, routing and everything else.
 //
+// With APPCONNECT_FLOOR=raw it is the raw floor (raw.go): the same relay in
+// one goroutine with its own packet loop and request writing, no client
+// library machinery.
+//
 // It is started by `make bench` (scripts/e2e, part "floor") the way
 // app-connect is: `floor run --config <app-connect.yml>`.
 package main
@@ -55,6 +59,9 @@ func run(args []string) error {
 	url, err := defaultAppURL(ctx, cfg.MPower.API)
 	if err != nil {
 		return err
+	}
+	if os.Getenv("APPCONNECT_FLOOR") == "raw" {
+		return runRaw(ctx, cfg.LNS.Broker, url) // raw.go
 	}
 	client := &http.Client{Timeout: 30 * time.Second}
 	opts := mqtt.NewClientOptions().AddBroker(cfg.LNS.Broker).SetClientID("app-connect-bench-floor").
