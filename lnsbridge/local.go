@@ -390,23 +390,25 @@ func (l *Local) serve(ctx context.Context, m *mqttConn) error {
 			return m.err
 		case <-t.C:
 		}
-		now := m.since()
+		// Two clocks: the answer to an outstanding PINGREQ, and the
+		// keepalive (a PINGREQ whenever nothing was written for keep).
+		next := keep
 		if asked := m.pingSent.Load(); asked != 0 {
 			wait := m.answerWait(asked, pingTimeout)
 			if wait <= 0 {
 				m.close(fmt.Errorf("no PINGRESP within %s", pingTimeout))
 				continue
 			}
-			t.Reset(wait)
-			continue
+			next = wait
 		}
-		if idle := time.Duration(now - m.lastWrite.Load()); idle < keep {
-			t.Reset(keep - idle)
-			continue
+		now := m.since()
+		idle := time.Duration(now - m.lastWrite.Load())
+		if idle >= keep {
+			m.pingSent.CompareAndSwap(0, max(now, 1)) // an earlier PINGREQ still unanswered keeps its time
+			_ = m.write(func(b []byte) []byte { return append(b, pktPingreq<<4, 0) }) // a failure closes m
+			idle = 0
 		}
-		m.pingSent.Store(max(now, 1))
-		_ = m.write(func(b []byte) []byte { return append(b, pktPingreq<<4, 0) }) // a failure closes m
-		t.Reset(pingTimeout)
+		t.Reset(min(next, keep-idle))
 	}
 }
 
