@@ -404,7 +404,7 @@ func (l *Local) serve(ctx context.Context, m *mqttConn) error {
 		now := m.since()
 		idle := time.Duration(now - m.lastWrite.Load())
 		if idle >= keep {
-			m.pingSent.CompareAndSwap(0, max(now, 1)) // an earlier PINGREQ still unanswered keeps its time
+			m.pingSent.CompareAndSwap(0, max(now, 1))                                 // an earlier PINGREQ still unanswered keeps its time
 			_ = m.write(func(b []byte) []byte { return append(b, pktPingreq<<4, 0) }) // a failure closes m
 			idle = 0
 		}
