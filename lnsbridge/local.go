@@ -119,7 +119,8 @@ type LocalStats struct {
 	Connected bool
 }
 
-// errLocalStopped is what a downlink gets once Stop was called.
+// errLocalStopped is what a downlink gets once Stop was called or Start's
+// context ended.
 var errLocalStopped = errors.New("local broker client stopped")
 
 // NewLocal builds the client; SetHandler then Start connect it.
@@ -546,6 +547,15 @@ func (l *Local) published(m *mqttConn, id uint16) {
 	}
 }
 
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
 // allocID returns a packet identifier no downlink or subscription in flight
 // uses. Called with l.mu held.
 func (l *Local) allocID() (uint16, bool) {
@@ -577,7 +587,8 @@ func (l *Local) Clear(ctx context.Context, devEUI string) error {
 // client stops; the message may still have reached the broker then.
 func (l *Local) publish(ctx context.Context, topic string, payload []byte) error {
 	l.mu.Lock()
-	if l.stopping.Load() {
+	ended := l.done // nil before Start: wait for it
+	if l.stopping.Load() || isDone(ended) {
 		l.mu.Unlock()
 		return fmt.Errorf("lnsbridge: publish %s: %w", topic, errLocalStopped)
 	}
@@ -605,6 +616,8 @@ func (l *Local) publish(ctx context.Context, topic string, payload []byte) error
 	case <-ctx.Done():
 		err = ctx.Err()
 	case <-l.stopped:
+		err = errLocalStopped
+	case <-ended: // Start's context ended
 		err = errLocalStopped
 	}
 	l.mu.Lock()
