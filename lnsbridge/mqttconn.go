@@ -375,8 +375,9 @@ type mqttConn struct {
 	writeTimeout time.Duration
 	start        time.Time // the clock of lastWrite and lastRead
 
-	wmu  sync.Mutex
-	wbuf []byte
+	wmu      sync.Mutex
+	wbuf     []byte
+	deadline time.Time // the write deadline set
 
 	lastWrite atomic.Int64 // since start, when the last packet was written
 	lastRead  atomic.Int64 // since start, when the last packet was read
@@ -426,9 +427,15 @@ func (m *mqttConn) write(build func([]byte) []byte) error {
 		return fmt.Errorf("lnsbridge: local broker connection closed: %w", m.err)
 	}
 	m.wbuf = build(m.wbuf[:0])
-	if err := m.c.SetWriteDeadline(time.Now().Add(m.writeTimeout)); err != nil {
-		m.close(err)
-		return err
+	// The deadline is moved only once half of it has passed: a write may
+	// take between half the timeout and all of it, and the PUBACK of every
+	// message does not pay for resetting the runtime's timer.
+	if now := time.Now(); m.deadline.Sub(now) < m.writeTimeout/2 {
+		m.deadline = now.Add(m.writeTimeout)
+		if err := m.c.SetWriteDeadline(m.deadline); err != nil {
+			m.close(err)
+			return err
+		}
 	}
 	if _, err := m.c.Write(m.wbuf); err != nil {
 		err = fmt.Errorf("lnsbridge: writing to the local broker: %w", err)
