@@ -451,3 +451,66 @@ func (p *proxy) freeze(on bool) {
 		p.thaw.Broadcast()
 	}
 }
+
+// Stop returns while the reader is blocked inside the handler (the intake
+// stops after the local client, see cmd/app-connect); once the handler
+// returns, the reader ends without handing on the next message, and an Ack
+// after Stop is not sent: the next session gets both messages again.
+func TestLocalStopWithTheHandlerBlocked(t *testing.T) {
+	b := testpeer.StartMosquitto(t, testpeer.MosquittoOptions{})
+	p := publisherAs(t, b.URL(), "pub")
+	before := runtime.NumGoroutine()
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var got []Incoming
+	l := NewLocal(LocalOptions{Broker: b.URL(), ClientID: "app-connect-TEST", Logger: slog.New(slog.DiscardHandler)})
+	l.SetHandler(func(in Incoming) {
+		mu.Lock()
+		got = append(got, in)
+		mu.Unlock()
+		<-release
+	})
+	if err := l.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := l.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	topic, m1 := upEvent(t, 1)
+	_, m2 := upEvent(t, 2)
+	pub(t, p, topic, m1)
+	pub(t, p, topic, m2)
+	eventually(t, "the handler holds the first message", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == 1
+	})
+	stopped := make(chan struct{})
+	go func() { l.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Stop waits for a handler that waits for Stop")
+	}
+	close(release)
+	eventually(t, "goroutines back", func() bool { return runtime.NumGoroutine() <= before })
+	mu.Lock()
+	n := len(got)
+	first := got[0]
+	mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d messages handed on, the second one after Stop", n)
+	}
+	first.Ack() // after Stop: not sent
+
+	l2 := startLocalWith(t, b.URL(), localSetup{}, true)
+	for want := uint32(1); want <= 2; want++ {
+		in, fc := nextFCnt(t, l2)
+		if fc != want {
+			t.Fatalf("fcnt %d, want %d", fc, want)
+		}
+		in.Ack()
+	}
+}
