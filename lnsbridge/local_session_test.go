@@ -514,3 +514,42 @@ func TestLocalStopWithTheHandlerBlocked(t *testing.T) {
 		in.Ack()
 	}
 }
+
+// A downlink asked for while there is no connection waits for one and goes
+// out on it; one whose context ends first fails with the context's error.
+func TestLocalPublishWaitsForTheConnection(t *testing.T) {
+	b := testpeer.StartMosquitto(t, testpeer.MosquittoOptions{})
+	sub := publisherAs(t, b.URL(), "sub")
+	got := make(chan mqtt.Message, 4)
+	if tok := sub.Subscribe("lora/+/clear", 1, func(_ mqtt.Client, m mqtt.Message) { got <- m }); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	l := NewLocal(LocalOptions{Broker: b.URL(), ClientID: "app-connect-TEST", Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(l.Stop)
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := l.Clear(short, "00-11-00-11-00-11-00-22"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("clear without a connection: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done <- l.Clear(ctx, "00-11-00-11-00-11-00-11")
+	}()
+	time.Sleep(100 * time.Millisecond) // the Clear waits, not yet connected
+	if err := l.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m.Topic() != "lora/00-11-00-11-00-11-00-11/clear" {
+			t.Fatalf("got %s: the abandoned clear went out", m.Topic())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("clear not delivered")
+	}
+}
