@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/url"
 	"syscall"
-
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
 // The connection to the local broker.
@@ -21,8 +19,9 @@ import (
 // arrives, and the kernel delays that acknowledgement by up to 40 ms while no
 // data goes back. So after each read the connection asks the kernel to
 // acknowledge at once (TCP_QUICKACK, which is not sticky: set after every
-// read). Reads are buffered as well: paho reads a packet's fixed header byte
-// by byte, a system call each.
+// read). Reads are buffered as well: the packet reader (mqttconn.go) takes a
+// packet's fixed header byte by byte, and a burst of uplinks arrives in one
+// read.
 
 // localConnBuffer is the read buffer: a burst of uplinks in one read.
 const localConnBuffer = 16 << 10
@@ -49,19 +48,39 @@ func (s socketReader) Read(b []byte) (int, error) {
 }
 
 // dialLocal opens the local broker's connection (tcp:// or mqtt://, the
-// schemes config accepts for it); paho calls it on every (re)connect.
-func dialLocal(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
-	switch uri.Scheme {
-	case "tcp", "mqtt":
-	default:
-		return nil, fmt.Errorf("lnsbridge: local broker scheme %q: want tcp or mqtt", uri.Scheme)
-	}
-	d := net.Dialer{Timeout: o.ConnectTimeout}
-	c, err := d.DialContext(context.Background(), "tcp", uri.Host)
+// schemes config accepts for it); the client calls it on every (re)connect,
+// with ctx bounding the dial.
+func dialLocal(ctx context.Context, broker string) (*localConn, error) {
+	host, err := localBrokerHost(broker)
 	if err != nil {
 		return nil, err
 	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return nil, fmt.Errorf("lnsbridge: local broker %s: %w", broker, err)
+	}
 	return newLocalConn(c), nil
+}
+
+// localBrokerHost is the host:port of a tcp:// or mqtt:// broker URL.
+func localBrokerHost(broker string) (string, error) {
+	uri, err := url.Parse(broker)
+	if err != nil {
+		return "", fmt.Errorf("lnsbridge: local broker %q: %w", broker, err)
+	}
+	switch uri.Scheme {
+	case "tcp", "mqtt":
+	default:
+		return "", fmt.Errorf("lnsbridge: local broker scheme %q: want tcp or mqtt", uri.Scheme)
+	}
+	if uri.Host == "" {
+		return "", fmt.Errorf("lnsbridge: local broker %q: no host", broker)
+	}
+	if uri.Port() == "" {
+		return net.JoinHostPort(uri.Hostname(), "1883"), nil // MQTT's port
+	}
+	return uri.Host, nil
 }
 
 func newLocalConn(c net.Conn) *localConn {

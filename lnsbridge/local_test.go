@@ -39,9 +39,11 @@ func startLocal(t *testing.T, broker string) testLocal {
 	events := make(chan Incoming, 16)
 	l := NewLocal(LocalOptions{Broker: broker, ClientID: "app-connect-TEST", Logger: slog.New(slog.DiscardHandler)})
 	l.SetHandler(func(in Incoming) { events <- in })
+	if err := l.Start(t.Context()); err != nil { // the client lives until Stop or the test's end
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	l.Start(ctx)
 	if err := l.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}

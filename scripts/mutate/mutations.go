@@ -104,12 +104,13 @@ func mutations() []Mutation {
 
 		// --- lnsbridge: the local broker ---
 		{Name: "local-clean-session", Tests: []Target{{Pkg: "./lnsbridge/"}}, Edits: one("lnsbridge/local.go",
-			"SetCleanSession(false).", "SetCleanSession(true).")},
+			"CleanSession: false,", "CleanSession: true,")},
 		{Name: "local-auto-ack", Tests: []Target{{Pkg: "./lnsbridge/"}}, Edits: one("lnsbridge/local.go",
-			"SetAutoAckDisabled(true).", "SetAutoAckDisabled(false).")},
+			"\tl.handler(Incoming{Event: ev, Ack: ack})\n",
+			"\tack() // acknowledged on receipt, before the commit\n\tl.handler(Incoming{Event: ev, Ack: func() {}})\n")},
 		{Name: "local-malformed-kept-unacked", Tests: []Target{{Pkg: "./lnsbridge/"}}, Edits: one("lnsbridge/local.go",
-			"\"bytes\", len(m.Payload()))\n\t\tm.Ack()\n",
-			"\"bytes\", len(m.Payload()))\n")},
+			"\"bytes\", len(pk.payload))\n\t\tack()\n",
+			"\"bytes\", len(pk.payload))\n")},
 		{Name: "uplink-deveui-mismatch-accepted", Tests: []Target{{Pkg: "./lnsbridge/"}}, Edits: one("lnsbridge/events.go",
 			"\tif dev != ev.DevEUI {\n\t\treturn ev, perr(topic, \"field \\\"deveui\\\" %s differs from the topic's %s\", dev, ev.DevEUI)",
 			"\tif false && dev != ev.DevEUI {\n\t\treturn ev, perr(topic, \"field \\\"deveui\\\" %s differs from the topic's %s\", dev, ev.DevEUI)")},
