@@ -2,7 +2,15 @@ package cache
 
 import (
 	"context"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
 )
 
 // writerExec runs q on the writer's connection (per-connection settings
@@ -18,5 +26,186 @@ func (o *Outbox) writerExec(t testing.TB, q string) {
 	}
 	if _, err := o.w.conn.ExecContext(context.Background(), q); err != nil {
 		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+// countWrites registers, on every connection of the pool, an authorizer
+// that counts the statements SQLite compiles that write or open and end
+// transactions (BEGIN, COMMIT, ROLLBACK, INSERT, UPDATE, DELETE): SQLite
+// calls the authorizer only while it parses and code-generates a statement.
+// Reads (the space checks, Peek) are not counted.
+func countWrites(t testing.TB, db *DB) *atomic.Int64 {
+	t.Helper()
+	ctx := context.Background()
+	n := &atomic.Int64{}
+	db.sql.SetMaxIdleConns(4) // keep every connection that gets the authorizer
+	var conns []*sql.Conn
+	for range 4 { // the pool's MaxOpenConns, held at once: every connection
+		c, err := db.sql.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		err = c.Raw(func(dc any) error {
+			dc.(*sqlite3.SQLiteConn).RegisterAuthorizer(func(op int, _, _, _ string) int {
+				switch op {
+				case sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE:
+					n.Add(1)
+				}
+				return sqlite3.SQLITE_OK
+			})
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	return n
+}
+
+// The outbox's commits parse no SQL: every statement of the write path,
+// BEGIN, COMMIT and ROLLBACK included, was prepared once (before, go-sqlite3
+// parsed BEGIN IMMEDIATE and COMMIT again on every commit).
+func TestCommitsParseNoSQL(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t, filepath.Join(t.TempDir(), "p.db"))
+	compiled := countWrites(t, db)
+	ob := newOutbox(t, db, Limits{MaxRows: 5, MaxBytes: 1 << 20})
+	if compiled.Load() == 0 {
+		t.Fatal("the authorizer counted nothing while the outbox prepared its statements")
+	}
+	if _, err := ob.Append(ctx, rowsFor("a", 0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ob.DropApplication(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := compiled.Load()
+	// Inserts, deletions riding on them, failure records, the caps (5 rows)
+	// dropping and counting rows, DropApplication, Sync and Close's commit.
+	for i := range 20 {
+		rows := rowsFor("a", 2+i, 1)
+		if _, err := ob.Append(ctx, rows); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 {
+			ob.Delete(rows)
+		} else {
+			ob.RecordFailure(rows[0].ID, time.Now())
+		}
+	}
+	if _, err := ob.DropApplication(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := ob.Stats("a"); s.Rows != 0 || s.Dropped == 0 {
+		t.Fatalf("stats %+v: the commits did not do what they should", s)
+	}
+	ob.Close()
+	if n := compiled.Load() - before; n != 0 {
+		t.Fatalf("22 commits compiled %d writing or transaction statements, want 0", n)
+	}
+}
+
+// A statement that fails in the middle of a group rolls the whole group
+// back (the rows inserted before it, the deletions and failure records that
+// rode on it); the writer keeps its connection, and the next commit carries
+// the deletions and failure records.
+func TestFailedStatementRollsBackTheGroup(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t, filepath.Join(t.TempDir(), "f.db"))
+	ob := newOutbox(t, db, Limits{MaxRows: 1000, MaxBytes: 1 << 20})
+	queued := rowsFor("a", 0, 4)
+	if _, err := ob.Append(ctx, queued); err != nil {
+		t.Fatal(err)
+	}
+	ob.Delete(queued[:2])
+	ob.RecordFailure(queued[2].ID, time.Now().Add(time.Minute))
+	ob.writerExec(t, `CREATE TEMP TRIGGER boom BEFORE INSERT ON outbox WHEN NEW.kind = 'boom'
+		BEGIN SELECT RAISE(ABORT, 'injected failure'); END`)
+	inFile := func() (rows, attempts int) {
+		t.Helper()
+		if err := db.sql.QueryRow("SELECT COUNT(*), COALESCE(SUM(attempts), 0) FROM outbox").Scan(&rows, &attempts); err != nil {
+			t.Fatal(err)
+		}
+		return rows, attempts
+	}
+	for try := range 2 { // the same connection, its trigger and statements, each time
+		group := append(rowsFor("a", 10, 2), Row{Application: "a", Kind: "boom", Body: []byte("{}")})
+		if _, err := ob.Append(ctx, group); err == nil || !strings.Contains(err.Error(), "injected failure") {
+			t.Fatalf("try %d: append through the failing statement: %v", try, err)
+		}
+		if group[0].ID != 0 || group[1].ID != 0 {
+			t.Fatalf("try %d: rows of a rolled-back group keep IDs %d, %d", try, group[0].ID, group[1].ID)
+		}
+		if rows, attempts := inFile(); rows != 4 || attempts != 0 {
+			t.Fatalf("try %d: %d rows in the file with %d attempts, want the 4 queued, none deleted, no failure recorded", try, rows, attempts)
+		}
+		if !ob.pending() {
+			t.Fatalf("try %d: the deletions and failure record were lost with the rolled-back group", try)
+		}
+	}
+	if s := ob.Stats("a"); s.Rows != 2 {
+		t.Fatalf("stats %+v, want the 2 rows not deleted", s)
+	}
+	next := rowsFor("a", 20, 1)
+	if _, err := ob.Append(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if rows, attempts := inFile(); rows != 3 || attempts != 1 {
+		t.Fatalf("after the next commit: %d rows in the file with %d attempts, want 3 and 1", rows, attempts)
+	}
+	if ob.pending() {
+		t.Fatal("deletions still pending after the next commit")
+	}
+	if s := ob.Stats("a"); s.Rows != 3 {
+		t.Fatalf("stats %+v, want 3 rows", s)
+	}
+}
+
+// When the database file is deleted under the program, the writer closes
+// its connection (open on the deleted file) and takes one on the fresh file
+// at the path: what it commits afterwards is in that file.
+func TestWriterFollowsAReplacedFile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "w.db")
+	db := openTest(t, path)
+	ob := newOutbox(t, db, Limits{MaxRows: 1000, MaxBytes: 1 << 20})
+	if _, err := ob.Append(ctx, rowsFor("a", 0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	old := ob.w.conn
+	for _, sfx := range []string{"", "-wal", "-shm"} {
+		os.Remove(path + sfx)
+	}
+	db.space.mu.Lock()
+	db.space.fileChecked = time.Time{}
+	db.space.mu.Unlock()
+	later := rowsFor("a", 3, 2)
+	if _, err := ob.Append(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+	if ob.w.conn == nil || ob.w.conn == old {
+		t.Fatal("the writer kept its connection on the deleted file")
+	}
+	other, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var n int
+	if err := other.QueryRow("SELECT COUNT(*) FROM outbox WHERE id >= ?", later[0].ID).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("the file at the path holds %d of the rows committed after the replacement (%v), want 2", n, err)
+	}
+	if s := db.Storage(); s.Replacements != 1 || s.LostRows != 0 {
+		t.Fatalf("storage %+v, want one replacement, nothing lost", s)
 	}
 }
