@@ -209,3 +209,39 @@ func TestWriterFollowsAReplacedFile(t *testing.T) {
 		t.Fatalf("storage %+v, want one replacement, nothing lost", s)
 	}
 }
+
+// Another writer on the pool (devices, applications, join attempts) holds
+// the write lock: the outbox's writer waits for it (the busy timeout of its
+// connection) instead of failing with SQLITE_BUSY, and commits after it.
+func TestWriterWaitsForPoolWriters(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t, filepath.Join(t.TempDir(), "b.db"))
+	ob := newOutbox(t, db, Limits{MaxRows: 1000, MaxBytes: 1 << 20})
+	tx, err := db.sql.BeginTx(ctx, nil) // BEGIN IMMEDIATE (_txlock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(`INSERT INTO devices (deveui, appeui, last_seen) VALUES ('d', 'a', 1)`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := ob.Append(ctx, rowsFor("a", 0, 3))
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the writer is in BEGIN IMMEDIATE's busy wait (or not started: either way it must wait)
+	select {
+	case err := <-done:
+		t.Fatalf("append returned while another connection held the write lock (SQLITE_BUSY instead of waiting?): %v", err)
+	default:
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("append after the pool's transaction: %v", err)
+	}
+	if s := ob.Stats("a"); s.Rows != 3 {
+		t.Fatalf("stats %+v, want 3 rows", s)
+	}
+}
