@@ -120,6 +120,14 @@ func TestCommitsParseNoSQL(t *testing.T) {
 // rode on it); the writer keeps its connection, and the next commit carries
 // the deletions and failure records.
 func TestFailedStatementRollsBackTheGroup(t *testing.T) {
+	// RAISE's modes: ABORT undoes the statement, FAIL keeps what the
+	// statement did before failing, ROLLBACK ends the transaction itself.
+	for _, mode := range []string{"ABORT", "FAIL", "ROLLBACK"} {
+		t.Run(mode, func(t *testing.T) { failedStatementRollsBackTheGroup(t, mode) })
+	}
+}
+
+func failedStatementRollsBackTheGroup(t *testing.T, mode string) {
 	ctx := context.Background()
 	db := openTest(t, filepath.Join(t.TempDir(), "f.db"))
 	ob := newOutbox(t, db, Limits{MaxRows: 1000, MaxBytes: 1 << 20})
@@ -130,7 +138,7 @@ func TestFailedStatementRollsBackTheGroup(t *testing.T) {
 	ob.Delete(queued[:2])
 	ob.RecordFailure(queued[2].ID, time.Now().Add(time.Minute))
 	ob.writerExec(t, `CREATE TEMP TRIGGER boom BEFORE INSERT ON outbox WHEN NEW.kind = 'boom'
-		BEGIN SELECT RAISE(ABORT, 'injected failure'); END`)
+		BEGIN SELECT RAISE(`+mode+`, 'injected failure'); END`)
 	inFile := func() (rows, attempts int) {
 		t.Helper()
 		if err := db.sql.QueryRow("SELECT COUNT(*), COALESCE(SUM(attempts), 0) FROM outbox").Scan(&rows, &attempts); err != nil {
@@ -139,7 +147,7 @@ func TestFailedStatementRollsBackTheGroup(t *testing.T) {
 		return rows, attempts
 	}
 	for try := range 2 { // the same connection, its trigger and statements, each time
-		group := append(rowsFor("a", 10, 2), Row{Application: "a", Kind: "boom", Body: []byte("{}")})
+		group := append(rowsFor("a", 10, 2), Row{Application: "a", Kind: "boom", Body: []byte("{}")}, Row{Application: "a", Kind: "up", Body: []byte("{}")})
 		if _, err := ob.Append(ctx, group); err == nil || !strings.Contains(err.Error(), "injected failure") {
 			t.Fatalf("try %d: append through the failing statement: %v", try, err)
 		}
