@@ -190,7 +190,8 @@ func TestWriterFollowsAReplacedFile(t *testing.T) {
 	if _, err := ob.Append(ctx, rowsFor("a", 0, 3)); err != nil {
 		t.Fatal(err)
 	}
-	old := ob.w.conn
+	writerConn := func() *sql.Conn { ob.wmu.Lock(); defer ob.wmu.Unlock(); return ob.w.conn }
+	old := writerConn()
 	for _, sfx := range []string{"", "-wal", "-shm"} {
 		os.Remove(path + sfx)
 	}
@@ -201,7 +202,7 @@ func TestWriterFollowsAReplacedFile(t *testing.T) {
 	if _, err := ob.Append(ctx, later); err != nil {
 		t.Fatal(err)
 	}
-	if ob.w.conn == nil || ob.w.conn == old {
+	if c := writerConn(); c == nil || c == old {
 		t.Fatal("the writer kept its connection on the deleted file")
 	}
 	other, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
