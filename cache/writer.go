@@ -19,7 +19,11 @@ import (
 // sql.Tx, no tx.Stmt, no database/sql bookkeeping per statement and no SQL
 // text parsed per commit. The driver connection and its statements are
 // touched only inside Raw's callback, where database/sql holds the
-// connection's lock.
+// connection's lock. Against the same statements prepared on the *sql.Conn
+// (BenchmarkWriterPath) this saves database/sql's lock, argument conversion
+// and result per statement: 4 allocations and about 1 µs of x86 CPU per
+// insert-and-delete pair; in a one-row commit SQLite's COMMIT dominates and
+// the difference is within the noise.
 //
 // The connection comes from the pool (it counts in its MaxOpenConns; the
 // readers share the rest) and opens with the same settings (WAL, busy

@@ -254,3 +254,103 @@ func TestWriterWaitsForPoolWriters(t *testing.T) {
 		t.Fatalf("stats %+v, want 3 rows", s)
 	}
 }
+
+// BenchmarkWriterPath compares the two ways to run the writer's statements
+// on one connection with every statement prepared once: through
+// database/sql (*sql.Conn and its *sql.Stmt, BEGIN and COMMIT prepared as
+// statements too) and through go-sqlite3's connection inside one
+// (*sql.Conn).Raw call, which the writer uses. tx=1: each transaction inserts
+// one row and deletes it (SQLite's commit dominates); tx=all: one transaction
+// for every iteration's insert and delete, which isolates the cost per
+// statement of the layer above SQLite.
+func BenchmarkWriterPath(b *testing.B) {
+	const (
+		ins = `INSERT INTO outbox (application, kind, appeui, deveui, body, enqueued_at) VALUES (?, ?, ?, ?, ?, ?)`
+		del = `DELETE FROM outbox WHERE id BETWEEN ? AND ? AND application = ?`
+	)
+	body := make([]byte, 300)
+	var eui EUI64
+	for _, perTx := range []bool{true, false} {
+		name := "tx=all"
+		if perTx {
+			name = "tx=1"
+		}
+		b.Run(name+"/sql.Conn", func(b *testing.B) {
+			ctx := context.Background()
+			db := openTest(b, filepath.Join(b.TempDir(), "c.db"))
+			c, err := db.sql.Conn(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			var st [4]*sql.Stmt
+			for i, q := range []string{"BEGIN IMMEDIATE", ins, del, "COMMIT"} {
+				if st[i], err = c.PrepareContext(ctx, q); err != nil {
+					b.Fatal(err)
+				}
+				defer st[i].Close()
+			}
+			exec := func(s *sql.Stmt, args ...any) sql.Result {
+				res, err := s.ExecContext(ctx, args...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				return res
+			}
+			b.ReportAllocs()
+			cpu0 := cpuTime(b)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if perTx || i == 0 {
+					exec(st[0])
+				}
+				id, _ := exec(st[1], "a", "up", eui[:], eui[:], body, int64(i)).LastInsertId()
+				exec(st[2], id, id, "a")
+				if perTx || i == b.N-1 {
+					exec(st[3])
+				}
+			}
+			b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+		b.Run(name+"/Raw", func(b *testing.B) {
+			db := openTest(b, filepath.Join(b.TempDir(), "r.db"))
+			w := &writer{db: db}
+			if err := w.open(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			defer w.close()
+			one := func(t *wtx, i int) error {
+				res, err := t.exec(w.st.insert, "a", "up", eui[:], eui[:], body, int64(i))
+				if err != nil {
+					return err
+				}
+				id, _ := res.LastInsertId()
+				_, err = t.exec(w.st.delRange, id, id, "a")
+				return err
+			}
+			b.ReportAllocs()
+			cpu0 := cpuTime(b)
+			b.ResetTimer()
+			if perTx {
+				for i := 0; i < b.N; i++ {
+					if err := w.tx(func(t *wtx) error { return one(t, i) }); err != nil {
+						b.Fatal(err)
+					}
+				}
+			} else {
+				err := w.tx(func(t *wtx) error {
+					for i := 0; i < b.N; i++ {
+						if err := one(t, i); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
