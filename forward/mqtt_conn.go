@@ -12,6 +12,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/lorawan-gateway/app-connect/internal/tcpopt"
 )
 
 // Limits of the buffered connection to the remote broker.
@@ -50,8 +52,11 @@ func dialBuffered(brokerURL string) (fn paho.OpenConnectionFunc, ok bool) {
 	}, true
 }
 
-// bufferedConn is the connection under paho with its reads buffered and its
-// writes grouped. paho reads a packet a few bytes at a time (three read
+// bufferedConn is the connection under paho with its reads buffered (and
+// acknowledged at once: internal/tcpopt; a broker without TCP_NODELAY, such
+// as Mosquitto by default, otherwise holds the PUBACK of a row back until the
+// previous PUBACK's TCP acknowledgement, up to the kernel's 40 ms delayed-ACK
+// timer, while the transport waits for it) and its writes grouped. paho reads a packet a few bytes at a time (three read
 // system calls for a PUBACK) and writes every packet with a system call of
 // its own; under a burst that is most of the transport's CPU. Reads come from
 // a buffer. An isolated packet (nothing queued, no write in progress, none in
@@ -81,7 +86,7 @@ type bufferedConn struct {
 }
 
 func newBufferedConn(c net.Conn) *bufferedConn {
-	b := &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, connReadBuffer),
+	b := &bufferedConn{Conn: c, r: bufio.NewReaderSize(tcpopt.NewQuickAckReader(c), connReadBuffer),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), flushed: make(chan struct{})}
 	b.space = sync.NewCond(&b.mu)
 	go b.flusher()

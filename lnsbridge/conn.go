@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"syscall"
+
+	"github.com/lorawan-gateway/app-connect/internal/tcpopt"
 )
 
 // The connection to the local broker.
@@ -18,34 +19,20 @@ import (
 // next PUBLISH waits (Nagle) until the previous one's TCP acknowledgement
 // arrives, and the kernel delays that acknowledgement by up to 40 ms while no
 // data goes back. So after each read the connection asks the kernel to
-// acknowledge at once (TCP_QUICKACK, which is not sticky: set after every
-// read). Reads are buffered as well: the packet reader (mqttconn.go) takes a
+// acknowledge at once (internal/tcpopt: TCP_QUICKACK, set after every read). Reads are buffered as well: the packet reader (mqttconn.go) takes a
 // packet's fixed header byte by byte, and a burst of uplinks arrives in one
 // read.
 
 // localConnBuffer is the read buffer: a burst of uplinks in one read.
 const localConnBuffer = 16 << 10
 
-// localConn buffers reads and acknowledges them at once.
+// localConn buffers reads and acknowledges them at once (tcpopt).
 type localConn struct {
 	net.Conn
-	r   *bufio.Reader
-	raw syscall.RawConn // nil: no quick acknowledgements (not TCP)
+	r *bufio.Reader
 }
 
 func (c *localConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-
-// socketReader reads from the socket for the buffer and acknowledges what it
-// read.
-type socketReader struct{ c *localConn }
-
-func (s socketReader) Read(b []byte) (int, error) {
-	n, err := s.c.Conn.Read(b)
-	if n > 0 && s.c.raw != nil {
-		quickAck(s.c.raw)
-	}
-	return n, err
-}
 
 // dialLocal opens the local broker's connection (tcp:// or mqtt://, the
 // schemes config accepts for it); the client calls it on every (re)connect,
@@ -84,12 +71,5 @@ func localBrokerHost(broker string) (string, error) {
 }
 
 func newLocalConn(c net.Conn) *localConn {
-	lc := &localConn{Conn: c}
-	if tc, ok := c.(*net.TCPConn); ok {
-		if raw, err := tc.SyscallConn(); err == nil {
-			lc.raw = raw
-		}
-	}
-	lc.r = bufio.NewReaderSize(socketReader{lc}, localConnBuffer)
-	return lc
+	return &localConn{Conn: c, r: bufio.NewReaderSize(tcpopt.NewQuickAckReader(c), localConnBuffer)}
 }
