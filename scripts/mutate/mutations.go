@@ -113,6 +113,18 @@ func mutations() []Mutation {
 			"\t\tx.floor = max(x.floor, last)\n")},
 
 		// --- lnsbridge: the local broker ---
+		// --- forward: the HTTP client (h1.go) and the cloud connection ---
+		{Name: "h1-stale-connection-not-resent", Tests: []Target{{Pkg: "./forward/", Run: "TestH1"}}, Edits: one("forward/h1.go",
+			"if err != nil && reused && !answered && attempt == 0 && ctx.Err() == nil && closedByPeer(err) {",
+			"if err != nil && reused && !answered && attempt == 0 && ctx.Err() == nil && closedByPeer(err) && attempt < 0 {")},
+		{Name: "h1-connection-close-ignored", Tests: []Target{{Pkg: "./forward/", Run: "TestH1"}}, Edits: one("forward/h1.go",
+			"ended && !resp.Close && resp.StatusCode", "ended && resp.StatusCode")},
+		{Name: "h1-unfinished-answer-reused", Tests: []Target{{Pkg: "./forward/", Run: "TestH1"}}, Edits: one("forward/h1.go",
+			"ended && !resp.Close && resp.StatusCode", "!resp.Close && resp.StatusCode")},
+		{Name: "h1-informational-answer-taken", Tests: []Target{{Pkg: "./forward/", Run: "TestH1"}}, Edits: one("forward/h1.go",
+			"if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {", "if true {")},
+		{Name: "cloud-conn-delayed-acks", Tests: []Target{{Pkg: "./forward/", Run: "TestBufferedConn"}}, Edits: one("forward/mqtt_conn.go",
+			"bufio.NewReaderSize(tcpopt.NewQuickAckReader(c), connReadBuffer)", "bufio.NewReaderSize(tcpopt.NewQuickAckReader(struct{ net.Conn }{c}), connReadBuffer)")},
 		{Name: "local-clean-session", Tests: []Target{{Pkg: "./lnsbridge/"}}, Edits: one("lnsbridge/local.go",
 			"CleanSession: false,", "CleanSession: true,")},
 		{Name: "local-auto-ack", Tests: []Target{{Pkg: "./lnsbridge/"}}, Edits: one("lnsbridge/local.go",
