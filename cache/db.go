@@ -180,8 +180,6 @@ func openChecked(ctx context.Context, path string, log *slog.Logger) (*DB, error
 		"_cache_size":   {strconv.Itoa(-cacheKiB)},
 	}.Encode()
 	sdb := sql.OpenDB(connector{dsn: dsn, drv: &sqlite3.SQLiteDriver{ConnectHook: boundWAL}})
-	// Four connections: the outbox's writer holds one for its life
-	// (writer.go); the readers and the other writers share the others.
 	sdb.SetMaxOpenConns(4)
 	sdb.SetConnMaxIdleTime(0)
 	db := &DB{sql: sdb, path: path, log: log, wal: wal}

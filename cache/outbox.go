@@ -3,15 +3,12 @@ package cache
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/mattn/go-sqlite3"
 )
 
 // Row is one queued message for one remote application.
@@ -59,11 +56,9 @@ type AppStats struct {
 //     ErrStorageFull but still commits the deletions, and a database file
 //     deleted, replaced or damaged under the program is noticed and replaced.
 //
-// Every transaction runs on the writer's own connection (writer.go), with
-// its statements, BEGIN IMMEDIATE, COMMIT and ROLLBACK prepared once on it;
-// a replacement file or a bad connection makes it take a new connection and
-// prepare them again. Peek reads on the pool, with a statement prepared once
-// on the *sql.DB (which prepares it on each connection it hands out).
+// Statements are prepared once for the life of the Outbox (on the *sql.DB,
+// which prepares them on each connection it hands out, so they follow the
+// connections to a replacement file).
 type Outbox struct {
 	db     *DB
 	limits Limits
@@ -71,10 +66,9 @@ type Outbox struct {
 	stamps stamps // stored times ↔ monotonic ones (clock.go)
 	window int    // rows a feed holds in memory
 
-	peek *sql.Stmt // on the pool
-	w    writer    // o.wmu guards it
+	st stmts
 
-	wmu    sync.Mutex // one transaction at a time; guards w, closed and deletesWaiting
+	wmu    sync.Mutex // one transaction at a time; guards closed and deletesWaiting
 	closed bool
 	// deletesWaiting: pending deletions could not commit for want of space
 	// (logged once until they do, space.go).
@@ -96,29 +90,9 @@ type Outbox struct {
 	byApp map[string][]Row // Append's hand-off, reused; o.wmu guards it
 }
 
-// writerSQL is the write path's SQL, each statement prepared once on the
-// writer's connection (writer.go).
-func writerSQL(st *writerStmts) []struct {
-	dst **sqlite3.SQLiteStmt
-	q   string
-} {
-	return []struct {
-		dst **sqlite3.SQLiteStmt
-		q   string
-	}{
-		{&st.begin, `BEGIN IMMEDIATE`},
-		{&st.commit, `COMMIT`},
-		{&st.rollback, `ROLLBACK`},
-		{&st.insert, `INSERT INTO outbox (application, kind, appeui, deveui, body, enqueued_at) VALUES (?, ?, ?, ?, ?, ?)`},
-		{&st.delRange, `DELETE FROM outbox WHERE id BETWEEN ? AND ? AND application = ?`},
-		{&st.fail, `UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?`},
-		{&st.counter, `INSERT INTO counters (application, name, value) VALUES (?, ?, ?)
-			ON CONFLICT (application, name) DO UPDATE SET value = value + excluded.value`},
-		{&st.countApp, `SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0), COALESCE(MAX(id), 0) FROM outbox WHERE application = ?`},
-		{&st.dropApp, `DELETE FROM outbox WHERE application = ? AND id <= ?`},
-		{&st.capScan, `SELECT id, LENGTH(body) FROM outbox WHERE application = ? ORDER BY id`},
-		{&st.capDrop, `DELETE FROM outbox WHERE application = ? AND id <= ?`},
-	}
+// stmts are the outbox's statements, prepared once.
+type stmts struct {
+	insert, delRange, fail, peek, counter, countApp, dropApp, capScan, capDrop *sql.Stmt
 }
 
 // pendingWrites are deletions, dead letters and failure records waiting for
@@ -149,9 +123,8 @@ const DefaultWindow = 1024
 // ErrClosed is returned by operations on a closed Outbox.
 var ErrClosed = errors.New("cache: outbox closed")
 
-// NewOutbox takes the writer's connection and prepares the statements, loads
-// the per-application counters and starts the flusher of lazy deletions.
-// Close flushes and stops it.
+// NewOutbox prepares the statements, loads the per-application counters and
+// starts the flusher of lazy deletions. Close flushes and stops it.
 func (db *DB) NewOutbox(ctx context.Context, limits Limits) (*Outbox, error) {
 	if limits.MaxRows <= 0 || limits.MaxBytes <= 0 {
 		return nil, fmt.Errorf("cache: outbox limits must be positive, got %d rows, %d bytes", limits.MaxRows, limits.MaxBytes)
@@ -162,7 +135,6 @@ func (db *DB) NewOutbox(ctx context.Context, limits Limits) (*Outbox, error) {
 		pend: pendingWrites{deletes: map[int64]pendingDelete{}},
 		stop: make(chan struct{}), flushed: make(chan struct{}), byApp: map[string][]Row{},
 	}
-	o.w.db = db
 	if err := o.prepare(ctx); err != nil {
 		o.closeStmts()
 		return nil, err
@@ -176,21 +148,37 @@ func (db *DB) NewOutbox(ctx context.Context, limits Limits) (*Outbox, error) {
 }
 
 func (o *Outbox) prepare(ctx context.Context) error {
-	q := `SELECT id, kind, appeui, deveui, body, enqueued_at, attempts, next_attempt_at FROM outbox
-			WHERE application = ? AND id > ? ORDER BY id LIMIT ?`
-	s, err := o.db.sql.PrepareContext(ctx, q)
-	if err != nil {
-		return fmt.Errorf("cache: outbox: preparing %q: %w", q, err)
+	for _, p := range []struct {
+		dst *(*sql.Stmt)
+		q   string
+	}{
+		{&o.st.insert, `INSERT INTO outbox (application, kind, appeui, deveui, body, enqueued_at) VALUES (?, ?, ?, ?, ?, ?)`},
+		{&o.st.delRange, `DELETE FROM outbox WHERE id BETWEEN ? AND ? AND application = ?`},
+		{&o.st.fail, `UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?`},
+		{&o.st.peek, `SELECT id, kind, appeui, deveui, body, enqueued_at, attempts, next_attempt_at FROM outbox
+			WHERE application = ? AND id > ? ORDER BY id LIMIT ?`},
+		{&o.st.counter, `INSERT INTO counters (application, name, value) VALUES (?, ?, ?)
+			ON CONFLICT (application, name) DO UPDATE SET value = value + excluded.value`},
+		{&o.st.countApp, `SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0), COALESCE(MAX(id), 0) FROM outbox WHERE application = ?`},
+		{&o.st.dropApp, `DELETE FROM outbox WHERE application = ? AND id <= ?`},
+		{&o.st.capScan, `SELECT id, LENGTH(body) FROM outbox WHERE application = ? ORDER BY id`},
+		{&o.st.capDrop, `DELETE FROM outbox WHERE application = ? AND id <= ?`},
+	} {
+		s, err := o.db.sql.PrepareContext(ctx, p.q)
+		if err != nil {
+			return fmt.Errorf("cache: outbox: preparing %q: %w", p.q, err)
+		}
+		*p.dst = s
 	}
-	o.peek = s
-	return o.w.open(ctx)
+	return nil
 }
 
 func (o *Outbox) closeStmts() {
-	if o.peek != nil {
-		o.peek.Close()
+	for _, s := range []*sql.Stmt{o.st.insert, o.st.delRange, o.st.fail, o.st.peek, o.st.counter, o.st.countApp, o.st.dropApp, o.st.capScan, o.st.capDrop} {
+		if s != nil {
+			s.Close()
+		}
 	}
-	o.w.close()
 }
 
 // load reads the queue sizes, the persistent counters and the last row ID.
@@ -404,16 +392,12 @@ func (o *Outbox) DropApplication(ctx context.Context, app string) (int, error) {
 		return 0, ErrClosed
 	}
 	var n int
-	_, err := o.write(nil, func(tx *wtx, d func(string) *delta) error {
+	_, err := o.write(nil, func(tx *sql.Tx, d func(string) *delta) error {
 		var b, maxID int64
-		err := tx.query(o.w.st.countApp, func(v []driver.Value) (bool, error) {
-			n, b, maxID = int(int64Of(v[0])), int64Of(v[1]), int64Of(v[2])
-			return false, nil
-		}, app)
-		if err != nil {
+		if err := tx.Stmt(o.st.countApp).QueryRow(app).Scan(&n, &b, &maxID); err != nil {
 			return fmt.Errorf("cache: outbox drop %s: %w", app, err)
 		}
-		if _, err := tx.exec(o.w.st.dropApp, app, maxID); err != nil {
+		if _, err := tx.Stmt(o.st.dropApp).Exec(app, maxID); err != nil {
 			return fmt.Errorf("cache: outbox drop %s: %w", app, err)
 		}
 		x := d(app)
@@ -494,7 +478,7 @@ func (o *Outbox) flusher() {
 // Peek returns up to n rows of an application with ID > afterID, oldest
 // first, from the database (rows forgotten but not yet removed included).
 func (o *Outbox) Peek(ctx context.Context, app string, afterID int64, n int) ([]Row, error) {
-	rows, err := o.peek.QueryContext(ctx, app, afterID, n)
+	rows, err := o.st.peek.QueryContext(ctx, app, afterID, n)
 	if err != nil {
 		o.db.space.sawError(err) // space.go: a corrupt file is replaced at the next commit's check
 		return nil, fmt.Errorf("cache: peek %s: %w", app, err)
@@ -563,7 +547,7 @@ type delta struct {
 // pending deletions and failure records, the caps and the counters. o.wmu is
 // held. The transaction finishes whatever the callers' contexts do, so the
 // in-memory counters always match the file.
-func (o *Outbox) commit(rows []Row, extra func(*wtx, func(string) *delta) error) (map[string]int, error) {
+func (o *Outbox) commit(rows []Row, extra func(*sql.Tx, func(string) *delta) error) (map[string]int, error) {
 	// The caps for this commit, before the transaction: the file system's
 	// share lowers the byte cap (space.go; it reads the file sizes).
 	payload, apps := o.payloadBytes()
@@ -582,6 +566,11 @@ func (o *Outbox) commit(rows []Row, extra func(*wtx, func(string) *delta) error)
 		o.pend.failures = append(pend.failures, o.pend.failures...)
 		o.mu.Unlock()
 	}
+	tx, err := o.db.sql.BeginTx(context.Background(), nil)
+	if err != nil {
+		restore()
+		return nil, fmt.Errorf("cache: outbox begin: %w", err)
+	}
 	deltas := map[string]*delta{}
 	d := func(app string) *delta {
 		x, ok := deltas[app]
@@ -591,14 +580,17 @@ func (o *Outbox) commit(rows []Row, extra func(*wtx, func(string) *delta) error)
 		}
 		return x
 	}
-	var droppedBy map[string]int
-	err := o.w.tx(func(tx *wtx) error {
-		var err error
-		if droppedBy, err = o.apply(tx, lim, rows, pend, extra, d); err != nil {
-			return err
+	droppedBy, err := o.apply(tx, lim, rows, pend, extra, d)
+	if err == nil {
+		err = o.counters(tx, deltas)
+	}
+	if err == nil {
+		if err = tx.Commit(); err != nil {
+			err = fmt.Errorf("cache: outbox commit: %w", err)
 		}
-		return o.counters(tx, deltas)
-	})
+	} else {
+		tx.Rollback()
+	}
 	if err != nil {
 		for i := range rows {
 			rows[i].ID = 0
@@ -645,16 +637,16 @@ func (o *Outbox) commit(rows []Row, extra func(*wtx, func(string) *delta) error)
 }
 
 // apply writes one transaction's content.
-func (o *Outbox) apply(tx *wtx, lim Limits, rows []Row, pend pendingWrites, extra func(*wtx, func(string) *delta) error, d func(string) *delta) (map[string]int, error) {
+func (o *Outbox) apply(tx *sql.Tx, lim Limits, rows []Row, pend pendingWrites, extra func(*sql.Tx, func(string) *delta) error, d func(string) *delta) (map[string]int, error) {
 	if len(rows) > 0 {
-		ins := o.w.st.insert
+		ins := tx.Stmt(o.st.insert)
 		for i := range rows {
 			row := &rows[i]
 			body := row.Body
 			if body == nil {
 				body = []byte{}
 			}
-			res, err := tx.exec(ins, row.Application, row.Kind, row.AppEUI[:], row.DevEUI[:], body, o.stamps.store(row.EnqueuedAt))
+			res, err := ins.Exec(row.Application, row.Kind, row.AppEUI[:], row.DevEUI[:], body, o.stamps.store(row.EnqueuedAt))
 			if err != nil {
 				return nil, fmt.Errorf("cache: outbox insert %s: %w", row.Application, err)
 			}
@@ -670,8 +662,9 @@ func (o *Outbox) apply(tx *wtx, lim Limits, rows []Row, pend pendingWrites, extr
 		return nil, err
 	}
 	if len(pend.failures) > 0 {
+		fail := tx.Stmt(o.st.fail)
 		for _, f := range pend.failures {
-			if _, err := tx.exec(o.w.st.fail, o.stamps.store(f.next), f.id); err != nil {
+			if _, err := fail.Exec(o.stamps.store(f.next), f.id); err != nil {
 				return nil, fmt.Errorf("cache: outbox failure %d: %w", f.id, err)
 			}
 		}
@@ -730,7 +723,7 @@ func d2list(rows []Row, d func(string) *delta) map[string]*delta {
 
 // applyDeletes removes forgotten rows: runs of consecutive IDs of one
 // application with one statement each.
-func (o *Outbox) applyDeletes(tx *wtx, dels map[int64]pendingDelete, d func(string) *delta) error {
+func (o *Outbox) applyDeletes(tx *sql.Tx, dels map[int64]pendingDelete, d func(string) *delta) error {
 	if len(dels) == 0 {
 		return nil
 	}
@@ -739,6 +732,7 @@ func (o *Outbox) applyDeletes(tx *wtx, dels map[int64]pendingDelete, d func(stri
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
+	rng := tx.Stmt(o.st.delRange)
 	for i := 0; i < len(ids); {
 		app := dels[ids[i]].app
 		j := i + 1
@@ -747,7 +741,7 @@ func (o *Outbox) applyDeletes(tx *wtx, dels map[int64]pendingDelete, d func(stri
 		}
 		run := ids[i:j]
 		i = j
-		res, err := tx.exec(o.w.st.delRange, run[0], run[len(run)-1], app)
+		res, err := rng.Exec(run[0], run[len(run)-1], app)
 		if err != nil {
 			return fmt.Errorf("cache: outbox delete: %w", err)
 		}
@@ -771,7 +765,8 @@ func (o *Outbox) applyDeletes(tx *wtx, dels map[int64]pendingDelete, d func(stri
 }
 
 // counters adds the transaction's dropped and dead-lettered counts.
-func (o *Outbox) counters(tx *wtx, deltas map[string]*delta) error {
+func (o *Outbox) counters(tx *sql.Tx, deltas map[string]*delta) error {
+	var st *sql.Stmt
 	for app, x := range deltas {
 		for _, c := range [...]struct {
 			name string
@@ -780,7 +775,10 @@ func (o *Outbox) counters(tx *wtx, deltas map[string]*delta) error {
 			if c.v == 0 {
 				continue
 			}
-			if _, err := tx.exec(o.w.st.counter, app, c.name, c.v); err != nil {
+			if st == nil {
+				st = tx.Stmt(o.st.counter)
+			}
+			if _, err := st.Exec(app, c.name, c.v); err != nil {
 				return fmt.Errorf("cache: outbox counters: %w", err)
 			}
 		}
@@ -790,26 +788,28 @@ func (o *Outbox) counters(tx *wtx, deltas map[string]*delta) error {
 
 // dropOldest deletes the oldest rows of app until it is within the caps and
 // returns how many rows and bytes went and the last ID dropped.
-func (o *Outbox) dropOldest(tx *wtx, lim Limits, app string, rows int, bytes int64) (int, int64, int64, error) {
-	var n int
-	var last, freed int64
-	over := func() bool { return rows-n > lim.MaxRows || bytes-freed > lim.MaxBytes }
-	if !over() {
-		return 0, 0, 0, nil
-	}
-	err := tx.query(o.w.st.capScan, func(v []driver.Value) (bool, error) {
-		n++
-		last = int64Of(v[0])
-		freed += int64Of(v[1])
-		return over(), nil
-	}, app)
+func (o *Outbox) dropOldest(tx *sql.Tx, lim Limits, app string, rows int, bytes int64) (int, int64, int64, error) {
+	q, err := tx.Stmt(o.st.capScan).Query(app)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
 	}
+	var n int
+	var last, freed int64
+	for (rows-n > lim.MaxRows || bytes-freed > lim.MaxBytes) && q.Next() {
+		var id, sz int64
+		if err := q.Scan(&id, &sz); err != nil {
+			q.Close()
+			return 0, 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
+		}
+		n++
+		last = id
+		freed += sz
+	}
+	q.Close()
 	if n == 0 {
 		return 0, 0, 0, nil
 	}
-	if _, err := tx.exec(o.w.st.capDrop, app, last); err != nil {
+	if _, err := tx.Stmt(o.st.capDrop).Exec(app, last); err != nil {
 		return 0, 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
 	}
 	return n, freed, last, nil

@@ -399,7 +399,7 @@ func (db *DB) Storage() StorageStatus {
 // full file system never blocks the deletes that cure it. Deletions that
 // still cannot commit stay pending and go with the next transaction (the
 // flusher retries them every flushEvery).
-func (o *Outbox) write(rows []Row, extra func(*wtx, func(string) *delta) error) (map[string]int, error) {
+func (o *Outbox) write(rows []Row, extra func(*sql.Tx, func(string) *delta) error) (map[string]int, error) {
 	sp := o.db.space
 	ctx := context.Background()
 	o.checkFile(ctx)
@@ -628,14 +628,7 @@ func (o *Outbox) checkFile(ctx context.Context) {
 	stamp := sp.now().UTC().Format("20060102T150405Z")
 	tmp := path + ".salvage"
 	os.Remove(tmp)
-	// The writer's connection has the file it wrote open for sure (a
-	// connection the pool opens now would open the stranger at the path).
-	var salvageErr error
-	if o.w.conn != nil {
-		_, salvageErr = o.w.conn.ExecContext(ctx, "VACUUM INTO ?", tmp)
-	} else {
-		_, salvageErr = o.db.sql.ExecContext(ctx, "VACUUM INTO ?", tmp)
-	}
+	_, salvageErr := o.db.sql.ExecContext(ctx, "VACUUM INTO ?", tmp)
 	if salvageErr == nil {
 		salvageErr = quickCheck(ctx, tmp)
 	}
@@ -650,14 +643,12 @@ func (o *Outbox) checkFile(ctx context.Context) {
 	} else {
 		os.Remove(tmp)
 	}
-	// New connections open the new file. The writer's connection is closed
-	// (the next transaction, adopt's, takes a new one and prepares the
-	// statements on it again); Peek's statement is prepared on the *sql.DB,
-	// which prepares it again on each connection it hands out, so it
-	// follows: drop the idle connections, and pool none for recycleFor, so
-	// the ones readers hold now are closed when they come back.
+	// New connections open the new file. The outbox's statements are
+	// prepared on the *sql.DB, which prepares them again on each connection
+	// it hands out, so they follow: drop the idle connections, and pool none
+	// for recycleFor, so the ones readers hold now are closed when they come
+	// back (the writer holds none: o.wmu is held).
 	o.db.sql.SetMaxIdleConns(0)
-	o.w.discard()
 	sp.mu.Lock()
 	sp.recycleUntil = sp.now().Add(recycleFor)
 	sp.mu.Unlock()

@@ -52,12 +52,15 @@ func TestFullDatabaseStillDeletes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	ob := newOutbox(t, db, Limits{MaxRows: 1 << 30, MaxBytes: 1 << 40})
+	db.sql.SetMaxOpenConns(1) // the page limit is per connection
 	var pages int
 	if err := db.sql.QueryRow("PRAGMA page_count").Scan(&pages); err != nil {
 		t.Fatal(err)
 	}
-	ob.writerExec(t, fmt.Sprintf("PRAGMA max_page_count = %d", pages+150)) // the page limit is per connection
+	if _, err := db.sql.Exec(fmt.Sprintf("PRAGMA max_page_count = %d", pages+150)); err != nil {
+		t.Fatal(err)
+	}
+	ob := newOutbox(t, db, Limits{MaxRows: 1 << 30, MaxBytes: 1 << 40})
 	stored := 0
 	var appendErr error
 	for i := 0; i < 1000 && appendErr == nil; i++ {
@@ -300,6 +303,7 @@ func TestDeletesWaitForSpace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	db.sql.SetMaxOpenConns(1) // the page limit and the temporary trigger are per connection
 	ob := newOutbox(t, db, Limits{MaxRows: 1000, MaxBytes: 1 << 20})
 	rows := rowsFor("a", 0, 10)
 	if _, err := ob.Append(ctx, rows); err != nil {
@@ -314,11 +318,13 @@ func TestDeletesWaitForSpace(t *testing.T) {
 	if err := db.sql.QueryRow("PRAGMA page_count").Scan(&pages); err != nil {
 		t.Fatal(err)
 	}
-	for _, q := range []string{ // the page limit and the temporary trigger are per connection
+	for _, q := range []string{
 		fmt.Sprintf("PRAGMA max_page_count = %d", pages),
 		"CREATE TEMP TRIGGER needs_space AFTER DELETE ON outbox BEGIN INSERT INTO filler VALUES (randomblob(65536)); END",
 	} {
-		ob.writerExec(t, q)
+		if _, err := db.sql.Exec(q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ob.Delete(rows[:5])
 	for range 3 {
@@ -335,7 +341,9 @@ func TestDeletesWaitForSpace(t *testing.T) {
 	if n := strings.Count(logs.String(), "outbox deletes wait for space"); n != 1 {
 		t.Fatalf("%d wait log lines, want 1:\n%s", n, logs.String())
 	}
-	ob.writerExec(t, "DROP TRIGGER needs_space")
+	if _, err := db.sql.Exec("DROP TRIGGER needs_space"); err != nil {
+		t.Fatal(err)
+	}
 	if err := ob.Sync(ctx); err != nil {
 		t.Fatalf("sync once there is room: %v", err)
 	}

@@ -98,16 +98,6 @@ func mutations() []Mutation {
 		{Name: "outbox-dead-letter-uncounted", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/outbox.go",
 			"\t\t\tif p.dead {\n\t\t\t\tx.deadLettered++\n\t\t\t}\n",
 			"\t\t\t_ = p.dead\n")},
-		// The writer leaves a failed group's transaction open: the connection
-		// is thrown away with it instead of rolling back and going on.
-		{Name: "outbox-writer-no-rollback", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/writer.go",
-			"\t\tif !sc.AutoCommit() { // still inside the transaction: undo it\n",
-			"\t\tif false && !sc.AutoCommit() {\n")},
-		// The writer keeps its connection on a database file deleted under the
-		// program: what it commits afterwards goes to the deleted file.
-		{Name: "outbox-writer-kept-after-replacement", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/space.go",
-			"\to.db.sql.SetMaxIdleConns(0)\n\to.w.discard()\n",
-			"\to.db.sql.SetMaxIdleConns(0)\n")},
 		{Name: "outbox-drops-uncounted", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/outbox.go",
 			"\t\tx.dropped += int64(n)\n\t\tx.floor = max(x.floor, last)\n",
 			"\t\tx.floor = max(x.floor, last)\n")},
