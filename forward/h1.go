@@ -34,8 +34,7 @@ import (
 // retried like a 5xx and named in the log), ask for gzip, or use a proxy (a
 // gateway talks to its cloud directly, as before).
 type h1Client struct {
-	addr   string      // host:port dialled
-	host   string      // Host header
+	addr   string      // host:port, dialled and sent as the Host header
 	prefix string      // the escaped path prefix of the application's URL
 	tls    *tls.Config // nil: plain HTTP
 	dial   func(ctx context.Context, network, address string) (net.Conn, error)
@@ -61,20 +60,17 @@ const (
 	h1WriteBuffer      = 4 << 10
 )
 
-func newH1Client(scheme, address, pathPrefix, serverName string, tc *tls.Config, maxIdle int) (*h1Client, error) {
+// newH1Client builds the client of an http:// or https:// endpoint; tc (from
+// TLSConfig, which names the server) is required for https and unused for http.
+func newH1Client(scheme, address, pathPrefix string, tc *tls.Config, maxIdle int) (*h1Client, error) {
 	prefix := (&url.URL{Path: pathPrefix}).EscapedPath()
-	c := &h1Client{addr: address, host: address, prefix: prefix, maxIdle: maxIdle, dial: (&net.Dialer{}).DialContext}
-	switch scheme {
-	case "http":
-	case "https":
-		if tc == nil {
-			tc = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		tc = tc.Clone()
-		if tc.ServerName == "" {
-			tc.ServerName = serverName
-		}
+	c := &h1Client{addr: address, prefix: prefix, maxIdle: maxIdle, dial: (&net.Dialer{}).DialContext}
+	switch {
+	case scheme == "http":
+	case scheme == "https" && tc != nil:
 		c.tls = tc
+	case scheme == "https":
+		return nil, fmt.Errorf("https without a TLS configuration")
 	default:
 		return nil, fmt.Errorf("scheme %q: want http or https", scheme)
 	}
@@ -233,7 +229,7 @@ func (c *h1Client) writeRequest(w *bufio.Writer, method, path string, body []byt
 	w.WriteString(c.prefix)
 	w.WriteString(path)
 	w.WriteString(" HTTP/1.1\r\nHost: ")
-	w.WriteString(c.host)
+	w.WriteString(c.addr)
 	w.WriteString("\r\nUser-Agent: Go-http-client/1.1\r\n")
 	if len(body) > 0 || method == http.MethodPost {
 		var n [20]byte

@@ -57,7 +57,7 @@ func TestH1WritesWhatNetHTTPWrote(t *testing.T) {
 		{"GET", "", "/api/v1/lorawan/x/down", ""},
 	} {
 		t.Run(tc.method+tc.path, func(t *testing.T) {
-			c, err := newH1Client("http", "cloud.example.com:8080", tc.prefix, "cloud.example.com", nil, 1)
+			c, err := newH1Client("http", "cloud.example.com:8080", tc.prefix, nil, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -66,7 +66,7 @@ func TestH1WritesWhatNetHTTPWrote(t *testing.T) {
 			c.writeRequest(w, tc.method, tc.path, []byte(tc.body))
 			w.Flush()
 
-			req, err := http.NewRequest(tc.method, "http://cloud.example.com:8080"+(&urlPath{tc.prefix}).escaped()+tc.path, bytes.NewReader([]byte(tc.body)))
+			req, err := http.NewRequest(tc.method, "http://cloud.example.com:8080"+c.prefix+tc.path, bytes.NewReader([]byte(tc.body)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -81,13 +81,6 @@ func TestH1WritesWhatNetHTTPWrote(t *testing.T) {
 			}
 		})
 	}
-}
-
-type urlPath struct{ p string }
-
-func (u *urlPath) escaped() string {
-	c, _ := newH1Client("http", "h:1", u.p, "h", nil, 1)
-	return c.prefix
 }
 
 // Sequential requests of a lane share one keep-alive connection.
@@ -121,31 +114,19 @@ func TestH1KeepsOneConnectionAlive(t *testing.T) {
 // saying so: the next request finds the kept connection closed and is sent
 // again on a new one, instead of failing (and waiting for a retry).
 func TestH1ResendsWhatAClosedIdleConnectionLost(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var mu sync.Mutex
 	var bodies []string
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			req, err := http.ReadRequest(bufio.NewReader(c))
-			if err == nil {
-				b, _ := io.ReadAll(req.Body)
-				mu.Lock()
-				bodies = append(bodies, string(b))
-				mu.Unlock()
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
-			}
-			c.Close()
+	addr := rawServer(t, func(c net.Conn) {
+		defer c.Close()
+		if req, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			b, _ := io.ReadAll(req.Body)
+			mu.Lock()
+			bodies = append(bodies, string(b))
+			mu.Unlock()
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
 		}
-	}()
-	h := h1For(t, "http://"+ln.Addr().String())
+	})
+	h := h1For(t, "http://"+addr)
 	for i := 0; i < 5; i++ {
 		if _, err := h.Post(context.Background(), "/api/v1/lorawan/a/b/up", []byte{'0' + byte(i)}, 0); err != nil {
 			t.Fatalf("post %d: %v", i, err)
@@ -156,6 +137,40 @@ func TestH1ResendsWhatAClosedIdleConnectionLost(t *testing.T) {
 	if strings.Join(bodies, "") != "01234" {
 		t.Errorf("server got %q, want every body once in order", bodies)
 	}
+}
+
+// rawServer hands each connection accepted on a loopback port to serve, one
+// at a time; those serve leaves open are closed when the test ends. It
+// returns the server's address.
+func rawServer(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			serve(c)
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // Informational answers (1xx) come before the real one and are skipped.
@@ -217,35 +232,12 @@ func TestH1ReusesOnlyConnectionsWhoseAnswerEnded(t *testing.T) {
 // "Connection: close" is obeyed even when the server leaves the connection
 // open: the next request goes on a new connection, not into one nobody reads.
 func TestH1ObeysConnectionClose(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var mu sync.Mutex
-	var open []net.Conn
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range open {
-			c.Close()
+	addr := rawServer(t, func(c net.Conn) { // never closed by the server while the test runs
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
 		}
-	}()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			open = append(open, c) // never closed by the server while the test runs
-			mu.Unlock()
-			if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
-			}
-		}
-	}()
-	h := h1For(t, "http://"+ln.Addr().String())
+	})
+	h := h1For(t, "http://"+addr)
 	for i := 0; i < 3; i++ {
 		if _, err := h.Post(context.Background(), "/x", []byte(`{}`), 5*time.Second); err != nil {
 			t.Fatalf("post %d: %v", i, err)
@@ -324,7 +316,7 @@ func FuzzH1Answer(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, answer []byte) {
-		c, err := newH1Client("http", "fuzz:80", "", "fuzz", nil, 1)
+		c, err := newH1Client("http", "fuzz:80", "", nil, 1)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -56,7 +56,7 @@ func NewHTTPTransport(ep config.Endpoint, opts config.AppOptions, timeout time.D
 			return nil, fmt.Errorf("forward: %s: %w", ep.BaseURL(), err)
 		}
 	}
-	c, err := newH1Client(ep.Scheme, ep.Address(), ep.Path, ep.Host, tc, DefaultHTTPLanes)
+	c, err := newH1Client(ep.Scheme, ep.Address(), ep.Path, tc, DefaultHTTPLanes)
 	if err != nil {
 		return nil, fmt.Errorf("forward: %s: %w", ep.BaseURL(), err)
 	}
