@@ -15,7 +15,7 @@ import (
 // the delivery path.
 func (o *Outbox) OldestQueued(ctx context.Context, app string) (time.Time, bool, error) {
 	var ms int64
-	err := o.db.sql.QueryRowContext(ctx, `SELECT enqueued_at FROM outbox WHERE application = ? ORDER BY id LIMIT 1`, app).Scan(&ms)
+	err := o.db.sql.QueryRowContext(ctx, `SELECT enqueued_at FROM outbox WHERE application = CAST(? AS TEXT) ORDER BY id LIMIT 1`, app).Scan(&ms)
 	if errors.Is(err, sql.ErrNoRows) {
 		return time.Time{}, false, nil
 	}

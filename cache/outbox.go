@@ -93,6 +93,7 @@ type Outbox struct {
 // stmts are the outbox's statements, prepared once.
 type stmts struct {
 	insert, delRange, fail, peek, counter, countApp, dropApp, capScan, capDrop *sql.Stmt
+	head, span                                                                 *sql.Stmt // the damage check's reads (space.go)
 }
 
 // pendingWrites are deletions, dead letters and failure records waiting for
@@ -147,6 +148,12 @@ func (db *DB) NewOutbox(ctx context.Context, limits Limits) (*Outbox, error) {
 	return o, nil
 }
 
+// prepare compiles the outbox's statements once. The queries that read an
+// application's rows in ID order take their parameters through CAST (the
+// application, a LIMIT): with a bare ? there, SQLite lets the bound value
+// shape the plan and compiles the statement again at every run with a new
+// binding (TestOutboxQueriesCompileOnce); the plan is the same index search
+// either way.
 func (o *Outbox) prepare(ctx context.Context) error {
 	for _, p := range []struct {
 		dst *(*sql.Stmt)
@@ -156,13 +163,15 @@ func (o *Outbox) prepare(ctx context.Context) error {
 		{&o.st.delRange, `DELETE FROM outbox WHERE id BETWEEN ? AND ? AND application = ?`},
 		{&o.st.fail, `UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?`},
 		{&o.st.peek, `SELECT id, kind, appeui, deveui, body, enqueued_at, attempts, next_attempt_at FROM outbox
-			WHERE application = ? AND id > ? ORDER BY id LIMIT ?`},
+			WHERE application = CAST(? AS TEXT) AND id > ? ORDER BY id LIMIT CAST(? AS INTEGER)`},
 		{&o.st.counter, `INSERT INTO counters (application, name, value) VALUES (?, ?, ?)
 			ON CONFLICT (application, name) DO UPDATE SET value = value + excluded.value`},
 		{&o.st.countApp, `SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0), COALESCE(MAX(id), 0) FROM outbox WHERE application = ?`},
 		{&o.st.dropApp, `DELETE FROM outbox WHERE application = ? AND id <= ?`},
-		{&o.st.capScan, `SELECT id, LENGTH(body) FROM outbox WHERE application = ? ORDER BY id`},
+		{&o.st.capScan, `SELECT id, LENGTH(body) FROM outbox WHERE application = CAST(? AS TEXT) ORDER BY id`},
 		{&o.st.capDrop, `DELETE FROM outbox WHERE application = ? AND id <= ?`},
+		{&o.st.head, `SELECT id, LENGTH(body) FROM outbox WHERE application = CAST(? AS TEXT) ORDER BY id LIMIT 1`},
+		{&o.st.span, `SELECT MIN(id), MAX(id) FROM outbox`},
 	} {
 		s, err := o.db.sql.PrepareContext(ctx, p.q)
 		if err != nil {
@@ -174,7 +183,7 @@ func (o *Outbox) prepare(ctx context.Context) error {
 }
 
 func (o *Outbox) closeStmts() {
-	for _, s := range []*sql.Stmt{o.st.insert, o.st.delRange, o.st.fail, o.st.peek, o.st.counter, o.st.countApp, o.st.dropApp, o.st.capScan, o.st.capDrop} {
+	for _, s := range []*sql.Stmt{o.st.insert, o.st.delRange, o.st.fail, o.st.peek, o.st.counter, o.st.countApp, o.st.dropApp, o.st.capScan, o.st.capDrop, o.st.head, o.st.span} {
 		if s != nil {
 			s.Close()
 		}

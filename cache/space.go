@@ -539,6 +539,7 @@ func (s *space) vanished() string {
 // damaged reads the head row of each application the way delivery does
 // (index, row, body): a few b-tree descents, failing on a file whose pages
 // were cut away under the connections even once SQLite rewrote its header.
+// Its statements are prepared once (o.st): it runs every refreshEvery.
 func (o *Outbox) damaged(ctx context.Context) bool {
 	o.mu.Lock()
 	var apps []string
@@ -550,13 +551,13 @@ func (o *Outbox) damaged(ctx context.Context) bool {
 	o.mu.Unlock()
 	for _, app := range apps {
 		var id, n sql.NullInt64
-		err := o.db.sql.QueryRowContext(ctx, `SELECT id, LENGTH(body) FROM outbox WHERE application = ? ORDER BY id LIMIT 1`, app).Scan(&id, &n)
+		err := o.st.head.QueryRowContext(ctx, app).Scan(&id, &n)
 		if corrupt(err) {
 			return true
 		}
 	}
 	var lo, hi sql.NullInt64
-	return corrupt(o.db.sql.QueryRowContext(ctx, "SELECT MIN(id), MAX(id) FROM outbox").Scan(&lo, &hi))
+	return corrupt(o.st.span.QueryRowContext(ctx).Scan(&lo, &hi))
 }
 
 // sawError notes an error of a read or write of the outbox: a corrupt file

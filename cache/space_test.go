@@ -3,14 +3,19 @@ package cache
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mattn/go-sqlite3"
 )
 
 type lockedBuffer struct {
@@ -353,5 +358,98 @@ func TestDeletesWaitForSpace(t *testing.T) {
 	}
 	if ob.pending() || !strings.Contains(logs.String(), "outbox deletes committed again") {
 		t.Fatalf("deletions still pending or their commit not logged:\n%s", logs.String())
+	}
+}
+
+// compiles registers, on every connection of the pool, an authorizer that
+// counts what SQLite compiles: it calls the authorizer only while it parses
+// and code-generates a statement, never when a compiled one runs again.
+func compiles(t testing.TB, db *DB) *atomic.Int64 {
+	t.Helper()
+	ctx := context.Background()
+	n := &atomic.Int64{}
+	db.sql.SetMaxIdleConns(4) // keep every connection that gets the authorizer
+	var conns []*sql.Conn
+	for range 4 { // the pool's MaxOpenConns, held at once: every connection
+		c, err := db.sql.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		err = c.Raw(func(dc any) error {
+			dc.(*sqlite3.SQLiteConn).RegisterAuthorizer(func(int, string, string, string) int {
+				n.Add(1)
+				return sqlite3.SQLITE_OK
+			})
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	return n
+}
+
+// The outbox's queries compile once, not at every run: the damage check's
+// reads of each application's head row (once a second on the commit path),
+// the reads of a cold feed (Peek) and of the caps. Before, the damage check
+// parsed its SQL text at every run, and every query reading an
+// application's rows in ID order was compiled again at every run (outbox.go's
+// prepare). (SQLite compiles its PRAGMA page_size and page_count again at
+// every run whatever the caller does, so the size checks are not counted.)
+func TestOutboxQueriesCompileOnce(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t, filepath.Join(t.TempDir(), "c.db"))
+	ob := newOutbox(t, db, Limits{MaxRows: 1 << 20, MaxBytes: 1 << 30})
+	apps := []string{"a", "b", "c"}
+	for _, app := range apps {
+		if _, err := ob.Append(ctx, rowsFor(app, 0, 3)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := compiles(t, db)
+	for _, tc := range []struct {
+		name string
+		run  func()
+	}{
+		{"file checks", func() {
+			if ob.damaged(ctx) {
+				t.Fatal("a sound database reported damaged")
+			}
+		}},
+		{"peek", func() {
+			for _, app := range apps {
+				if rows, err := ob.Peek(ctx, app, 1, 2); err != nil || len(rows) == 0 {
+					t.Fatalf("peek %s: %d rows, %v", app, len(rows), err)
+				}
+			}
+		}},
+		{"caps", func() {
+			for _, app := range apps {
+				q, err := ob.st.capScan.QueryContext(ctx, app)
+				if err != nil {
+					t.Fatal(err)
+				}
+				q.Close()
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := n.Load()
+			tc.run() // compiles what it needs on this connection
+			if n.Load() == before {
+				t.Fatal("the authorizer counted nothing on the first run: the count cannot fail")
+			}
+			before = n.Load()
+			for range 10 {
+				tc.run()
+			}
+			if c := n.Load() - before; c != 0 {
+				t.Fatalf("10 more runs compiled SQL %d times, want 0", c)
+			}
+		})
 	}
 }
