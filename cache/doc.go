@@ -10,8 +10,9 @@
 // synchronous=NORMAL; syncgroup.go: one sync shared by the commits of up to
 // 100 ms); Append is Commit and the wait. A Feed reads the database only when cold
 // (start-up, Rewind, overflow of its window). Delete and DeadLetter are lazy:
-// forgotten rows are removed in bulk with the next transaction, or by one of
-// their own when no append came for a second.
+// forgotten rows are removed in bulk by an append's transaction once a second
+// (sooner when deleteBatch wait or the append would meet its caps), or by one
+// of their own when no append came for a second.
 //
 // The database's file system is watched (space.go): a bounded WAL, a space
 // reserve released when a write fails for want of space, outbox caps that

@@ -49,8 +49,11 @@ type AppStats struct {
 //     cold: at start-up, after Rewind, and when its window overflowed.
 //   - Delete and DeadLetter need no durability of their own (a lost deletion
 //     only resends: at-least-once): delivered rows collect in memory and are
-//     removed in bulk, ranges of consecutive IDs, with the next commit, or
-//     by a commit of their own when no append came for a second (flushEvery).
+//     removed in bulk, ranges of consecutive IDs, riding on an append's
+//     commit once a second (flushEvery), or sooner when deleteBatch wait or
+//     the append would otherwise meet its application's caps, and by a
+//     commit of their own when no append came for a second. A crash resends
+//     at most the last second's delivered rows.
 //   - Every commit goes through write (space.go): the byte cap follows the
 //     file system, a full file system refuses the appended rows with
 //     ErrStorageFull but still commits the deletions, and a database file
@@ -84,8 +87,11 @@ type Outbox struct {
 	// lastCommit is when the last transaction committed; the flusher leaves
 	// deletions to the appends while they come at least once per flushEvery.
 	lastCommit time.Time
-	stop       chan struct{} // ends the flusher
-	flushed    chan struct{} // closed when the flusher ended
+	// deletedAt is when deletions last rode on a transaction: an append's
+	// commit carries them once flushEvery has passed (deletesDueLocked).
+	deletedAt time.Time
+	stop      chan struct{} // ends the flusher
+	flushed   chan struct{} // closed when the flusher ended
 
 	byApp map[string][]Row // Append's hand-off, reused; o.wmu guards it
 }
@@ -116,6 +122,10 @@ type failure struct {
 
 // flushEvery bounds how long a deletion waits for a transaction to ride on.
 const flushEvery = time.Second
+
+// deleteBatch is how many pending deletions make the next commit carry them
+// before flushEvery has passed.
+const deleteBatch = 256
 
 // DefaultWindow is how many committed rows a feed holds in memory before its
 // application reads the database again.
@@ -469,7 +479,7 @@ func (o *Outbox) flusher() {
 		}
 		o.mu.Lock()
 		idle := len(o.pend.deletes) == 0 && len(o.pend.failures) == 0
-		recent := time.Since(o.lastCommit) < flushEvery // deletions ride on the appends
+		recent := o.now().Sub(o.lastCommit) < flushEvery // deletions ride on the appends
 		o.mu.Unlock()
 		if idle || recent {
 			continue
@@ -563,7 +573,13 @@ func (o *Outbox) commit(rows []Row, extra func(*sql.Tx, func(string) *delta) err
 	lim := o.db.space.limits(context.Background(), o.limits, payload, apps)
 	o.mu.Lock()
 	pend := o.pend
-	o.pend = pendingWrites{deletes: map[int64]pendingDelete{}}
+	if o.deletesDueLocked(lim, rows) {
+		o.pend = pendingWrites{deletes: map[int64]pendingDelete{}}
+	} else {
+		// The deletions wait for a later commit; failure records ride now.
+		pend = pendingWrites{failures: o.pend.failures}
+		o.pend.failures = nil
+	}
 	o.mu.Unlock()
 	restore := func() {
 		o.mu.Lock()
@@ -608,7 +624,10 @@ func (o *Outbox) commit(rows []Row, extra func(*sql.Tx, func(string) *delta) err
 		return nil, err
 	}
 	o.mu.Lock()
-	o.lastCommit = time.Now()
+	o.lastCommit = o.now()
+	if len(pend.deletes) > 0 {
+		o.deletedAt = o.lastCommit
+	}
 	for i := range rows {
 		o.lastID = max(o.lastID, rows[i].ID)
 	}
@@ -643,6 +662,45 @@ func (o *Outbox) commit(rows []Row, extra func(*sql.Tx, func(string) *delta) err
 		f.dropThrough(fl)
 	}
 	return droppedBy, nil
+}
+
+// deletesDueLocked reports whether the pending deletions ride on the
+// transaction committing rows (o.mu held): always on one without rows (the
+// flusher, Sync, Close, a full file system's deletions-only commit, a
+// replacement's adoption); on an append's once flushEvery passed since they
+// last rode, once deleteBatch wait, or when an application of the rows
+// would otherwise go over its caps (so the caps never drop delivered rows
+// still waiting to be deleted in place of queued ones).
+func (o *Outbox) deletesDueLocked(lim Limits, rows []Row) bool {
+	if len(rows) == 0 || len(o.pend.deletes) >= deleteBatch || o.now().Sub(o.deletedAt) >= flushEvery {
+		return true
+	}
+	if len(o.pend.deletes) == 0 {
+		return false
+	}
+	type add struct {
+		rows  int
+		bytes int64
+	}
+	var adds map[string]add
+	for _, r := range rows {
+		if o.pendApp[r.Application] == nil {
+			continue // nothing of this application waits to be deleted
+		}
+		if adds == nil {
+			adds = map[string]add{}
+		}
+		a := adds[r.Application]
+		a.rows++
+		a.bytes += int64(len(r.Body))
+		adds[r.Application] = a
+	}
+	for app, a := range adds {
+		if s := o.stats[app]; s != nil && (s.Rows+a.rows > lim.MaxRows || s.Bytes+a.bytes > lim.MaxBytes) {
+			return true
+		}
+	}
+	return false
 }
 
 // apply writes one transaction's content.

@@ -487,3 +487,103 @@ func TestFeedWindowOverflowAndRewind(t *testing.T) {
 		t.Fatalf("stats %+v right after Delete", s)
 	}
 }
+
+// Deliveries are deleted lazily: an append's commit carries the pending
+// deletions once a second (not every commit, which was a DELETE per uplink
+// at a steady rate), at once when deleteBatch wait, when the appended rows
+// would otherwise meet their application's caps (the caps must not drop a
+// queued row while delivered ones still fill the queue), and in any commit
+// without rows (Sync).
+func TestDeletionsRideOncePerSecond(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t, filepath.Join(t.TempDir(), "d.db"))
+	ob := newOutbox(t, db, Limits{MaxRows: 1000, MaxBytes: 1 << 30})
+	clock := time.Now()
+	ob.mu.Lock()
+	ob.now = func() time.Time { return clock } // frozen: the flusher stays idle too
+	ob.mu.Unlock()
+	inFile := func() int {
+		t.Helper()
+		var n int
+		if err := db.sql.QueryRow("SELECT COUNT(*) FROM outbox").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	appendRows := func(app string, from, n int) []Row {
+		t.Helper()
+		rows := rowsFor(app, from, n)
+		if _, err := ob.Append(ctx, rows); err != nil {
+			t.Fatal(err)
+		}
+		return rows
+	}
+	first := appendRows("a", 0, 10) // deletedAt is zero: this commit carried (no) deletions
+	ob.Delete(first[:4])
+	appendRows("a", 10, 1)
+	ob.mu.Lock()
+	ob.deletedAt = clock // as if deletions rode just now
+	ob.mu.Unlock()
+	appendRows("a", 11, 1)
+	if n := inFile(); n != 12-4 {
+		// The first append after Delete carried them (deletedAt was zero).
+		t.Fatalf("%d rows in the file, want 8 (the first deletions rode at once)", n)
+	}
+	ob.Delete(first[4:6])
+	for i := range 5 {
+		appendRows("a", 12+i, 1)
+	}
+	if n, s := inFile(), ob.Stats("a"); n != 8+5 || s.Rows != 8+5-2 {
+		t.Fatalf("%d rows in the file and %d queued, want 13 and 11: deletions rode before a second passed", n, s.Rows)
+	}
+	clock = clock.Add(flushEvery)
+	appendRows("a", 17, 1)
+	if n := inFile(); n != 13+1-2 {
+		t.Fatalf("%d rows in the file a second later, want 12", n)
+	}
+	// deleteBatch pending: the next append carries them.
+	many := appendRows("a", 100, deleteBatch)
+	ob.Delete(many)
+	before := inFile()
+	appendRows("a", 1000, 1)
+	if n := inFile(); n != before+1-deleteBatch {
+		t.Fatalf("%d rows in the file, want %d: %d pending deletions did not ride", n, before+1-deleteBatch, deleteBatch)
+	}
+	// Sync commits them whatever the time.
+	last := appendRows("a", 2000, 2)
+	ob.Delete(last)
+	if err := ob.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ob.pending() {
+		t.Fatal("deletions pending after Sync")
+	}
+}
+
+// An append that would meet its application's row cap carries the pending
+// deletions: delivered rows are deleted, not dropped in place of queued ones.
+func TestDeletionsRideBeforeTheCaps(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t, filepath.Join(t.TempDir(), "c.db"))
+	ob := newOutbox(t, db, Limits{MaxRows: 5, MaxBytes: 1 << 30})
+	clock := time.Now()
+	ob.mu.Lock()
+	ob.now = func() time.Time { return clock }
+	ob.deletedAt = clock // deletions wait a second
+	ob.mu.Unlock()
+	rows := rowsFor("a", 0, 5)
+	if _, err := ob.Append(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	ob.Delete(rows[:2])
+	if _, err := ob.Append(ctx, rowsFor("a", 5, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if s := ob.Stats("a"); s.Rows != 5 || s.Dropped != 0 {
+		t.Fatalf("stats %+v: want 5 rows queued, none dropped", s)
+	}
+	got, err := ob.Peek(ctx, "a", 0, 10)
+	if err != nil || len(got) != 5 || string(got[0].Body) != `{"n":2}` {
+		t.Fatalf("peek: %d rows, first %s, %v; want 5 from n=2", len(got), got[0].Body, err)
+	}
+}

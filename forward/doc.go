@@ -14,7 +14,7 @@
 // are handed to their application's cache.Feed in memory; an application
 // reads the database only at start-up, after a rebuild or reconnect, and when
 // its bounded window overflowed. Delivered rows are forgotten lazily and
-// removed in bulk with the next commit (at-least-once: a crash resends them).
+// removed in bulk about once a second (at-least-once: a crash resends them).
 //
 // The Manager builds the applications from the configuration (Apply: set up,
 // rebuilt or stopped as it changes; Apps polls the sources) and runs their
