@@ -218,8 +218,22 @@ type connector struct {
 	drv *sqlite3.SQLiteDriver
 }
 
-func (c connector) Connect(context.Context) (driver.Conn, error) { return c.drv.Open(c.dsn) }
-func (c connector) Driver() driver.Driver                        { return c.drv }
+// Connect opens a connection; the outbox's transactions prepare their
+// statements on it (conn, writer.go).
+func (c connector) Connect(context.Context) (driver.Conn, error) {
+	dc, err := c.drv.Open(c.dsn)
+	if err != nil {
+		return nil, err
+	}
+	sc, ok := dc.(*sqlite3.SQLiteConn)
+	if !ok {
+		dc.Close()
+		return nil, fmt.Errorf("cache: go-sqlite3 opened a %T", dc)
+	}
+	return &conn{SQLiteConn: sc}, nil
+}
+
+func (c connector) Driver() driver.Driver { return c.drv }
 
 // boundWAL keeps the WAL small (space.go): checkpoint every
 // walCheckpointPages and truncate the WAL file to walLimitBytes after one.

@@ -4,7 +4,10 @@
 // keys), and recovery from a corrupt file.
 //
 // The outbox is a write-ahead log: Commit stores a group of rows in one
-// transaction (statements prepared once), hands them to their application's
+// transaction on a connection of the pool, with the write path's statements
+// (BEGIN IMMEDIATE, COMMIT and ROLLBACK included) prepared once on each
+// connection, on go-sqlite3's connection itself (writer.go): no SQL is
+// parsed per commit. It hands the rows to their application's
 // Feed in memory and returns a Synced that is done once the WAL is synced
 // (walsync_linux.go: an fdatasync on a thread of its own, SQLite at
 // synchronous=NORMAL; syncgroup.go: one sync shared by the commits of up to

@@ -3,12 +3,15 @@ package cache
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"slices"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/mattn/go-sqlite3"
 )
 
 // Row is one queued message for one remote application.
@@ -59,9 +62,12 @@ type AppStats struct {
 //     ErrStorageFull but still commits the deletions, and a database file
 //     deleted, replaced or damaged under the program is noticed and replaced.
 //
-// Statements are prepared once for the life of the Outbox (on the *sql.DB,
-// which prepares them on each connection it hands out, so they follow the
-// connections to a replacement file).
+// Every transaction runs on a connection of the pool inside one Raw call
+// (writer.go), with the write path's statements, BEGIN IMMEDIATE, COMMIT and
+// ROLLBACK included, prepared once on each connection and finalized with it;
+// a replacement file recycles the connections and the statements follow.
+// The reads (Peek, the damage check) are prepared once on the *sql.DB, which
+// prepares them on each connection it hands out.
 type Outbox struct {
 	db     *DB
 	limits Limits
@@ -69,9 +75,10 @@ type Outbox struct {
 	stamps stamps // stored times ↔ monotonic ones (clock.go)
 	window int    // rows a feed holds in memory
 
-	st stmts
+	st stmts  // reads on the pool
+	w  writer // the transactions' statements per connection (writer.go); o.wmu guards it
 
-	wmu    sync.Mutex // one transaction at a time; guards closed and deletesWaiting
+	wmu    sync.Mutex // one transaction at a time; guards w, closed and deletesWaiting
 	closed bool
 	// deletesWaiting: pending deletions could not commit for want of space
 	// (logged once until they do, space.go).
@@ -96,10 +103,37 @@ type Outbox struct {
 	byApp map[string][]Row // Append's hand-off, reused; o.wmu guards it
 }
 
-// stmts are the outbox's statements, prepared once.
+// stmts are the outbox's reads on the pool, prepared once on the *sql.DB
+// (which prepares them on each connection it hands out, so they follow the
+// connections to a replacement file).
 type stmts struct {
-	insert, delRange, fail, peek, counter, countApp, dropApp, capScan, capDrop *sql.Stmt
-	head, span                                                                 *sql.Stmt // the damage check's reads (space.go)
+	peek       *sql.Stmt // a cold feed's read
+	head, span *sql.Stmt // the damage check's reads (space.go)
+}
+
+// writerSQL is the write path's SQL, each statement prepared once on each
+// connection that runs the outbox's transactions (writer.go).
+func writerSQL(st *writerStmts) []struct {
+	dst **sqlite3.SQLiteStmt
+	q   string
+} {
+	return []struct {
+		dst **sqlite3.SQLiteStmt
+		q   string
+	}{
+		{&st.begin, `BEGIN IMMEDIATE`},
+		{&st.commit, `COMMIT`},
+		{&st.rollback, `ROLLBACK`},
+		{&st.insert, `INSERT INTO outbox (application, kind, appeui, deveui, body, enqueued_at) VALUES (?, ?, ?, ?, ?, ?)`},
+		{&st.delRange, `DELETE FROM outbox WHERE id BETWEEN ? AND ? AND application = ?`},
+		{&st.fail, `UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?`},
+		{&st.counter, `INSERT INTO counters (application, name, value) VALUES (?, ?, ?)
+			ON CONFLICT (application, name) DO UPDATE SET value = value + excluded.value`},
+		{&st.countApp, `SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0), COALESCE(MAX(id), 0) FROM outbox WHERE application = ?`},
+		{&st.dropApp, `DELETE FROM outbox WHERE application = ? AND id <= ?`},
+		{&st.capScan, `SELECT id, LENGTH(body) FROM outbox WHERE application = CAST(? AS TEXT) ORDER BY id`},
+		{&st.capDrop, `DELETE FROM outbox WHERE application = ? AND id <= ?`},
+	}
 }
 
 // pendingWrites are deletions, dead letters and failure records waiting for
@@ -134,7 +168,7 @@ const DefaultWindow = 1024
 // ErrClosed is returned by operations on a closed Outbox.
 var ErrClosed = errors.New("cache: outbox closed")
 
-// NewOutbox prepares the statements, loads the per-application counters and
+// NewOutbox prepares the reads, loads the per-application counters and
 // starts the flusher of lazy deletions. Close flushes and stops it.
 func (db *DB) NewOutbox(ctx context.Context, limits Limits) (*Outbox, error) {
 	if limits.MaxRows <= 0 || limits.MaxBytes <= 0 {
@@ -146,6 +180,7 @@ func (db *DB) NewOutbox(ctx context.Context, limits Limits) (*Outbox, error) {
 		pend: pendingWrites{deletes: map[int64]pendingDelete{}},
 		stop: make(chan struct{}), flushed: make(chan struct{}), byApp: map[string][]Row{},
 	}
+	o.w.db = db
 	if err := o.prepare(ctx); err != nil {
 		o.closeStmts()
 		return nil, err
@@ -169,17 +204,8 @@ func (o *Outbox) prepare(ctx context.Context) error {
 		dst *(*sql.Stmt)
 		q   string
 	}{
-		{&o.st.insert, `INSERT INTO outbox (application, kind, appeui, deveui, body, enqueued_at) VALUES (?, ?, ?, ?, ?, ?)`},
-		{&o.st.delRange, `DELETE FROM outbox WHERE id BETWEEN ? AND ? AND application = ?`},
-		{&o.st.fail, `UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ?`},
 		{&o.st.peek, `SELECT id, kind, appeui, deveui, body, enqueued_at, attempts, next_attempt_at FROM outbox
 			WHERE application = CAST(? AS TEXT) AND id > ? ORDER BY id LIMIT CAST(? AS INTEGER)`},
-		{&o.st.counter, `INSERT INTO counters (application, name, value) VALUES (?, ?, ?)
-			ON CONFLICT (application, name) DO UPDATE SET value = value + excluded.value`},
-		{&o.st.countApp, `SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0), COALESCE(MAX(id), 0) FROM outbox WHERE application = ?`},
-		{&o.st.dropApp, `DELETE FROM outbox WHERE application = ? AND id <= ?`},
-		{&o.st.capScan, `SELECT id, LENGTH(body) FROM outbox WHERE application = CAST(? AS TEXT) ORDER BY id`},
-		{&o.st.capDrop, `DELETE FROM outbox WHERE application = ? AND id <= ?`},
 		{&o.st.head, `SELECT id, LENGTH(body) FROM outbox WHERE application = CAST(? AS TEXT) ORDER BY id LIMIT 1`},
 		{&o.st.span, `SELECT MIN(id), MAX(id) FROM outbox`},
 	} {
@@ -193,7 +219,7 @@ func (o *Outbox) prepare(ctx context.Context) error {
 }
 
 func (o *Outbox) closeStmts() {
-	for _, s := range []*sql.Stmt{o.st.insert, o.st.delRange, o.st.fail, o.st.peek, o.st.counter, o.st.countApp, o.st.dropApp, o.st.capScan, o.st.capDrop, o.st.head, o.st.span} {
+	for _, s := range []*sql.Stmt{o.st.peek, o.st.head, o.st.span} {
 		if s != nil {
 			s.Close()
 		}
@@ -411,12 +437,16 @@ func (o *Outbox) DropApplication(ctx context.Context, app string) (int, error) {
 		return 0, ErrClosed
 	}
 	var n int
-	_, err := o.write(nil, func(tx *sql.Tx, d func(string) *delta) error {
+	_, err := o.write(nil, func(tx *wtx, d func(string) *delta) error {
 		var b, maxID int64
-		if err := tx.Stmt(o.st.countApp).QueryRow(app).Scan(&n, &b, &maxID); err != nil {
+		err := tx.query(tx.st.countApp, func(v []driver.Value) (bool, error) {
+			n, b, maxID = int(int64Of(v[0])), int64Of(v[1]), int64Of(v[2])
+			return false, nil
+		}, app)
+		if err != nil {
 			return fmt.Errorf("cache: outbox drop %s: %w", app, err)
 		}
-		if _, err := tx.Stmt(o.st.dropApp).Exec(app, maxID); err != nil {
+		if _, err := tx.exec(tx.st.dropApp, app, maxID); err != nil {
 			return fmt.Errorf("cache: outbox drop %s: %w", app, err)
 		}
 		x := d(app)
@@ -566,7 +596,7 @@ type delta struct {
 // pending deletions and failure records, the caps and the counters. o.wmu is
 // held. The transaction finishes whatever the callers' contexts do, so the
 // in-memory counters always match the file.
-func (o *Outbox) commit(rows []Row, extra func(*sql.Tx, func(string) *delta) error) (map[string]int, error) {
+func (o *Outbox) commit(rows []Row, extra func(*wtx, func(string) *delta) error) (map[string]int, error) {
 	// The caps for this commit, before the transaction: the file system's
 	// share lowers the byte cap (space.go; it reads the file sizes).
 	payload, apps := o.payloadBytes()
@@ -591,11 +621,6 @@ func (o *Outbox) commit(rows []Row, extra func(*sql.Tx, func(string) *delta) err
 		o.pend.failures = append(pend.failures, o.pend.failures...)
 		o.mu.Unlock()
 	}
-	tx, err := o.db.sql.BeginTx(context.Background(), nil)
-	if err != nil {
-		restore()
-		return nil, fmt.Errorf("cache: outbox begin: %w", err)
-	}
 	deltas := map[string]*delta{}
 	d := func(app string) *delta {
 		x, ok := deltas[app]
@@ -605,17 +630,14 @@ func (o *Outbox) commit(rows []Row, extra func(*sql.Tx, func(string) *delta) err
 		}
 		return x
 	}
-	droppedBy, err := o.apply(tx, lim, rows, pend, extra, d)
-	if err == nil {
-		err = o.counters(tx, deltas)
-	}
-	if err == nil {
-		if err = tx.Commit(); err != nil {
-			err = fmt.Errorf("cache: outbox commit: %w", err)
+	var droppedBy map[string]int
+	err := o.w.tx(func(tx *wtx) error {
+		var err error
+		if droppedBy, err = o.apply(tx, lim, rows, pend, extra, d); err != nil {
+			return err
 		}
-	} else {
-		tx.Rollback()
-	}
+		return o.counters(tx, deltas)
+	})
 	if err != nil {
 		for i := range rows {
 			rows[i].ID = 0
@@ -704,16 +726,16 @@ func (o *Outbox) deletesDueLocked(lim Limits, rows []Row) bool {
 }
 
 // apply writes one transaction's content.
-func (o *Outbox) apply(tx *sql.Tx, lim Limits, rows []Row, pend pendingWrites, extra func(*sql.Tx, func(string) *delta) error, d func(string) *delta) (map[string]int, error) {
+func (o *Outbox) apply(tx *wtx, lim Limits, rows []Row, pend pendingWrites, extra func(*wtx, func(string) *delta) error, d func(string) *delta) (map[string]int, error) {
 	if len(rows) > 0 {
-		ins := tx.Stmt(o.st.insert)
+		ins := tx.st.insert
 		for i := range rows {
 			row := &rows[i]
 			body := row.Body
 			if body == nil {
 				body = []byte{}
 			}
-			res, err := ins.Exec(row.Application, row.Kind, row.AppEUI[:], row.DevEUI[:], body, o.stamps.store(row.EnqueuedAt))
+			res, err := tx.exec(ins, row.Application, row.Kind, row.AppEUI[:], row.DevEUI[:], body, o.stamps.store(row.EnqueuedAt))
 			if err != nil {
 				return nil, fmt.Errorf("cache: outbox insert %s: %w", row.Application, err)
 			}
@@ -729,9 +751,8 @@ func (o *Outbox) apply(tx *sql.Tx, lim Limits, rows []Row, pend pendingWrites, e
 		return nil, err
 	}
 	if len(pend.failures) > 0 {
-		fail := tx.Stmt(o.st.fail)
 		for _, f := range pend.failures {
-			if _, err := fail.Exec(o.stamps.store(f.next), f.id); err != nil {
+			if _, err := tx.exec(tx.st.fail, o.stamps.store(f.next), f.id); err != nil {
 				return nil, fmt.Errorf("cache: outbox failure %d: %w", f.id, err)
 			}
 		}
@@ -790,7 +811,7 @@ func d2list(rows []Row, d func(string) *delta) map[string]*delta {
 
 // applyDeletes removes forgotten rows: runs of consecutive IDs of one
 // application with one statement each.
-func (o *Outbox) applyDeletes(tx *sql.Tx, dels map[int64]pendingDelete, d func(string) *delta) error {
+func (o *Outbox) applyDeletes(tx *wtx, dels map[int64]pendingDelete, d func(string) *delta) error {
 	if len(dels) == 0 {
 		return nil
 	}
@@ -799,7 +820,6 @@ func (o *Outbox) applyDeletes(tx *sql.Tx, dels map[int64]pendingDelete, d func(s
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	rng := tx.Stmt(o.st.delRange)
 	for i := 0; i < len(ids); {
 		app := dels[ids[i]].app
 		j := i + 1
@@ -808,7 +828,7 @@ func (o *Outbox) applyDeletes(tx *sql.Tx, dels map[int64]pendingDelete, d func(s
 		}
 		run := ids[i:j]
 		i = j
-		res, err := rng.Exec(run[0], run[len(run)-1], app)
+		res, err := tx.exec(tx.st.delRange, run[0], run[len(run)-1], app)
 		if err != nil {
 			return fmt.Errorf("cache: outbox delete: %w", err)
 		}
@@ -832,8 +852,7 @@ func (o *Outbox) applyDeletes(tx *sql.Tx, dels map[int64]pendingDelete, d func(s
 }
 
 // counters adds the transaction's dropped and dead-lettered counts.
-func (o *Outbox) counters(tx *sql.Tx, deltas map[string]*delta) error {
-	var st *sql.Stmt
+func (o *Outbox) counters(tx *wtx, deltas map[string]*delta) error {
 	for app, x := range deltas {
 		for _, c := range [...]struct {
 			name string
@@ -842,10 +861,7 @@ func (o *Outbox) counters(tx *sql.Tx, deltas map[string]*delta) error {
 			if c.v == 0 {
 				continue
 			}
-			if st == nil {
-				st = tx.Stmt(o.st.counter)
-			}
-			if _, err := st.Exec(app, c.name, c.v); err != nil {
+			if _, err := tx.exec(tx.st.counter, app, c.name, c.v); err != nil {
 				return fmt.Errorf("cache: outbox counters: %w", err)
 			}
 		}
@@ -855,28 +871,26 @@ func (o *Outbox) counters(tx *sql.Tx, deltas map[string]*delta) error {
 
 // dropOldest deletes the oldest rows of app until it is within the caps and
 // returns how many rows and bytes went and the last ID dropped.
-func (o *Outbox) dropOldest(tx *sql.Tx, lim Limits, app string, rows int, bytes int64) (int, int64, int64, error) {
-	q, err := tx.Stmt(o.st.capScan).Query(app)
+func (o *Outbox) dropOldest(tx *wtx, lim Limits, app string, rows int, bytes int64) (int, int64, int64, error) {
+	var n int
+	var last, freed int64
+	over := func() bool { return rows-n > lim.MaxRows || bytes-freed > lim.MaxBytes }
+	if !over() {
+		return 0, 0, 0, nil
+	}
+	err := tx.query(tx.st.capScan, func(v []driver.Value) (bool, error) {
+		n++
+		last = int64Of(v[0])
+		freed += int64Of(v[1])
+		return over(), nil
+	}, app)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
 	}
-	var n int
-	var last, freed int64
-	for (rows-n > lim.MaxRows || bytes-freed > lim.MaxBytes) && q.Next() {
-		var id, sz int64
-		if err := q.Scan(&id, &sz); err != nil {
-			q.Close()
-			return 0, 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
-		}
-		n++
-		last = id
-		freed += sz
-	}
-	q.Close()
 	if n == 0 {
 		return 0, 0, 0, nil
 	}
-	if _, err := tx.Stmt(o.st.capDrop).Exec(app, last); err != nil {
+	if _, err := tx.exec(tx.st.capDrop, app, last); err != nil {
 		return 0, 0, 0, fmt.Errorf("cache: outbox cap %s: %w", app, err)
 	}
 	return n, freed, last, nil

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -366,6 +367,47 @@ func BenchmarkOutboxAppend(b *testing.B) {
 			b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "rows/s")
 		})
 	}
+}
+
+// BenchmarkOutboxCommitOne is the steady trickle of a gateway (50 uplinks/s
+// is a commit every 20 ms): each commit carries one row and the deletion of
+// the row delivered before it. It measures the commit's CPU, not the
+// flash: the syncs run on their own thread and are waited for at the end.
+// cpu-ns/op is the process's CPU time (user and system, every thread) per
+// commit: the figure a one-core gateway cares about; ns/op is mostly I/O
+// waits.
+func BenchmarkOutboxCommitOne(b *testing.B) {
+	ctx := context.Background()
+	db := openTest(b, filepath.Join(b.TempDir(), "bench.db"))
+	ob := newOutbox(b, db, Limits{MaxRows: 1 << 30, MaxBytes: 1 << 40})
+	body := bytes.Repeat([]byte("x"), 300)
+	var prev []Row
+	var synced Synced
+	b.ReportAllocs()
+	cpu0 := cpuTime(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		rows := []Row{{Application: "a", Kind: "up", Body: body}}
+		var err error
+		if _, synced, err = ob.Commit(ctx, rows, 1); err != nil {
+			b.Fatal(err)
+		}
+		ob.Delete(prev)
+		prev = rows
+	}
+	if err := synced.Wait(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+// cpuTime is the CPU time the process used so far (every thread).
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func BenchmarkOutboxPeekDelete(b *testing.B) {

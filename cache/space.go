@@ -399,7 +399,7 @@ func (db *DB) Storage() StorageStatus {
 // full file system never blocks the deletes that cure it. Deletions that
 // still cannot commit stay pending and go with the next transaction (the
 // flusher retries them every flushEvery).
-func (o *Outbox) write(rows []Row, extra func(*sql.Tx, func(string) *delta) error) (map[string]int, error) {
+func (o *Outbox) write(rows []Row, extra func(*wtx, func(string) *delta) error) (map[string]int, error) {
 	sp := o.db.space
 	ctx := context.Background()
 	o.checkFile(ctx)
@@ -644,11 +644,12 @@ func (o *Outbox) checkFile(ctx context.Context) {
 	} else {
 		os.Remove(tmp)
 	}
-	// New connections open the new file. The outbox's statements are
-	// prepared on the *sql.DB, which prepares them again on each connection
-	// it hands out, so they follow: drop the idle connections, and pool none
-	// for recycleFor, so the ones readers hold now are closed when they come
-	// back (the writer holds none: o.wmu is held).
+	// New connections open the new file. The outbox's reads are prepared on
+	// the *sql.DB, which prepares them again on each connection it hands
+	// out, and its transactions prepare theirs on each connection they run
+	// on (writer.go), so both follow: drop the idle connections, and pool
+	// none for recycleFor, so the ones readers hold now are closed when they
+	// come back (no transaction holds one: o.wmu is held).
 	o.db.sql.SetMaxIdleConns(0)
 	sp.mu.Lock()
 	sp.recycleUntil = sp.now().Add(recycleFor)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -377,7 +378,7 @@ func compiles(t testing.TB, db *DB) *atomic.Int64 {
 		}
 		conns = append(conns, c)
 		err = c.Raw(func(dc any) error {
-			dc.(*sqlite3.SQLiteConn).RegisterAuthorizer(func(int, string, string, string) int {
+			dc.(*conn).RegisterAuthorizer(func(int, string, string, string) int {
 				n.Add(1)
 				return sqlite3.SQLITE_OK
 			})
@@ -428,12 +429,18 @@ func TestOutboxQueriesCompileOnce(t *testing.T) {
 			}
 		}},
 		{"caps", func() {
-			for _, app := range apps {
-				q, err := ob.st.capScan.QueryContext(ctx, app)
-				if err != nil {
-					t.Fatal(err)
+			ob.wmu.Lock()
+			defer ob.wmu.Unlock()
+			err := ob.w.tx(func(tx *wtx) error {
+				for _, app := range apps {
+					if err := tx.query(tx.st.capScan, func([]driver.Value) (bool, error) { return false, nil }, app); err != nil {
+						return err
+					}
 				}
-				q.Close()
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
 		}},
 	} {

@@ -98,6 +98,11 @@ func mutations() []Mutation {
 		{Name: "outbox-dead-letter-uncounted", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/outbox.go",
 			"\t\t\tif p.dead {\n\t\t\t\tx.deadLettered++\n\t\t\t}\n",
 			"\t\t\t_ = p.dead\n")},
+		// The writer leaves a failed group's transaction open: the connection
+		// is thrown away with it instead of rolling back and going on.
+		{Name: "outbox-writer-no-rollback", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/writer.go",
+			"\t\tif !oc.AutoCommit() { // still inside the transaction: undo it\n",
+			"\t\tif false && !oc.AutoCommit() {\n")},
 		{Name: "outbox-drops-uncounted", Tests: []Target{{Pkg: "./cache/"}}, Edits: one("cache/outbox.go",
 			"\t\tx.dropped += int64(n)\n\t\tx.floor = max(x.floor, last)\n",
 			"\t\tx.floor = max(x.floor, last)\n")},
