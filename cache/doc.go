@@ -7,7 +7,8 @@
 // transaction on a connection of the pool, with the write path's statements
 // (BEGIN IMMEDIATE, COMMIT and ROLLBACK included) prepared once on each
 // connection, on go-sqlite3's connection itself (writer.go): no SQL is
-// parsed per commit. It hands the rows to their application's
+// parsed per commit (only the space checks' PRAGMAs, once a second). It
+// hands the rows to their application's
 // Feed in memory and returns a Synced that is done once the WAL is synced
 // (walsync_linux.go: an fdatasync on a thread of its own, SQLite at
 // synchronous=NORMAL; syncgroup.go: one sync shared by the commits of up to

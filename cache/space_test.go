@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -363,9 +364,10 @@ func TestDeletesWaitForSpace(t *testing.T) {
 }
 
 // compiles registers, on every connection of the pool, an authorizer that
-// counts what SQLite compiles: it calls the authorizer only while it parses
-// and code-generates a statement, never when a compiled one runs again.
-func compiles(t testing.TB, db *DB) *atomic.Int64 {
+// counts what SQLite compiles (only the operations ops, when given): SQLite
+// calls the authorizer only while it parses and code-generates a statement,
+// never when a compiled one runs again.
+func compiles(t testing.TB, db *DB, ops ...int) *atomic.Int64 {
 	t.Helper()
 	ctx := context.Background()
 	n := &atomic.Int64{}
@@ -378,8 +380,10 @@ func compiles(t testing.TB, db *DB) *atomic.Int64 {
 		}
 		conns = append(conns, c)
 		err = c.Raw(func(dc any) error {
-			dc.(*conn).RegisterAuthorizer(func(int, string, string, string) int {
-				n.Add(1)
+			dc.(*conn).RegisterAuthorizer(func(op int, _, _, _ string) int {
+				if len(ops) == 0 || slices.Contains(ops, op) {
+					n.Add(1)
+				}
 				return sqlite3.SQLITE_OK
 			})
 			return nil

@@ -13,41 +13,13 @@ import (
 	"github.com/mattn/go-sqlite3"
 )
 
-// countWrites registers, on every connection of the pool, an authorizer
-// that counts the statements SQLite compiles that write or open and end
-// transactions (BEGIN, COMMIT, ROLLBACK, INSERT, UPDATE, DELETE): SQLite
-// calls the authorizer only while it parses and code-generates a statement.
-// Reads (the space checks, Peek) are not counted.
+// countWrites counts the statements SQLite compiles that write or open and
+// end transactions (BEGIN, COMMIT, ROLLBACK, INSERT, UPDATE, DELETE) on every
+// connection of the pool (compiles). Reads (the space checks, Peek) are not
+// counted.
 func countWrites(t testing.TB, db *DB) *atomic.Int64 {
 	t.Helper()
-	ctx := context.Background()
-	n := &atomic.Int64{}
-	db.sql.SetMaxIdleConns(4) // keep every connection that gets the authorizer
-	var conns []*sql.Conn
-	for range 4 { // the pool's MaxOpenConns, held at once: every connection
-		c, err := db.sql.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-		err = c.Raw(func(dc any) error {
-			dc.(*conn).RegisterAuthorizer(func(op int, _, _, _ string) int {
-				switch op {
-				case sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE:
-					n.Add(1)
-				}
-				return sqlite3.SQLITE_OK
-			})
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, c := range conns {
-		c.Close()
-	}
-	return n
+	return compiles(t, db, sqlite3.SQLITE_TRANSACTION, sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
 }
 
 // The outbox's commits parse no SQL: every statement of the write path,
