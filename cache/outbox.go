@@ -55,8 +55,9 @@ type AppStats struct {
 //     removed in bulk, ranges of consecutive IDs, riding on an append's
 //     commit once a second (flushEvery), or sooner when deleteBatch wait or
 //     the append would otherwise meet its application's caps, and by a
-//     commit of their own when no append came for a second. A crash resends
-//     at most the last second's delivered rows.
+//     commit of their own when no append came for a second. A crash can
+//     resend the delivered rows whose deletion had not ridden on a commit
+//     yet, normally the last second's.
 //   - Every commit goes through write (space.go): the byte cap follows the
 //     file system, a full file system refuses the appended rows with
 //     ErrStorageFull but still commits the deletions, and a database file

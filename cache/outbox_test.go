@@ -541,10 +541,7 @@ func TestDeletionsRideOncePerSecond(t *testing.T) {
 	ctx := context.Background()
 	db := openTest(t, filepath.Join(t.TempDir(), "d.db"))
 	ob := newOutbox(t, db, Limits{MaxRows: 1000, MaxBytes: 1 << 30})
-	clock := time.Now()
-	ob.mu.Lock()
-	ob.now = func() time.Time { return clock } // frozen: the flusher stays idle too
-	ob.mu.Unlock()
+	advance := stopClock(ob)
 	inFile := func() int {
 		t.Helper()
 		var n int
@@ -563,10 +560,7 @@ func TestDeletionsRideOncePerSecond(t *testing.T) {
 	}
 	first := appendRows("a", 0, 10) // deletedAt is zero: this commit carried (no) deletions
 	ob.Delete(first[:4])
-	appendRows("a", 10, 1)
-	ob.mu.Lock()
-	ob.deletedAt = clock // as if deletions rode just now
-	ob.mu.Unlock()
+	appendRows("a", 10, 1) // carries them: they last rode at time zero
 	appendRows("a", 11, 1)
 	if n := inFile(); n != 12-4 {
 		// The first append after Delete carried them (deletedAt was zero).
@@ -579,9 +573,7 @@ func TestDeletionsRideOncePerSecond(t *testing.T) {
 	if n, s := inFile(), ob.Stats("a"); n != 8+5 || s.Rows != 8+5-2 {
 		t.Fatalf("%d rows in the file and %d queued, want 13 and 11: deletions rode before a second passed", n, s.Rows)
 	}
-	ob.mu.Lock() // the flusher reads the clock under ob.mu
-	clock = clock.Add(flushEvery)
-	ob.mu.Unlock()
+	advance(flushEvery)
 	appendRows("a", 17, 1)
 	if n := inFile(); n != 13+1-2 {
 		t.Fatalf("%d rows in the file a second later, want 12", n)
@@ -611,10 +603,9 @@ func TestDeletionsRideBeforeTheCaps(t *testing.T) {
 	ctx := context.Background()
 	db := openTest(t, filepath.Join(t.TempDir(), "c.db"))
 	ob := newOutbox(t, db, Limits{MaxRows: 5, MaxBytes: 1 << 30})
-	clock := time.Now()
+	stopClock(ob)
 	ob.mu.Lock()
-	ob.now = func() time.Time { return clock }
-	ob.deletedAt = clock // deletions wait a second
+	ob.deletedAt = ob.now() // as if deletions had just ridden: they wait a second
 	ob.mu.Unlock()
 	rows := rowsFor("a", 0, 5)
 	if _, err := ob.Append(ctx, rows); err != nil {
@@ -630,5 +621,19 @@ func TestDeletionsRideBeforeTheCaps(t *testing.T) {
 	got, err := ob.Peek(ctx, "a", 0, 10)
 	if err != nil || len(got) != 5 || string(got[0].Body) != `{"n":2}` {
 		t.Fatalf("peek: %d rows, first %s, %v; want 5 from n=2", len(got), got[0].Body, err)
+	}
+}
+
+// stopClock freezes the outbox's clock (the flusher then stays idle) and
+// returns what moves it on; both hold ob.mu, where the flusher reads it.
+func stopClock(ob *Outbox) (advance func(time.Duration)) {
+	now := time.Now()
+	ob.mu.Lock()
+	ob.now = func() time.Time { return now }
+	ob.mu.Unlock()
+	return func(d time.Duration) {
+		ob.mu.Lock()
+		now = now.Add(d)
+		ob.mu.Unlock()
 	}
 }

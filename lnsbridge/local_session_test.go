@@ -116,6 +116,16 @@ func nextFCnt(t *testing.T, l testLocal) (Incoming, uint32) {
 	return in, in.Event.FCnt
 }
 
+// nextUplink is the next message, which must be the uplink with FCnt want.
+func nextUplink(t *testing.T, l testLocal, want uint32) Incoming {
+	t.Helper()
+	in, fc := nextFCnt(t, l)
+	if fc != want {
+		t.Fatalf("fcnt %d, want %d", fc, want)
+	}
+	return in
+}
+
 // The broker restarts (its persistence on): the client reconnects with its
 // session, gets again the message it had not acknowledged and the one
 // published while it was away.
@@ -156,10 +166,7 @@ func TestLocalResubscribesOnReconnect(t *testing.T) {
 	eventually(t, "a second session", func() bool { return l.sessions.Load() >= 2 && l.Stats().Connected })
 	topic, m := upEvent(t, 7)
 	pub(t, publisherAs(t, b.URL(), "pub-after"), topic, m)
-	in, fc := nextFCnt(t, l)
-	if fc != 7 {
-		t.Fatalf("fcnt %d", fc)
-	}
+	in := nextUplink(t, l, 7)
 	in.Ack()
 }
 
@@ -175,20 +182,14 @@ func TestLocalAckOfLostConnectionNotWrittenOnTheNext(t *testing.T) {
 	pub(t, publisherAs(t, b.URL(), "pub"), topic, m)
 	first, _ := nextFCnt(t, l)
 	px.cut()
-	again, fc := nextFCnt(t, l) // redelivered on the new connection
-	if fc != 3 {
-		t.Fatalf("fcnt %d", fc)
-	}
+	again := nextUplink(t, l, 3) // redelivered on the new connection
 	eventually(t, "the second session up", func() bool { return l.sessions.Load() >= 2 })
 	first.Ack() // late: its connection is gone
 	time.Sleep(300 * time.Millisecond)
 	l.Stop()
 
 	l2 := startLocalWith(t, b.URL(), localSetup{}, true)
-	in, fc := nextFCnt(t, l2)
-	if fc != 3 {
-		t.Fatalf("fcnt %d", fc)
-	}
+	in := nextUplink(t, l2, 3)
 	in.Ack()
 	again.Ack() // stopped: dropped
 	nothingMore(t, l2, 300*time.Millisecond)
@@ -257,10 +258,7 @@ func TestLocalPingTimeoutDetectsASilentBroker(t *testing.T) {
 	eventually(t, "reconnected", func() bool { return l.Stats().Connected })
 	topic, m := upEvent(t, 9)
 	pub(t, publisherAs(t, b.URL(), "pub"), topic, m)
-	in, fc := nextFCnt(t, l)
-	if fc != 9 {
-		t.Fatalf("fcnt %d", fc)
-	}
+	in := nextUplink(t, l, 9)
 	in.Ack()
 }
 
@@ -274,10 +272,7 @@ func TestLocalOversizedPublishDiscardedAndAcknowledged(t *testing.T) {
 	topic, m := upEvent(t, 5)
 	pub(t, p, topic, bytes.Repeat([]byte{'x'}, 2<<20))
 	pub(t, p, topic, m)
-	in, fc := nextFCnt(t, l)
-	if fc != 5 {
-		t.Fatalf("fcnt %d", fc)
-	}
+	in := nextUplink(t, l, 5)
 	in.Ack()
 	if s := l.Stats(); s.Malformed != 1 || s.Received != 1 {
 		t.Fatalf("stats %+v", s)
@@ -507,10 +502,7 @@ func TestLocalStopWithTheHandlerBlocked(t *testing.T) {
 
 	l2 := startLocalWith(t, b.URL(), localSetup{}, true)
 	for want := uint32(1); want <= 2; want++ {
-		in, fc := nextFCnt(t, l2)
-		if fc != want {
-			t.Fatalf("fcnt %d, want %d", fc, want)
-		}
+		in := nextUplink(t, l2, want)
 		in.Ack()
 	}
 }
