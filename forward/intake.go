@@ -2,6 +2,7 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -335,11 +336,23 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 		}
 	}
 	var synced cache.Synced
+	// A batch the file system has no room for is committed in parts, in
+	// order, halved at once at each refusal (a part that fitted lets the
+	// next be twice its size): room for a few rows (delivered rows deleted) must
+	// let them in, not wait for room for the whole batch, which a full file
+	// system may never give. The messages are acknowledged once the last
+	// part is synced (a sync covers every commit before it).
+	todo, part := rows, len(rows)
 	for {
-		dropped, s, err := in.out.Commit(ctx, rows, acks)
+		dropped, s, err := in.out.Commit(ctx, todo[:part], acks)
 		synced = s
 		if err == nil {
 			in.logDropped(dropped)
+			if todo = todo[part:]; len(todo) > 0 {
+				part = min(2*part, len(todo))
+				b.Reset()
+				continue
+			}
 			if in.failing > 0 {
 				if in.streakLogged {
 					in.log.Warn("outbox commits succeed again; local messages acknowledged", "failed_attempts", in.failing)
@@ -350,6 +363,10 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 		}
 		if ctx.Err() != nil {
 			return false
+		}
+		if errors.Is(err, cache.ErrStorageFull) && part > 1 {
+			part = (part + 1) / 2
+			continue
 		}
 		// Not per retry: a full file system lasts (the cache logs and
 		// reports its own state). Once per failure streak, and streaks at most every 10 minutes.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -366,4 +367,82 @@ func TestIntakeAcknowledgesOnlyOnceSynced(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// roomyCommitter takes at most room rows per commit and refuses more with
+// cache.ErrStorageFull, as a full file system with room for a few rows does.
+type roomyCommitter struct {
+	room int
+
+	mu     sync.Mutex
+	stored []string // bodies, in commit order
+	acked  map[string]int
+	early  []string // acknowledged before stored
+}
+
+func (c *roomyCommitter) Commit(_ context.Context, rows []cache.Row, _ int) (map[string]int, cache.Synced, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(rows) > c.room {
+		return nil, cache.Synced{}, fmt.Errorf("%w: injected, %d rows", cache.ErrStorageFull, len(rows))
+	}
+	for _, r := range rows {
+		c.stored = append(c.stored, string(r.Body))
+	}
+	return nil, cache.Synced{}, nil
+}
+
+func (c *roomyCommitter) ack(body string) func() {
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if !slices.Contains(c.stored, body) {
+			c.early = append(c.early, body)
+		}
+		c.acked[body]++
+	}
+}
+
+// A batch the file system has no room for is committed in parts small enough
+// to fit, in order, instead of being retried whole forever (a full flash
+// with room for 3 rows, a batch of 20): every message is stored once, in
+// arrival order, and acknowledged once, after its row.
+func TestIntakeCommitsARefusedBatchInParts(t *testing.T) {
+	const appEUI = "16-16-16-16-16-16-16-16"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	m := intakeRouter(ctx, t, appEUI, "http://127.0.0.1:1/app", log)
+	c := &roomyCommitter{room: 3, acked: map[string]int{}}
+	in := NewIntake(c, nil, m.Router(), nil, log)
+	in.MaxBatch = 100
+	const n = 20
+	msgs := make(chan Message, n)
+	var bodies []string
+	for i := range n {
+		body := fmt.Sprintf(`{"i":%d}`, i)
+		bodies = append(bodies, body)
+		msgs <- Message{Kind: lnsbridge.KindUp, DevEUI: "00-00-00-00-00-00-00-01", AppEUI: appEUI, FCnt: uint32(i), Body: []byte(body), Ack: c.ack(body)}
+	}
+	close(msgs)
+	done := make(chan struct{})
+	go func() { defer close(done); in.Run(ctx, msgs) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the intake is still retrying a batch the file system has no room for")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !slices.Equal(c.stored, bodies) {
+		t.Fatalf("stored %v, want every message once in arrival order %v", c.stored, bodies)
+	}
+	if len(c.early) > 0 {
+		t.Fatalf("acknowledged before their rows were stored: %v", c.early)
+	}
+	for _, b := range bodies {
+		if c.acked[b] != 1 {
+			t.Fatalf("message %s acknowledged %d times, want once", b, c.acked[b])
+		}
+	}
 }
