@@ -654,6 +654,7 @@ func (o *Outbox) commit(rows []Row, extra func(*wtx, func(string) *delta) error)
 	for i := range rows {
 		o.lastID = max(o.lastID, rows[i].ID)
 	}
+	var floors map[*Feed]int64 // feeds whose rows up to a new floor went (caps, DropApplication)
 	for app, x := range deltas {
 		s := o.app(app)
 		s.Rows += x.rows
@@ -663,21 +664,27 @@ func (o *Outbox) commit(rows []Row, extra func(*wtx, func(string) *delta) error)
 		if x.floor > o.floor[app] {
 			o.floor[app] = x.floor
 		}
+		if x.floor > 0 {
+			if floors == nil {
+				floors = map[*Feed]int64{}
+			}
+			if f := o.feeds[app]; f != nil {
+				floors[f] = x.floor
+			}
+		}
 	}
 	for _, p := range pend.deletes {
 		o.unpend(p)
 	}
-	// Forgotten rows the caps dropped in this transaction are not forgotten again.
-	for id, p := range o.pend.deletes {
-		if id <= o.floor[p.app] {
-			delete(o.pend.deletes, id)
-			o.unpend(p)
-		}
-	}
-	floors := map[*Feed]int64{}
-	for app, x := range deltas {
-		if f := o.feeds[app]; f != nil && x.floor > 0 {
-			floors[f] = x.floor
+	// Forgotten rows the caps dropped in this transaction are not forgotten
+	// again. Only a floor raised here can cover a pending deletion: forget
+	// skips rows under the floor of its time, and floors rise only here.
+	if floors != nil {
+		for id, p := range o.pend.deletes {
+			if id <= o.floor[p.app] {
+				delete(o.pend.deletes, id)
+				o.unpend(p)
+			}
 		}
 	}
 	o.mu.Unlock()
@@ -701,29 +708,49 @@ func (o *Outbox) deletesDueLocked(lim Limits, rows []Row) bool {
 	if len(o.pend.deletes) == 0 {
 		return false
 	}
+	over := func(app string, rows int, bytes int64) bool {
+		s := o.stats[app]
+		return o.pendApp[app] != nil && s != nil && (s.Rows+rows > lim.MaxRows || s.Bytes+bytes > lim.MaxBytes)
+	}
+	if app, ok := oneApplication(rows); ok {
+		var bytes int64
+		for _, r := range rows {
+			bytes += int64(len(r.Body))
+		}
+		return over(app, len(rows), bytes)
+	}
 	type add struct {
 		rows  int
 		bytes int64
 	}
-	var adds map[string]add
+	adds := map[string]add{}
 	for _, r := range rows {
-		if o.pendApp[r.Application] == nil {
-			continue // nothing of this application waits to be deleted
-		}
-		if adds == nil {
-			adds = map[string]add{}
-		}
 		a := adds[r.Application]
 		a.rows++
 		a.bytes += int64(len(r.Body))
 		adds[r.Application] = a
 	}
 	for app, a := range adds {
-		if s := o.stats[app]; s != nil && (s.Rows+a.rows > lim.MaxRows || s.Bytes+a.bytes > lim.MaxBytes) {
+		if over(app, a.rows, a.bytes) {
 			return true
 		}
 	}
 	return false
+}
+
+// oneApplication returns the application of rows when they all have the
+// same one (the common case, spared a map on every commit).
+func oneApplication(rows []Row) (string, bool) {
+	if len(rows) == 0 {
+		return "", false
+	}
+	app := rows[0].Application
+	for _, r := range rows[1:] {
+		if r.Application != app {
+			return "", false
+		}
+	}
+	return app, true
 }
 
 // apply writes one transaction's content.
@@ -772,11 +799,18 @@ func (o *Outbox) apply(tx *wtx, lim Limits, rows []Row, pend pendingWrites, extr
 		bytes int64
 	}
 	var overs []over
-	for app, x := range d2list(rows, d) {
+	check := func(app string, x *delta) {
 		s := o.app(app)
 		rs, bs := s.Rows+x.rows, s.Bytes+x.bytes
 		if rs > lim.MaxRows || bs > lim.MaxBytes {
 			overs = append(overs, over{app, rs, bs})
+		}
+	}
+	if app, ok := oneApplication(rows); ok {
+		check(app, d(app))
+	} else {
+		for app, x := range d2list(rows, d) {
+			check(app, x)
 		}
 	}
 	o.mu.Unlock()

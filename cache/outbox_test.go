@@ -600,27 +600,34 @@ func TestDeletionsRideOncePerSecond(t *testing.T) {
 // An append that would meet its application's row cap carries the pending
 // deletions: delivered rows are deleted, not dropped in place of queued ones.
 func TestDeletionsRideBeforeTheCaps(t *testing.T) {
-	ctx := context.Background()
-	db := openTest(t, filepath.Join(t.TempDir(), "c.db"))
-	ob := newOutbox(t, db, Limits{MaxRows: 5, MaxBytes: 1 << 30})
-	stopClock(ob)
-	ob.mu.Lock()
-	ob.deletedAt = ob.now() // as if deletions had just ridden: they wait a second
-	ob.mu.Unlock()
-	rows := rowsFor("a", 0, 5)
-	if _, err := ob.Append(ctx, rows); err != nil {
-		t.Fatal(err)
-	}
-	ob.Delete(rows[:2])
-	if _, err := ob.Append(ctx, rowsFor("a", 5, 2)); err != nil {
-		t.Fatal(err)
-	}
-	if s := ob.Stats("a"); s.Rows != 5 || s.Dropped != 0 {
-		t.Fatalf("stats %+v: want 5 rows queued, none dropped", s)
-	}
-	got, err := ob.Peek(ctx, "a", 0, 10)
-	if err != nil || len(got) != 5 || string(got[0].Body) != `{"n":2}` {
-		t.Fatalf("peek: %d rows, first %s, %v; want 5 from n=2", len(got), got[0].Body, err)
+	for _, tc := range []struct {
+		name  string
+		other int // rows of another application in the same commit
+	}{{"one application", 0}, {"with another application", 2}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := openTest(t, filepath.Join(t.TempDir(), "c.db"))
+			ob := newOutbox(t, db, Limits{MaxRows: 5, MaxBytes: 1 << 30})
+			stopClock(ob)
+			ob.mu.Lock()
+			ob.deletedAt = ob.now() // as if deletions had just ridden: they wait a second
+			ob.mu.Unlock()
+			rows := rowsFor("a", 0, 5)
+			if _, err := ob.Append(ctx, rows); err != nil {
+				t.Fatal(err)
+			}
+			ob.Delete(rows[:2])
+			if _, err := ob.Append(ctx, append(rowsFor("b", 0, tc.other), rowsFor("a", 5, 2)...)); err != nil {
+				t.Fatal(err)
+			}
+			if s := ob.Stats("a"); s.Rows != 5 || s.Dropped != 0 {
+				t.Fatalf("stats %+v: want 5 rows queued, none dropped", s)
+			}
+			got, err := ob.Peek(ctx, "a", 0, 10)
+			if err != nil || len(got) != 5 || string(got[0].Body) != `{"n":2}` {
+				t.Fatalf("peek: %d rows, first %s, %v; want 5 from n=2", len(got), got[0].Body, err)
+			}
+		})
 	}
 }
 
@@ -635,5 +642,47 @@ func stopClock(ob *Outbox) (advance func(time.Duration)) {
 		ob.mu.Lock()
 		now = now.Add(d)
 		ob.mu.Unlock()
+	}
+}
+
+// TestForgottenWhileDroppedCountsOnce: a row delivered (forgotten) while the
+// transaction dropping it runs (DropApplication, the caps) is not forgotten
+// again after it: the stats do not count it gone twice, and no deletion of
+// it stays pending.
+func TestForgottenWhileDroppedCountsOnce(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t, filepath.Join(t.TempDir(), "c.db"))
+	ob := newOutbox(t, db, Limits{MaxRows: 100, MaxBytes: 1 << 30})
+	stopClock(ob)
+	rows := rowsFor("a", 0, 3)
+	if _, err := ob.Append(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	// DropApplication's transaction, with the lane's Delete arriving while it runs.
+	ob.wmu.Lock()
+	_, err := ob.write(nil, func(tx *wtx, d func(string) *delta) error {
+		ob.Delete(rows[:1])
+		if _, err := tx.exec(tx.st.dropApp, "a", rows[2].ID); err != nil {
+			return err
+		}
+		x := d("a")
+		x.rows -= 3
+		x.bytes -= int64(3 * len(rows[0].Body))
+		x.dropped += 3
+		x.floor = rows[2].ID
+		return nil
+	})
+	ob.wmu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := ob.Stats("a"); s.Rows != 0 || s.Bytes != 0 || s.Dropped != 3 {
+		t.Fatalf("stats %+v: want 0 rows, 0 bytes, 3 dropped", s)
+	}
+	ob.mu.Lock()
+	pending := len(ob.pend.deletes)
+	ob.mu.Unlock()
+	if pending != 0 {
+		t.Fatalf("%d deletions still pending for dropped rows", pending)
 	}
 }
