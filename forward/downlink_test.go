@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -67,7 +68,7 @@ func TestValidateDownlink(t *testing.T) {
 
 func TestSplitDownlinks(t *testing.T) {
 	for reply, want := range map[string]int{
-		`[]`: 0, `{}`: 0, ``: 0, `"ok"`: 0, `not json`: 0,
+		`[]`: 0, `{}`: 0, ``: 0, `"ok"`: 0, `not json`: 0, ` [ ` + "\r\n\t" + `] `: 0, `[}`: 0, `{]`: 0, `[x]`: 0,
 		`{"deveui":"00-11-00-11-00-11-00-11","data":"AQ=="}`:                         1,
 		`[{"deveui":"a","data":"AQ=="},{"data":"AQ=="},{"deveui":"b","data":"x"},5]`: 2,
 	} {
@@ -75,6 +76,50 @@ func TestSplitDownlinks(t *testing.T) {
 			t.Errorf("%s: %d downlinks, want %d", reply, got, want)
 		}
 	}
+}
+
+// TestSplitDownlinksSparesEmptyAnswers: the answer of nearly every uplink,
+// an empty array or object, is recognised without encoding/json.
+func TestSplitDownlinksSparesEmptyAnswers(t *testing.T) {
+	for _, reply := range []string{`[]`, `{}`, " [ \n] ", "{\t}"} {
+		b := []byte(reply)
+		if n := testing.AllocsPerRun(100, func() { SplitDownlinks(b) }); n != 0 {
+			t.Errorf("%q: %.0f allocations, want none", reply, n)
+		}
+	}
+}
+
+// FuzzSplitDownlinks: a remote answer never panics the split; what it
+// returns are objects with deveui and data; an answer taken for empty is an
+// empty JSON array or object.
+func FuzzSplitDownlinks(f *testing.F) {
+	for _, s := range []string{`[]`, `{}`, " [ ] ", `[{"deveui":"a","data":"AQ=="},5]`, `{"deveui":"a","data":"AQ=="}`, `[}`, `[ "]"`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, reply []byte) {
+		for _, e := range SplitDownlinks(reply) {
+			var probe map[string]json.RawMessage
+			if err := json.Unmarshal(e, &probe); err != nil {
+				t.Fatalf("element %s: %v", e, err)
+			}
+		}
+		if p := bytes.TrimSpace(reply); emptyJSON(p) {
+			var v any
+			if err := json.Unmarshal(p, &v); err != nil {
+				t.Fatalf("%q taken for empty: %v", p, err)
+			}
+			switch x := v.(type) {
+			case []any:
+				if len(x) != 0 {
+					t.Fatalf("%q taken for empty: %d elements", p, len(x))
+				}
+			case map[string]any:
+				if len(x) != 0 {
+					t.Fatalf("%q taken for empty: %d keys", p, len(x))
+				}
+			}
+		}
+	})
 }
 
 func TestHexUplink(t *testing.T) {
