@@ -250,10 +250,9 @@ func (s *space) refresh(ctx context.Context, payload int64, force bool) {
 	total, free, err := s.statfs()
 	var pageSize, pages, freePages int64
 	if err == nil {
-		err = errors.Join(
-			s.db.sql.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize),
-			s.db.sql.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages),
-			s.db.sql.QueryRowContext(ctx, "PRAGMA freelist_count").Scan(&freePages))
+		// One query, not three: each costs a connection from the pool and a compilation.
+		err = s.db.sql.QueryRowContext(ctx, "SELECT * FROM pragma_page_size(), pragma_page_count(), pragma_freelist_count()").
+			Scan(&pageSize, &pages, &freePages)
 	}
 	dbBytes := fileSize(s.db.path) + fileSize(s.db.path+"-wal")
 	s.mu.Lock()

@@ -464,3 +464,41 @@ func TestOutboxQueriesCompileOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestSpaceReadsTheDatabasePages: the free pages and the measured bytes per
+// payload byte are the database's own figures.
+func TestSpaceReadsTheDatabasePages(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t, filepath.Join(t.TempDir(), "c.db"))
+	ob := newOutbox(t, db, Limits{MaxRows: 1 << 20, MaxBytes: 1 << 40})
+	rows := make([]Row, 300)
+	for i := range rows {
+		rows[i] = Row{Application: "a", Kind: "up", Body: bytes.Repeat([]byte{'x'}, 400)}
+	}
+	if _, err := ob.Append(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	ob.Delete(rows[:150])
+	if err := ob.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	payload := int64(150 * 400)
+	db.space.refresh(ctx, payload, true)
+	var pageSize, pages, free int64
+	for q, dst := range map[string]*int64{"PRAGMA page_size": &pageSize, "PRAGMA page_count": &pages, "PRAGMA freelist_count": &free} {
+		if err := db.sql.QueryRowContext(ctx, q).Scan(dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if free == 0 || pages <= free {
+		t.Fatalf("test setup: %d pages, %d free", pages, free)
+	}
+	db.space.mu.Lock()
+	gotFree, gotOverhead := db.space.freePages, db.space.overhead
+	db.space.mu.Unlock()
+	wantOverhead := min(max(float64((pages-free)*pageSize)/float64(payload), 1.2), 8)
+	if gotFree != free*pageSize || gotOverhead != wantOverhead {
+		t.Fatalf("free %d bytes, overhead %.3f; want %d, %.3f (%d pages of %d bytes, %d free)",
+			gotFree, gotOverhead, free*pageSize, wantOverhead, pages, pageSize, free)
+	}
+}
