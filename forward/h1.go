@@ -25,9 +25,9 @@ import (
 // timer and a dozen allocations on the way: on the ARMv5 binary under qemu
 // that was about half of the floor's CPU per uplink (a relay with net/http
 // 2.20 ms, the same relay writing its requests itself 1.08 ms, 20/s). The
-// request side here is a request line and four headers; the answer is parsed
-// by net/http's own ReadResponse (status line, headers, Content-Length or
-// chunked bodies).
+// request side here is a request line and four headers; the answer side
+// reads the status, the body (Content-Length or chunked) and whether the
+// connection stays open, and nothing else (h1answer.go).
 //
 // What it does not do, on purpose: follow redirects (net/http turns a
 // redirected POST into a GET without its body, a silent loss; a 3xx is
@@ -194,30 +194,11 @@ func (c *h1Client) exchange(ctx context.Context, k *h1Conn, method, path string,
 	if _, err := k.br.Peek(1); err != nil {
 		return 0, nil, false, false, err
 	}
-	answered = true
-	req := &http.Request{Method: method}
-	var resp *http.Response
-	for {
-		if resp, err = http.ReadResponse(k.br, req); err != nil {
-			return 0, nil, false, true, fmt.Errorf("reading the answer: %w", err)
-		}
-		// 1xx answers (100 Continue, 103 Early Hints) precede the real one.
-		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
-			break
-		}
-	}
-	reply, err = io.ReadAll(io.LimitReader(resp.Body, maxReply))
+	a, err := readAnswer(k.br)
 	if err != nil {
-		return resp.StatusCode, nil, false, true, fmt.Errorf("reading the answer's body: %w", err)
+		return a.status, nil, false, true, fmt.Errorf("reading the answer: %w", err)
 	}
-	// The connection is reused only when its answer ended within the drain
-	// allowance (closing the body would read an endless one to the deadline).
-	_, derr := io.CopyN(io.Discard, resp.Body, h1Drain)
-	ended := errors.Is(derr, io.EOF)
-	if ended {
-		resp.Body.Close()
-	}
-	return resp.StatusCode, reply, ended && !resp.Close && resp.StatusCode != http.StatusSwitchingProtocols, true, nil
+	return a.status, a.body, a.keep, true, nil
 }
 
 // writeRequest writes what net/http wrote for these requests, in its order:
