@@ -300,19 +300,24 @@ func TestH1TimeoutEndsARequest(t *testing.T) {
 	}
 }
 
+// h1AnswerSeeds start the fuzzing of answers.
+var h1AnswerSeeds = []string{
+	"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+	"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+	"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+	"HTTP/1.1 500 Oops\r\nContent-Length: 99\r\n\r\nshort",
+	"HTTP/1.0 200 OK\r\n\r\nuntil close",
+	"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx",
+	"HTTP/1.1 500 Oops\r\nConnection: close\r\n\r\nuntil close",
+	"garbage\r\n\r\n",
+	"",
+}
+
 // FuzzH1Answer feeds a hostile server's answer to the client: it never
 // panics, and a status is returned only with a parsed status line.
 func FuzzH1Answer(f *testing.F) {
-	for _, s := range []string{
-		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
-		"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
-		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
-		"HTTP/1.1 500 Oops\r\nContent-Length: 99\r\n\r\nshort",
-		"HTTP/1.0 200 OK\r\n\r\nuntil close",
-		"garbage\r\n\r\n",
-		"",
-	} {
+	for _, s := range h1AnswerSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, answer []byte) {

@@ -146,13 +146,7 @@ func TestH1RefusesMalformedFraming(t *testing.T) {
 // with net/http on the status, the body, the connection's reuse and where
 // the next answer starts.
 func FuzzH1AnswerAsNetHTTP(f *testing.F) {
-	for _, s := range []string{
-		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
-		"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
-		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
-		"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\nx",
-		"HTTP/1.1 500 Oops\r\nConnection: close\r\n\r\nuntil close",
-	} {
+	for _, s := range h1AnswerSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
