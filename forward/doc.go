@@ -31,7 +31,8 @@
 // lane's own goroutine; a failed head blocks only its lane), the backoff,
 // dead-lettering and deletes, and opens the transport again after a lost
 // connection. HTTP(S) (http_transport.go) runs delivery.http_lanes lanes, each
-// posting one message or a batch; MQTT(S)/WSS and Azure IoT Hub (mqtt*.go)
+// posting one message or a batch on a keep-alive connection of its own (h1.go
+// writes the requests, h1answer.go reads the answers); MQTT(S)/WSS and Azure IoT Hub (mqtt*.go)
 // run one lane whose deliver calls keep up to delivery.mqtt_inflight
 // publishes awaiting their PUBACK, and own the inbound side (downlinks,
 // clears, remote requests, direct methods); over TCP and TLS paho's

@@ -11,11 +11,12 @@ import (
 // The answer side of h1Client: what a remote API answers a request, read
 // straight from the connection's buffer. net/http's ReadResponse built a
 // Response, a header map of canonicalised keys and a body reader chain for
-// each answer, about a tenth of the HTTP path's CPU on the ARMv5 binary
-// under qemu; only the status, the body and whether the connection can be
-// reused matter here. It is as strict as net/http where that decides what
-// the body is (one Content-Length, or chunked; malformed chunks are errors)
-// and reads no further than the answer.
+// each answer (a sixth of the HTTP lane's CPU in a profile of the ARMv5
+// binary under qemu at 20/s); only the status, the body and whether the
+// connection can be reused matter here. It is as strict as net/http where
+// that decides what the body is (a Content-Length, equal when repeated, or
+// chunked; malformed chunks are errors) and reads no further than the
+// answer.
 
 const (
 	h1MaxLine   = 64 << 10 // one status or header line
