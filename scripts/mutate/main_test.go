@@ -178,3 +178,16 @@ func TestMutationList(t *testing.T) {
 		t.Fatalf("%d mutations from issue 16's list, want its 6", issue)
 	}
 }
+
+// TestSnippetsAreInTheCode: every mutation's snippets are in the module's
+// code exactly once, so a change that makes one stale fails make test (two
+// had gone stale unnoticed: nothing ran -check).
+func TestSnippetsAreInTheCode(t *testing.T) {
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range checkSnippets(root, mutations()) {
+		t.Error(s)
+	}
+}
