@@ -130,7 +130,7 @@ func intField(m map[string]any, key string, lo, hi int64) error {
 func SplitDownlinks(reply []byte) []json.RawMessage {
 	p := bytes.TrimSpace(reply)
 	if len(p) == 0 || emptyJSON(p) {
-		return nil // most answers: spared encoding/json (a tenth of the HTTP path's CPU under qemu)
+		return nil // most answers: spared encoding/json (3 % of the ARMv5 binary's CPU under qemu at 20/s)
 	}
 	var elems []json.RawMessage
 	switch p[0] {

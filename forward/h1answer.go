@@ -159,7 +159,7 @@ func readBody(br *bufio.Reader, a h1Answer, f framing) (h1Answer, error) {
 		f.close = true
 	}
 	if err != nil {
-		return h1Answer{status: a.status}, fmt.Errorf("reading the answer's body: %w", err)
+		return h1Answer{status: a.status}, fmt.Errorf("body: %w", err)
 	}
 	a.keep = ended && !f.close && a.status != 101
 	return a, nil
