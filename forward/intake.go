@@ -347,6 +347,7 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 		dropped, s, err := in.out.Commit(ctx, todo[:part], acks)
 		synced = s
 		if err == nil {
+			in.commits.Add(1)
 			in.logDropped(dropped)
 			if todo = todo[part:]; len(todo) > 0 {
 				part = min(2*part, len(todo))
@@ -378,7 +379,6 @@ func (in *Intake) commit(ctx context.Context, batch []Message) bool {
 			return false
 		}
 	}
-	in.commits.Add(1)
 	in.stored.Add(uint64(len(rows)))
 	if acks > 0 {
 		in.unsynced.Add(1)

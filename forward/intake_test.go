@@ -255,22 +255,7 @@ func TestIntakeRecommitsWhatASyncFailed(t *testing.T) {
 	ap := &syncFailingAppender{durable: map[string]int{}, acked: map[string]int{}}
 	in := NewIntake(ap, nil, m.Router(), nil, log)
 	in.MaxBatch = 2
-	const n = 5
-	msgs := make(chan Message, n)
-	var bodies []string
-	for i := range n {
-		body := fmt.Sprintf(`{"i":%d}`, i)
-		bodies = append(bodies, body)
-		msgs <- Message{Kind: lnsbridge.KindUp, DevEUI: "00-00-00-00-00-00-00-01", AppEUI: appEUI, FCnt: uint32(i), Body: []byte(body), Ack: ap.ack(body)}
-	}
-	close(msgs)
-	done := make(chan struct{})
-	go func() { defer close(done); in.Run(ctx, msgs) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the intake did not end")
-	}
+	bodies := runUplinks(ctx, t, in, appEUI, 5, ap.ack, 30*time.Second, "the intake did not end")
 	// Run returned after msgs closed: the re-commit may still be due.
 	ap.mu.Lock()
 	defer ap.mu.Unlock()
@@ -374,10 +359,11 @@ func TestIntakeAcknowledgesOnlyOnceSynced(t *testing.T) {
 type roomyCommitter struct {
 	room int
 
-	mu     sync.Mutex
-	stored []string // bodies, in commit order
-	acked  map[string]int
-	early  []string // acknowledged before stored
+	mu      sync.Mutex
+	stored  []string // bodies, in commit order
+	commits int      // transactions taken
+	acked   map[string]int
+	early   []string // acknowledged before stored
 }
 
 func (c *roomyCommitter) Commit(_ context.Context, rows []cache.Row, _ int) (map[string]int, cache.Synced, error) {
@@ -389,6 +375,7 @@ func (c *roomyCommitter) Commit(_ context.Context, rows []cache.Row, _ int) (map
 	for _, r := range rows {
 		c.stored = append(c.stored, string(r.Body))
 	}
+	c.commits++
 	return nil, cache.Synced{}, nil
 }
 
@@ -416,22 +403,7 @@ func TestIntakeCommitsARefusedBatchInParts(t *testing.T) {
 	c := &roomyCommitter{room: 3, acked: map[string]int{}}
 	in := NewIntake(c, nil, m.Router(), nil, log)
 	in.MaxBatch = 100
-	const n = 20
-	msgs := make(chan Message, n)
-	var bodies []string
-	for i := range n {
-		body := fmt.Sprintf(`{"i":%d}`, i)
-		bodies = append(bodies, body)
-		msgs <- Message{Kind: lnsbridge.KindUp, DevEUI: "00-00-00-00-00-00-00-01", AppEUI: appEUI, FCnt: uint32(i), Body: []byte(body), Ack: c.ack(body)}
-	}
-	close(msgs)
-	done := make(chan struct{})
-	go func() { defer close(done); in.Run(ctx, msgs) }()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		t.Fatal("the intake is still retrying a batch the file system has no room for")
-	}
+	bodies := runUplinks(ctx, t, in, appEUI, 20, c.ack, time.Minute, "the intake is still retrying a batch the file system has no room for")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !slices.Equal(c.stored, bodies) {
@@ -445,4 +417,30 @@ func TestIntakeCommitsARefusedBatchInParts(t *testing.T) {
 			t.Fatalf("message %s acknowledged %d times, want once", b, c.acked[b])
 		}
 	}
+	if st := in.Stats(); st.Commits != uint64(c.commits) {
+		t.Fatalf("stats: %d commits, the outbox took %d transactions", st.Commits, c.commits)
+	}
+}
+
+// runUplinks feeds n uplinks of one device to in, ack making each one's Ack,
+// and waits up to limit for Run to return once it took them all (stuck
+// says what it means when it does not). It returns the bodies in order.
+func runUplinks(ctx context.Context, t *testing.T, in *Intake, appEUI string, n int, ack func(body string) func(), limit time.Duration, stuck string) []string {
+	t.Helper()
+	msgs := make(chan Message, n)
+	var bodies []string
+	for i := range n {
+		body := fmt.Sprintf(`{"i":%d}`, i)
+		bodies = append(bodies, body)
+		msgs <- Message{Kind: lnsbridge.KindUp, DevEUI: "00-00-00-00-00-00-00-01", AppEUI: appEUI, FCnt: uint32(i), Body: []byte(body), Ack: ack(body)}
+	}
+	close(msgs)
+	done := make(chan struct{})
+	go func() { defer close(done); in.Run(ctx, msgs) }()
+	select {
+	case <-done:
+	case <-time.After(limit):
+		t.Fatal(stuck)
+	}
+	return bodies
 }
